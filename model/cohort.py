@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,14 +51,22 @@ class Cohort:
         if missing:
             raise CohortError(f"case table lacks column(s) {missing}")
         if self.features.ndim != 2:
-            raise CohortError(f"features must be 2-D [slices, dim], got shape {self.features.shape}")
+            raise CohortError(
+                f"features must be 2-D [slices, dim], got shape {self.features.shape}"
+            )
         if len(self.feature_names) != self.features.shape[1]:
-            raise CohortError(f"{len(self.feature_names)} feature names for "
-                              f"{self.features.shape[1]} feature columns")
+            raise CohortError(
+                f"{len(self.feature_names)} feature names for "
+                f"{self.features.shape[1]} feature columns"
+            )
         ends = self.cases["offset"].to_numpy() + self.cases["n_slices"].to_numpy()
-        if len(self.cases) and (ends.max() > len(self.features) or self.cases["n_slices"].min() < 1):
+        if len(self.cases) and (
+            ends.max() > len(self.features) or self.cases["n_slices"].min() < 1
+        ):
             raise CohortError("case table offsets/n_slices do not fit the feature array")
         self.labels = self.schema.encode_table(self.cases.to_dict("records"))  # [n, fields]
+        self._offsets = self.cases["offset"].to_numpy(np.int64)
+        self._counts = self.cases["n_slices"].to_numpy(np.int64)
 
     # --- access ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -72,17 +82,24 @@ class Cohort:
 
     def slices(self, i: int) -> np.ndarray:
         """Per-slice features of case i: float32 [n_slices, dim]."""
-        row = self.cases.iloc[i]
-        start, n = int(row["offset"]), int(row["n_slices"])
-        return np.asarray(self.features[start:start + n], dtype=np.float32)
+        start, n = self._offsets[i], self._counts[i]
+        return np.asarray(self.features[start : start + n], dtype=np.float32)
 
     def texts(self) -> list[str]:
         return [self.schema.text(row) for row in self.labels]
 
     def with_schema(self, schema: Schema) -> Cohort:
         """The same cases read with another schema (e.g. LIDC ratings instead of bins)."""
-        return Cohort(self.name, schema, self.cases, self.features, self.feature_names,
-                      self.simulated, self.source, self.extra)
+        return Cohort(
+            self.name,
+            schema,
+            self.cases,
+            self.features,
+            self.feature_names,
+            self.simulated,
+            self.source,
+            self.extra,
+        )
 
     def subset(self, indices: Sequence[int]) -> CohortView:
         return CohortView(self, np.asarray(indices, dtype=np.int64))
@@ -93,7 +110,7 @@ class Cohort:
         h.update(self.cases.to_csv(index=False).encode())
         h.update(json.dumps(self.schema.to_dict(), sort_keys=True).encode())
         for start in range(0, len(self.features), 65536):
-            h.update(np.ascontiguousarray(self.features[start:start + 65536]).tobytes())
+            h.update(np.ascontiguousarray(self.features[start : start + 65536]).tobytes())
         return h.hexdigest()
 
     def describe(self) -> dict:
@@ -117,28 +134,9 @@ class Cohort:
     def save(self, directory: Path) -> Path:
         """Write atomically: into a temporary sibling folder, then rename into place."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        np.save(tmp / "features.npy", np.ascontiguousarray(self.features, dtype=np.float32))
-        self.cases.to_csv(tmp / "cases.csv", index=False)
-        self.schema.save(tmp / "schema.json")
-        meta = {
-            "name": self.name,
-            "simulated": self.simulated,
-            "source": self.source,
-            "feature_names": self.feature_names,
-            "n_cases": len(self),
-            "content_hash": self.content_hash(),
-            **({"extra": self.extra} if self.extra else {}),
-        }
-        (tmp / "cohort.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            _rmtree(old)
-        else:
-            os.replace(tmp, directory)
+        with atomic_directory(directory) as tmp:
+            np.save(tmp / "features.npy", np.ascontiguousarray(self.features, dtype=np.float32))
+            write_metadata(self, tmp)
         return directory
 
     @classmethod
@@ -146,11 +144,17 @@ class Cohort:
         directory = Path(directory)
         for name in ("cohort.json", "schema.json", "cases.csv", "features.npy"):
             if not (directory / name).is_file():
-                raise CohortError(f"{directory} is not a cohort folder: {name} is missing "
-                                  "(create one with `clipmed data lidc` or `clipmed data simulate`)")
+                raise CohortError(
+                    f"{directory} is not a cohort folder: {name} is missing "
+                    "(create one with `clipmed data lidc` or `clipmed data simulate`)"
+                )
         meta = json.loads((directory / "cohort.json").read_text())
-        cases = pd.read_csv(directory / "cases.csv", dtype={"case_id": str, "patient_id": str},
-                            keep_default_na=False, na_values=[""])
+        cases = pd.read_csv(
+            directory / "cases.csv",
+            dtype={"case_id": str, "patient_id": str},
+            keep_default_na=False,
+            na_values=[""],
+        )
         features = np.load(directory / "features.npy", mmap_mode="r", allow_pickle=False)
         return cls(
             name=meta["name"],
@@ -190,7 +194,51 @@ class CohortView:
         return [schema.text(row) for row in self.labels]
 
 
-def _rmtree(path: Path) -> None:
-    import shutil
+@contextmanager
+def atomic_directory(directory: Path) -> Iterator[Path]:
+    """A temporary sibling folder that replaces `directory` when the block ends without error.
 
+    Readers never see a half-written cohort: the folder appears (or is replaced) by a rename.
+    On error the temporary folder is removed and `directory` is left as it was.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        yield tmp
+    except BaseException:
+        _rmtree(tmp)
+        raise
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        _rmtree(old)  # left over from an interrupted replace
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        _rmtree(old)
+    else:
+        os.replace(tmp, directory)
+
+
+def write_metadata(cohort: Cohort, folder: Path) -> None:
+    """Write cases.csv, schema.json and cohort.json of `cohort` into `folder`.
+
+    features.npy must already hold the cohort's features (the content hash reads them).
+    Shared by :meth:`Cohort.save` and importers that stream features straight to disk.
+    """
+    folder = Path(folder)
+    cohort.cases.to_csv(folder / "cases.csv", index=False)
+    cohort.schema.save(folder / "schema.json")
+    meta = {
+        "name": cohort.name,
+        "simulated": cohort.simulated,
+        "source": cohort.source,
+        "feature_names": cohort.feature_names,
+        "n_cases": len(cohort),
+        "content_hash": cohort.content_hash(),
+        **({"extra": cohort.extra} if cohort.extra else {}),
+    }
+    (folder / "cohort.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)

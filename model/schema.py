@@ -37,8 +37,10 @@ class Field:
 
     def __post_init__(self) -> None:
         if len(self.values) != len(self.value_labels):
-            raise SchemaError(f"field {self.name!r}: {len(self.values)} values but "
-                              f"{len(self.value_labels)} labels")
+            raise SchemaError(
+                f"field {self.name!r}: {len(self.values)} values but "
+                f"{len(self.value_labels)} labels"
+            )
         if len(set(self.values)) != len(self.values):
             raise SchemaError(f"field {self.name!r}: duplicate values")
         if len(set(self.value_labels)) != len(self.value_labels):
@@ -96,8 +98,9 @@ class Schema:
         for f in self.fields:
             if f.name == name:
                 return f
-        raise SchemaError(f"schema {self.name!r} has no field {name!r}; fields: "
-                          f"{', '.join(self.field_names)}")
+        raise SchemaError(
+            f"schema {self.name!r} has no field {name!r}; fields: {', '.join(self.field_names)}"
+        )
 
     # --- descriptors <-> label codes ------------------------------------------------------
     def encode(self, descriptors: Mapping[str, str | None]) -> np.ndarray:
@@ -125,8 +128,11 @@ class Schema:
             col = f.source_column
             for i, row in enumerate(rows):
                 value = row.get(col)
-                if isinstance(value, float) and np.isnan(value):
-                    value = None
+                if isinstance(value, float):
+                    # CSV readers turn an integer column with gaps into floats: 3.0 is code "3".
+                    value = (
+                        None if np.isnan(value) else (int(value) if value.is_integer() else value)
+                    )
                 labels[i, j] = f.code_index(None if value is None else str(value))
         return labels
 
@@ -134,8 +140,10 @@ class Schema:
     def text(self, labels: Sequence[int]) -> str:
         """The sentence for one case's label vector."""
         self.decode(labels)  # validates
-        parts = {f.name: f.text_for(int(i), self.unknown_label)
-                 for f, i in zip(self.fields, labels, strict=True)}
+        parts = {
+            f.name: f.text_for(int(i), self.unknown_label)
+            for f, i in zip(self.fields, labels, strict=True)
+        }
         return self.template.format(**parts)
 
     def parse(self, text: str) -> np.ndarray:
@@ -186,13 +194,18 @@ class Schema:
     def from_dict(cls, d: Mapping) -> Schema:
         try:
             fields = tuple(
-                Field(**{**f, "values": tuple(f["values"]),
-                         "value_labels": tuple(f["value_labels"])})
+                Field(
+                    **{**f, "values": tuple(f["values"]), "value_labels": tuple(f["value_labels"])}
+                )
                 for f in d["fields"]
             )
-            return cls(name=d["name"], fields=fields, template=d["template"],
-                       unknown_label=d.get("unknown_label", "not assessed"),
-                       description=d.get("description", ""))
+            return cls(
+                name=d["name"],
+                fields=fields,
+                template=d["template"],
+                unknown_label=d.get("unknown_label", "not assessed"),
+                description=d.get("description", ""),
+            )
         except (KeyError, TypeError) as e:
             raise SchemaError(f"malformed schema: {e}") from e
 

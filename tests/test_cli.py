@@ -1,0 +1,125 @@
+"""The `clipmed` command end to end, as a user runs it: a real process, real files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SMALL = [
+    "--set",
+    "embed_dim=32",
+    "--set",
+    "ff_dim=64",
+    "--set",
+    "epochs=2",
+    "--set",
+    "val_fraction=0",
+    "--set",
+    "patience=0",
+]
+
+
+def clipmed(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    bin_dir = Path(sys.executable).parent
+    exe = bin_dir / "clipmed"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "clipmed"]
+    proc = subprocess.run(
+        [*cmd, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"clipmed {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        [],
+        ["data"],
+        ["data", "lidc"],
+        ["data", "simulate"],
+        ["train"],
+        ["explain"],
+        ["evaluate"],
+        ["demo"],
+    ],
+)
+def test_every_command_has_help(sub):
+    out = clipmed(*sub, "--help").stdout
+    assert "Usage" in out
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    clipmed(
+        "data",
+        "simulate",
+        "--n",
+        "120",
+        "--out",
+        str(root / "sim"),
+        "--feature-dim",
+        "24",
+        "--signal",
+        "2",
+    )
+    clipmed("train", "--cohort", str(root / "sim"), "--out", str(root / "ckpt"), *SMALL)
+    return root
+
+
+def test_simulate_train_explain(pipeline):
+    np.save(pipeline / "case.npy", np.random.default_rng(0).normal(size=(5, 24)).astype("f4"))
+    out = json.loads(
+        clipmed("explain", str(pipeline / "ckpt"), str(pipeline / "case.npy"), "--k", "3").stdout
+    )
+    assert len(out["texts"]) == 3 and out["simulated"] is True
+    assert out["schema"] == "thesis"
+
+
+def test_explain_bad_file_exits_2_with_the_problem(pipeline):
+    np.save(pipeline / "wrong.npy", np.zeros((4, 7), "f4"))
+    proc = clipmed("explain", str(pipeline / "ckpt"), str(pipeline / "wrong.npy"), check=False)
+    assert proc.returncode == 2
+    assert "expected 24 features per slice, got 7" in proc.stderr
+
+
+def test_train_refuses_to_overwrite_and_unknown_settings(pipeline):
+    proc = clipmed(
+        "train", "--cohort", str(pipeline / "sim"), "--out", str(pipeline / "ckpt"), check=False
+    )
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+    proc = clipmed(
+        "train",
+        "--cohort",
+        str(pipeline / "sim"),
+        "--out",
+        str(pipeline / "x"),
+        "--set",
+        "wings=2",
+        check=False,
+    )
+    assert proc.returncode == 2 and "unknown setting 'wings'" in proc.stderr
+    proc = clipmed(
+        "train", "--cohort", str(pipeline / "nope"), "--out", str(pipeline / "x"), check=False
+    )
+    assert proc.returncode == 2 and "not a cohort folder" in proc.stderr
+
+
+def test_evaluate_writes_the_report_contract(pipeline):
+    out = pipeline / "report"
+    clipmed(
+        "evaluate", "--cohort", str(pipeline / "sim"), "--folds", "2", "--out", str(out), *SMALL
+    )
+    assert (out / "summary.md").read_text().startswith("> **SIMULATED COHORT**")
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"fold", "field", "method", "macro_f1", "accuracy"} <= set(header)
+    assert list((out / "figures").glob("*.png"))

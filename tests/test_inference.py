@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from model.inference import Explainer, InputError
+
+
+@pytest.fixture(scope="module")
+def explainer(trained_small):
+    return Explainer(trained_small[1])
+
+
+def test_explanation_has_ranked_distinct_texts_and_evidence(explainer, lidc_small):
+    schema = lidc_small.schema
+    out = explainer.explain(lidc_small.slices(0), k=5)
+    texts = out["texts"]
+    assert [t["rank"] for t in texts] == [1, 2, 3, 4, 5]
+    assert len({t["text"] for t in texts}) == 5
+    sims = [t["similarity"] for t in texts]
+    assert sims == sorted(sims, reverse=True) and all(-1 <= s <= 1 for s in sims)
+    assert out["model_version"] and out["catalog_version"]
+    assert [f["field"] for f in out["fields"]] == schema.field_names
+    for f in out["fields"]:
+        assert abs(sum(f["zero_shot"].values()) - 1) < 1e-3
+        assert abs(sum(f["head"].values()) - 1) < 1e-3
+        assert f["vote"]["value"] in schema.field(f["field"]).values
+    n = lidc_small.cases["n_slices"].iloc[0]
+    assert len(out["slice_attention"]) == min(n, 12)
+    assert abs(sum(a["weight"] for a in out["slice_attention"]) - 1) < 1e-3
+    # The case was in the training set, so the nearest training case is itself.
+    assert out["similar_cases"][0]["case_id"] == lidc_small.cases["case_id"].iloc[0]
+
+
+def test_vote_is_weighted_by_similarity(explainer, lidc_small):
+    out = explainer.explain(lidc_small.slices(1), k=5)
+    for f in out["fields"]:
+        tally = f["vote"]["tally"]
+        assert f["vote"]["value"] == max(tally, key=tally.get)
+        assert abs(f["vote"]["share"] - max(tally.values())) < 1e-3
+
+
+def test_more_slices_than_the_model_takes_are_subsampled(explainer, lidc_small):
+    case = np.repeat(lidc_small.slices(0)[:1], 30, axis=0)
+    out = explainer.explain(case)
+    assert out["slices"] == {"received": 30, "used": 12, "subsampled": True}
+    assert [a["slice"] for a in out["slice_attention"]][0] == 0
+    assert [a["slice"] for a in out["slice_attention"]][-1] == 29
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        (np.zeros((3, 7), np.float32), "expected {dim} features per slice, got 7"),
+        (np.zeros((0, 0), np.float32), "no slices"),
+        (np.zeros((2, 2, 2), np.float32), "2-D array"),
+        (np.array([["a"]]), "must be numbers"),
+        ("nan", "finite; NaN or infinite values in slice\\(s\\) 1"),
+    ],
+)
+def test_bad_inputs_name_the_problem(explainer, features, message):
+    dim = explainer.checkpoint.config.feature_dim
+    if isinstance(features, str):
+        features = np.ones((3, dim), np.float32)
+        features[1, 4] = np.nan
+    with pytest.raises(InputError, match=message.format(dim=dim)):
+        explainer.explain(features)
+
+
+def test_k_out_of_range_is_refused(explainer, lidc_small):
+    with pytest.raises(InputError, match="k must be between 1 and 50"):
+        explainer.explain(lidc_small.slices(0), k=0)
