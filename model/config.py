@@ -57,6 +57,7 @@ class TrainConfig:
     label_aware: bool = False  # same text in a batch = positive pair, not a negative
     balanced: bool = False  # sample cases by inverse frequency of their descriptor classes
     multitask_weight: float = 0.0  # weight of the classification-head loss (0 = no heads)
+    balanced_heads: bool = False  # head loss weights classes by inverse training frequency
     val_fraction: float = 0.0  # share of training patients held out for early stopping
     patience: int = 0  # epochs without validation improvement before stopping (0 = never)
     seed: int = 0  # seeds weights, sampling and the validation split

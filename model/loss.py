@@ -37,13 +37,21 @@ def clip_loss(
     return (F.cross_entropy(logits, text_index) + F.cross_entropy(logits.T, owners)) / 2
 
 
-def multitask_loss(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """Mean over fields of cross-entropy, each field skipping cases whose value is unknown (-1)."""
+def multitask_loss(
+    logits: list[torch.Tensor],
+    labels: torch.Tensor,
+    class_weights: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Mean over fields of cross-entropy, each field skipping cases whose value is unknown (-1).
+
+    `class_weights` (one (classes,) tensor per field) re-weights rare classes.
+    """
     terms = []
     for j, field_logits in enumerate(logits):
         known = labels[:, j] >= 0
         if known.any():
-            terms.append(F.cross_entropy(field_logits[known], labels[known, j]))
+            weight = class_weights[j] if class_weights is not None else None
+            terms.append(F.cross_entropy(field_logits[known], labels[known, j], weight=weight))
     if not terms:
         return logits[0].sum() * 0.0
     return torch.stack(terms).mean()

@@ -98,6 +98,17 @@ def balanced_weights(labels: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
+def inverse_frequency(labels: np.ndarray, n_classes: Sequence[int]) -> list[torch.Tensor]:
+    """Per field, class weights n / (classes x count), over known values (empty classes: 0)."""
+    weights = []
+    for j, c in enumerate(n_classes):
+        col = labels[:, j]
+        counts = np.bincount(col[col >= 0], minlength=c).astype(np.float64)
+        w = np.divide(counts.sum(), c * counts, out=np.zeros(c), where=counts > 0)
+        weights.append(torch.tensor(w, dtype=torch.float32))
+    return weights
+
+
 def feature_statistics(cases: CaseSet, max_cases: int = 20_000, seed: int = 0):
     """Mean and std of per-slice features over (a sample of) the cases, streamed."""
     rng = np.random.default_rng(seed)
@@ -126,7 +137,7 @@ def _batches(n: int, batch_size: int, sampler_weights: np.ndarray | None, rng):
     return [order[s : s + batch_size] for s in stops]
 
 
-def _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg):
+def _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights=None):
     slices, mask = batch_slices([cases.slices(int(i)) for i in idx], mcfg.max_slices)
     image, _ = model.encode_image(slices, mask)  # (b, d)
     ids = text_ids[idx]
@@ -138,7 +149,9 @@ def _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg):
         loss = clip_loss(image, distinct[inverse], model.scale)  # (b, d): the thesis's form
     if tcfg.multitask_weight > 0 and len(model.heads):
         labels = torch.from_numpy(np.asarray(cases.labels[idx], dtype=np.int64))
-        loss = loss + tcfg.multitask_weight * multitask_loss(model.classify(image), labels)
+        loss = loss + tcfg.multitask_weight * multitask_loss(
+            model.classify(image), labels, class_weights
+        )
     return loss
 
 
@@ -180,6 +193,9 @@ def train(
     fit_ids = cache.ids(fit_set.texts())
     val_ids = cache.ids(val_set.texts()) if len(val_set) else None
     weights = balanced_weights(fit_set.labels) if tcfg.balanced else None
+    class_weights = None
+    if tcfg.balanced_heads and mcfg.field_classes:
+        class_weights = inverse_frequency(fit_set.labels, mcfg.field_classes)
     optimiser = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad],
         lr=tcfg.lr,
@@ -194,7 +210,7 @@ def train(
         batches = _batches(len(fit_set), tcfg.batch_size, weights, rng)
         running = 0.0
         for b, idx in enumerate(batches, 1):
-            loss = _batch_loss(model, fit_set, idx, fit_ids, cache, tcfg, mcfg)
+            loss = _batch_loss(model, fit_set, idx, fit_ids, cache, tcfg, mcfg, class_weights)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -206,7 +222,7 @@ def train(
         if val_ids is None:
             best_epoch = epoch
             continue
-        val_loss = evaluate_loss(model, val_set, val_ids, cache, tcfg, mcfg)
+        val_loss = evaluate_loss(model, val_set, val_ids, cache, tcfg, mcfg, class_weights)
         history["val_loss"].append(val_loss)
         if val_loss < best_val - 1e-4:
             best_val, best_epoch, stale = val_loss, epoch, 0
@@ -222,7 +238,7 @@ def train(
 
 
 @torch.no_grad()
-def evaluate_loss(model, cases, text_ids, cache, tcfg, mcfg) -> float:
+def evaluate_loss(model, cases, text_ids, cache, tcfg, mcfg, class_weights=None) -> float:
     """Mean batch loss over `cases` in a fixed order (no sampling, eval mode)."""
     model.eval()
     losses = []
@@ -231,7 +247,8 @@ def evaluate_loss(model, cases, text_ids, cache, tcfg, mcfg) -> float:
         idx = order[s : s + tcfg.batch_size]
         if len(idx) < 2:
             continue
-        losses.append(float(_batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg)))
+        loss = _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights)
+        losses.append(loss.item())
     return float(np.mean(losses)) if losses else float("nan")
 
 

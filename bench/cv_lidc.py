@@ -1,0 +1,119 @@
+"""Full 5-fold cross-validation on the LIDC cohort: wall time, peak memory, text-encoder share.
+
+Runs each preset in its own process (so peak memory is that preset's alone) and prints a
+markdown table with the machine it ran on. Usage:
+
+    .venv/bin/python bench/cv_lidc.py [--presets lidc thesis] [--folds 5] [--out reports/bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+
+def run_one(preset: str, cohort: Path, folds: int, out: Path) -> dict:
+    from model.cohort import Cohort
+    from model.config import default_text_encoder
+    from model.config import preset as get_preset
+    from model.encoders import FrozenTextEncoder
+    from model.evaluate import MODEL_METHODS, cross_validate, write_report
+
+    data = Cohort.load(cohort)
+    mcfg, tcfg = get_preset(preset)
+    start = time.perf_counter()
+    encoder = FrozenTextEncoder(default_text_encoder(), mcfg.text_max_length)
+    load_seconds = time.perf_counter() - start
+    result = cross_validate(data, mcfg, tcfg, encoder, folds=folds)
+    wall = time.perf_counter() - start
+    write_report(result, data, mcfg, tcfg, out / preset, preset)
+    table = result.metrics
+    model_rows = table[table.method.isin(MODEL_METHODS)]
+    best = model_rows.groupby(["field", "method"]).macro_f1.median().groupby("field").max()
+    logreg = table[table.method == "logreg"].groupby("field").macro_f1.median()
+    text_seconds = result.timing["text_encoder_seconds"] + load_seconds
+    return {
+        "preset": preset,
+        "wall_seconds": round(wall, 1),
+        "train_seconds": result.timing["train_seconds"],
+        "text_encoder_seconds": round(text_seconds, 2),
+        "text_encoder_share": round(text_seconds / wall, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "best_mode_macro_f1": best.round(3).to_dict(),
+        "logreg_macro_f1": logreg.round(3).to_dict(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["lidc", "thesis"])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--cohort", type=Path, default=Path("data/lidc"))
+    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset here
+    args = parser.parse_args()
+
+    if args.one:
+        print(json.dumps(run_one(args.one, args.cohort, args.folds, args.out)))
+        return
+
+    from model.datasets.lidc import import_lidc
+
+    import_lidc(args.cohort, progress=True)  # cached after the first run
+    rows = []
+    for name in args.presets:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                name,
+                "--folds",
+                str(args.folds),
+                "--cohort",
+                str(args.cohort),
+                "--out",
+                str(args.out),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), file=sys.stderr)
+
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}"
+    )
+    print(f"Machine: {machine}\n")
+    print("| preset | wall time | training | text encoder (share) | peak memory |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| `{r['preset']}` | {r['wall_seconds']:.0f} s | {r['train_seconds']:.0f} s | "
+            f"{r['text_encoder_seconds']:.1f} s ({100 * r['text_encoder_share']:.1f}%) | "
+            f"{r['peak_rss_mb']} MB |"
+        )
+    fields = sorted(rows[0]["best_mode_macro_f1"])
+    print("\nMedian macro-F1 across folds, the model's best prediction mode per field:\n")
+    print("| field | " + " | ".join(f"`{r['preset']}`" for r in rows) + " | logistic regression |")
+    print("|---|" + "---|" * (len(rows) + 1))
+    for f in fields:
+        cells = [f"{r['best_mode_macro_f1'][f]:.3f}" for r in rows]
+        print(f"| {f} | " + " | ".join(cells) + f" | {rows[0]['logreg_macro_f1'][f]:.3f} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_json(args.out / "cv_lidc.json", orient="records", indent=2)
+
+
+if __name__ == "__main__":
+    main()
