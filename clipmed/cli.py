@@ -165,7 +165,7 @@ def train_cmd(
     cohort: Annotated[Path, typer.Option(help="Cohort folder.")],
     out: Annotated[Path, typer.Option(help="Checkpoint folder to create (must not exist).")],
     preset: Annotated[
-        str, typer.Option(help="Named configuration: lidc, thesis, thesis-mlp.")
+        str, typer.Option(help="Named configuration: lidc, lidc-attn, thesis, thesis-mlp.")
     ] = "lidc",
     schema: Annotated[
         str | None,
@@ -224,7 +224,7 @@ def evaluate_cmd(
     out: Annotated[Path, typer.Option(help="Report folder (summary.md, metrics.csv, figures/).")],
     folds: Annotated[int, typer.Option(help="Cross-validation folds, grouped by patient.")] = 5,
     preset: Annotated[
-        str, typer.Option(help="Named configuration: lidc, thesis, thesis-mlp.")
+        str, typer.Option(help="Named configuration: lidc, lidc-attn, thesis, thesis-mlp.")
     ] = "lidc",
     schema: Annotated[
         str | None, typer.Option(help="Read the cohort with another built-in schema.")

@@ -38,7 +38,7 @@ def lidc_small(tmp_path_factory, small_patients):
 
 @pytest.fixture(scope="session")
 def small_configs():
-    return preset("lidc", epochs=12, patience=0, val_fraction=0.0)
+    return preset("lidc-attn", epochs=12, patience=0, val_fraction=0.0)
 
 
 @pytest.fixture(scope="session")
