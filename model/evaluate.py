@@ -30,12 +30,13 @@ from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.retrieval import top1_fields, vote_fields
 from model.train import Progress, embed_cases, embed_texts, train
 
-MODEL_METHODS = ("top1", "vote", "head")
+MODEL_METHODS = ("top1", "vote", "head", "probe")
 BASELINES = ("majority", "logreg")
 METHOD_NAMES = {
     "top1": "CLIP top-1 text",
     "vote": "CLIP top-k vote",
     "head": "CLIP multi-task head",
+    "probe": "CLIP embedding + linear probe",
     "majority": "majority class",
     "logreg": "logistic regression",
 }
@@ -86,25 +87,26 @@ def pooled_features(cases, max_slices: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def baseline_predictions(train_x, train_y, test_x, n_classes, seed: int) -> dict[str, np.ndarray]:
-    """Majority class and logistic regression per field, fit on known training labels only."""
-    preds = {
-        "majority": np.full((len(test_x), len(n_classes)), -1, np.int64),
-        "logreg": np.full((len(test_x), len(n_classes)), -1, np.int64),
-    }
-    for j, _ in enumerate(n_classes):
+def majority_predictions(train_y: np.ndarray, n_test: int) -> np.ndarray:
+    """Each field's most frequent known training class, for every test case."""
+    preds = np.full((n_test, train_y.shape[1]), -1, np.int64)
+    for j in range(train_y.shape[1]):
+        y = train_y[train_y[:, j] >= 0, j]
+        if len(y):
+            preds[:, j] = np.bincount(y).argmax()
+    return preds
+
+
+def logistic_predictions(train_x, train_y, test_x, seed: int) -> np.ndarray:
+    """Standardised logistic regression per field, fit on known training labels only."""
+    preds = majority_predictions(train_y, len(test_x))  # fields with one class keep it
+    for j in range(train_y.shape[1]):
         known = train_y[:, j] >= 0
-        y = train_y[known, j]
-        if len(y) == 0:
-            continue
-        values, counts = np.unique(y, return_counts=True)
-        preds["majority"][:, j] = values[counts.argmax()]
-        if len(values) == 1:
-            preds["logreg"][:, j] = values[0]
+        if len(np.unique(train_y[known, j])) < 2:
             continue
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-        clf.fit(train_x[known], y)
-        preds["logreg"][:, j] = clf.predict(test_x)
+        clf.fit(train_x[known], train_y[known, j])
+        preds[:, j] = clf.predict(test_x)
     return preds
 
 
@@ -193,10 +195,12 @@ def cross_validate(
             predictions["head"] = np.stack([lg.argmax(1).numpy() for lg in logits], axis=1)
 
         report(None, "baselines")
-        predictions.update(
-            baseline_predictions(
-                pooled[train_idx], cohort.labels[train_idx], pooled[test_idx], n_classes, seed
-            )
+        train_y = cohort.labels[train_idx]
+        # A light head on the frozen image embedding (thesis 6.1.1), fit after training.
+        predictions["probe"] = logistic_predictions(train_emb, train_y, test_emb, seed)
+        predictions["majority"] = majority_predictions(train_y, len(test_idx))
+        predictions["logreg"] = logistic_predictions(
+            pooled[train_idx], train_y, pooled[test_idx], seed
         )
 
         for method, pred in predictions.items():

@@ -35,8 +35,8 @@ def test_report_has_every_fold_field_and_method(report, lidc_small):
     assert {"fold", "field", "method", "macro_f1", "accuracy"} <= set(table.columns)
     assert set(table.fold) == {1, 2, 3}
     assert set(table.field) == set(lidc_small.schema.field_names)
-    assert set(table.method) == {"top1", "vote", "head", "majority", "logreg"}
-    assert len(table) == 3 * len(lidc_small.schema.fields) * 5
+    assert set(table.method) == {"top1", "vote", "head", "probe", "majority", "logreg"}
+    assert len(table) == 3 * len(lidc_small.schema.fields) * 6
     assert table.macro_f1.between(0, 1).all() and table.accuracy.between(0, 1).all()
     ordinal = table[table.field == "malignancy"]
     assert ordinal.qwk.notna().all() and (ordinal.within1_accuracy >= ordinal.accuracy).all()
