@@ -149,6 +149,7 @@ class Explainer:
                 {"slice": int(s), "weight": round(float(w), 4)}
                 for s, w in zip(used, weights[0].numpy(), strict=True)
             ]
+        slice_evidence = self._slice_evidence(array[used], used, int(ids[0, 0]))
         return {
             "model_version": ckpt.version,
             "catalog_version": ckpt.catalog.version,
@@ -159,7 +160,24 @@ class Explainer:
             "texts": texts,
             "fields": fields,
             "slice_attention": attention,
+            "slice_evidence": slice_evidence,
             "similar_cases": similar,
             "low_confidence": bool(reasons),
             "low_confidence_reasons": reasons,
         }
+
+    def _slice_evidence(self, slices: np.ndarray, used: np.ndarray, top_row: int) -> list[dict]:
+        """Each used slice embedded on its own, and its similarity to the best text.
+
+        Works for both architectures: which slices, alone, already look like the retrieved text.
+        """
+        ckpt = self.checkpoint
+        batch, mask = batch_slices([s[None, :] for s in slices], ckpt.config.max_slices)
+        with torch.no_grad():
+            per_slice, _ = ckpt.model.encode_image(batch, mask)  # (s, d)
+        text = ckpt.catalog.index.reconstruct(top_row)  # (d,)
+        sims = per_slice.numpy() @ text
+        return [
+            {"slice": int(i), "similarity": round(float(v), 4)}
+            for i, v in zip(used, sims, strict=True)
+        ]

@@ -68,3 +68,19 @@ def test_bad_inputs_name_the_problem(explainer, features, message):
 def test_k_out_of_range_is_refused(explainer, lidc_small):
     with pytest.raises(InputError, match="k must be between 1 and 50"):
         explainer.explain(lidc_small.slices(0), k=0)
+
+
+def test_slice_evidence_scores_each_used_slice_against_the_best_text(explainer, lidc_small):
+    from model.clip import batch_slices
+
+    case = lidc_small.slices(2)
+    out = explainer.explain(case)
+    evidence = out["slice_evidence"]
+    assert [e["slice"] for e in evidence] == list(range(min(len(case), 12)))
+    # Recompute one slice by hand: that slice alone, against the top-1 text's embedding.
+    ckpt = explainer.checkpoint
+    row = ckpt.catalog.texts.index(out["texts"][0]["text"])
+    x, m = batch_slices([case[:1]], ckpt.config.max_slices)
+    alone = ckpt.model.encode_image(x, m)[0].detach().numpy()[0]
+    expected = float(alone @ ckpt.catalog.index.reconstruct(row))
+    assert abs(evidence[0]["similarity"] - expected) < 1e-3
