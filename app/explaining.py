@@ -1,0 +1,103 @@
+"""Explaining a case and keeping the record: validation first, then the model, then the row."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidInput, NotFound, UnsupportedMediaType
+from app.models import Explanation
+from app.serving import Serving
+from model.features_io import read_features
+from model.inference import InputError, validate_features
+
+SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
+K_RANGE = (1, 50)  # the Explainer's own bounds, checked before any model work
+
+
+def features_from_file(data: bytes, filename: str) -> np.ndarray:
+    """An uploaded .npy/.npz/.csv as an array; never unpickles (model.features_io)."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise UnsupportedMediaType(
+            f"unsupported file type {suffix or '(none)'!r} ({filename!r}); "
+            f"use {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    try:
+        return read_features(data, filename)
+    except InputError as e:
+        raise InvalidInput(str(e)) from None
+
+
+def features_from_rows(rows: Sequence[Sequence[float]]) -> np.ndarray:
+    if len(rows) == 0:
+        raise InvalidInput("features have no slices; at least 1 is needed")
+    widths = sorted({len(r) for r in rows})
+    if len(widths) > 1:
+        raise InvalidInput(f"every slice needs the same number of features, got widths {widths}")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def check_k(k: int) -> int:
+    low, high = K_RANGE
+    if not low <= k <= high:
+        raise InvalidInput(f"k must be between {low} and {high}, got {k}")
+    return k
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def explain_case(session: Session, serving: Serving, features: np.ndarray, k: int) -> Explanation:
+    """Validates, explains with this one Serving, stores and returns the record."""
+    try:
+        array = validate_features(features, serving.feature_dim)
+    except InputError as e:
+        raise InvalidInput(str(e)) from None
+    check_k(k)
+    try:
+        result = serving.explainer.explain(array, k=k)
+    except InputError as e:
+        raise InvalidInput(str(e)) from None
+    stored = npy_bytes(array)
+    row = Explanation(
+        id=str(uuid.uuid4()),
+        # Of the validated float32 array, so the same case sent as JSON, .csv or .npy matches.
+        input_sha256=hashlib.sha256(stored).hexdigest(),
+        n_slices=int(array.shape[0]),
+        k=k,
+        model_version=serving.model_version,
+        catalog_version=serving.catalog_version,
+        result=result,
+        features_npy=stored,
+    )
+    session.add(row)
+    session.commit()
+    return row
+
+
+def get_explanation(session: Session, explanation_id: str) -> Explanation:
+    row = session.get(Explanation, explanation_id)
+    if row is None:
+        raise NotFound(f"no explanation with id {explanation_id!r}")
+    return row
+
+
+def recent_explanations(session: Session, limit: int) -> list[Explanation]:
+    query = select(Explanation).order_by(Explanation.created_at.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def stored_features(row: Explanation) -> np.ndarray:
+    """The validated features of a stored explanation, to re-explain or review them."""
+    return np.load(io.BytesIO(row.features_npy), allow_pickle=False)

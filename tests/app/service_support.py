@@ -1,0 +1,112 @@
+"""Helpers of the service tests (imported by conftest.py and the test modules)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import Settings
+from model.checkpoint import Checkpoint
+
+DATABASES = ["sqlite", "postgresql"]
+FEATURE_DIM = 16
+MAX_UPLOAD_BYTES = 256 * 1024  # small, so a too-large body still fits the socket buffers
+
+
+def build_small_checkpoint(folder: Path, encoder, preset_name: str, seed: int) -> Checkpoint:
+    from model.checkpoint import build_checkpoint
+    from model.config import preset
+    from model.datasets.simulated import simulate_cohort
+    from model.train import train
+
+    cohort = simulate_cohort(60, None, seed=seed, feature_dim=FEATURE_DIM, signal=2.0)
+    mcfg, tcfg = preset(
+        preset_name, epochs=2, val_fraction=0.0, patience=0, seed=seed, embed_dim=32, ff_dim=64
+    )
+    classes = [len(f.values) for f in cohort.schema.fields]
+    result = train(cohort, mcfg, tcfg, encoder, field_classes=classes)
+    case_ids = cohort.cases["case_id"].astype(str).tolist()
+    data = {"cohort": cohort.name, "simulated": True}
+    ckpt = build_checkpoint(result, cohort, case_ids, cohort.schema, encoder, tcfg, data)
+    ckpt.save(folder)
+    return Checkpoint.load(folder)
+
+
+def postgres_url() -> str:
+    """The test server's URL, or a skip (a failure under CLIPMED_REQUIRE_POSTGRES=1)."""
+    url = os.environ.get("CLIPMED_TEST_POSTGRES_URL", "")
+    required = os.environ.get("CLIPMED_REQUIRE_POSTGRES") == "1"
+    if not url:
+        if required:
+            pytest.fail("CLIPMED_REQUIRE_POSTGRES=1 but CLIPMED_TEST_POSTGRES_URL is not set")
+        pytest.skip("CLIPMED_TEST_POSTGRES_URL is not set")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as e:
+        message = f"PostgreSQL at {make_url(url).render_as_string()} does not answer: {e}"
+        if required:
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        engine.dispose()
+    return url
+
+
+@contextmanager
+def fresh_database(kind: str, tmp_dir: Path) -> Iterator[str]:
+    """The URL of an empty database of this kind, removed afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_dir / 'clipmed.db'}"
+        return
+    url = postgres_url()
+    schema = f"clipmed_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def service_settings(tmp_dir: Path, database_url: str) -> Settings:
+    return Settings(data_dir=tmp_dir, database_url=database_url, max_upload_bytes=MAX_UPLOAD_BYTES)
+
+
+@contextmanager
+def running_server(app) -> Iterator[str]:
+    """Serves `app` with uvicorn on a free localhost port in a thread; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()

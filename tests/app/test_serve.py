@@ -1,0 +1,61 @@
+"""`clipmed serve` as a user runs it: migrate, register the default checkpoint, serve."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_registers_the_default_checkpoint_and_answers(tmp_path, small_checkpoints):
+    data = tmp_path / "data"
+    shutil.copytree(small_checkpoints.first, data / "checkpoints" / "default")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"CLIPMED_DATA_DIR": str(data), "NO_COLOR": "1"})
+    exe = Path(sys.executable).parent / "clipmed"
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                ready = httpx.get(f"{url}/readyz", timeout=5)
+                if ready.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "clipmed serve did not become ready"
+            time.sleep(0.25)
+        assert ready.json()["model_version"] == small_checkpoints.first_version[0]
+        models = httpx.get(f"{url}/api/v1/models", timeout=5).json()
+        assert [(m["version"], m["is_active"]) for m in models] == [
+            (small_checkpoints.first_version[0], True)
+        ]
+        assert (data / "clipmed.db").is_file()
+    finally:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
