@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= data
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean chromium
 
 venv: $(STAMP)
 
@@ -21,8 +21,14 @@ run: $(STAMP)
 	$(VENV)/bin/clipmed demo --data $(DATA)
 	CLIPMED_DATA_DIR=$(DATA) $(VENV)/bin/clipmed serve
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(VENV)/bin/python -m pytest
+
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`).
+chromium:
+	@test -x /usr/bin/chromium || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check model app migrations clipmed tests bench

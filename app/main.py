@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import registry
@@ -16,8 +17,9 @@ from app.config import Settings
 from app.db import make_engine, make_session_factory
 from app.errors import AppError
 from app.limits import BodySizeLimit
-from app.routes import explanations, health, models
+from app.routes import explanations, health, models, pages
 from app.serving import ServingState
+from app.web import STATIC_DIR
 
 log = logging.getLogger(__name__)
 
@@ -75,4 +77,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(explanations.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

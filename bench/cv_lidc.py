@@ -53,6 +53,34 @@ def run_one(preset: str, cohort: Path, folds: int, out: Path) -> dict:
     }
 
 
+def seconds_per_batch(preset: str, cohort: Path, batches: int = 20) -> dict:
+    """Training cost of one batch of a preset (for presets too slow to run in full here)."""
+    import numpy as np
+
+    from model.cohort import Cohort
+    from model.config import default_text_encoder
+    from model.config import preset as get_preset
+    from model.encoders import FrozenTextEncoder, TextTokenCache
+    from model.train import train
+
+    data = Cohort.load(cohort)
+    mcfg, tcfg = get_preset(preset)
+    n = tcfg.batch_size * batches
+    subset = data.subset(np.arange(min(n, len(data))))
+    encoder = FrozenTextEncoder(default_text_encoder(), mcfg.text_max_length)
+    cache = TextTokenCache(encoder, data.texts())
+    one = tcfg.replace(epochs=1, val_fraction=0.0, patience=0)
+    n_classes = [len(f.values) for f in data.schema.fields]
+    result = train(subset, mcfg, one, encoder, cache, field_classes=n_classes)
+    per_batch = result.seconds / batches
+    fold_batches = int(np.ceil(len(data) * (1 - 1 / 5) * (1 - tcfg.val_fraction) / tcfg.batch_size))
+    return {
+        "preset": preset,
+        "seconds_per_batch": round(per_batch, 4),
+        "estimated_5fold_training_seconds": round(per_batch * fold_batches * tcfg.epochs * 5),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["lidc", "thesis"])
@@ -60,8 +88,19 @@ def main() -> None:
     parser.add_argument("--cohort", type=Path, default=Path("data/lidc"))
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset here
+    parser.add_argument(
+        "--time-batches",
+        nargs="+",
+        default=[],
+        metavar="PRESET",
+        help="only time training batches of these presets and extrapolate 5-fold CV",
+    )
     args = parser.parse_args()
 
+    if args.time_batches:
+        for name in args.time_batches:
+            print(json.dumps(seconds_per_batch(name, args.cohort)))
+        return
     if args.one:
         print(json.dumps(run_one(args.one, args.cohort, args.folds, args.out)))
         return

@@ -1,0 +1,164 @@
+"""What the clinician's screen shows: example files and explanations turned into view data.
+
+The routes in `app.routes.pages` only pick a template; everything they render comes from here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import NotFound
+from app.explaining import features_from_file
+from app.models import Explanation, ModelVersion
+
+EXAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.npy$")
+
+
+# --- example files --------------------------------------------------------------------------
+def examples_dir(data_dir: Path) -> Path:
+    """Where `clipmed demo` writes held-out LIDC cases as feature files."""
+    return Path(data_dir) / "examples"
+
+
+def list_examples(data_dir: Path) -> list[str]:
+    """Names of the example .npy files, sorted; none when the folder is missing."""
+    folder = examples_dir(data_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and EXAMPLE_NAME.match(p.name))
+
+
+def load_example(data_dir: Path, name: str) -> np.ndarray:
+    """The features of one listed example; NotFound for any other name (no path tricks)."""
+    if name not in list_examples(data_dir):
+        raise NotFound(f"no example named {name!r}")
+    path = examples_dir(data_dir) / name
+    return features_from_file(path.read_bytes(), name)
+
+
+# --- explanations as view data --------------------------------------------------------------
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: float
+    pct: int  # width of the bar in percent, 0..100
+
+
+@dataclass(frozen=True)
+class FieldView:
+    name: str
+    label: str
+    value_label: str | None
+    share_pct: int
+    top1_label: str | None
+    zero_shot: list[Bar]
+    head: list[Bar] | None
+
+
+@dataclass(frozen=True)
+class SliceBar:
+    slice: int
+    value: float
+    x: float
+    height: float
+
+
+@dataclass(frozen=True)
+class SliceChart:
+    title: str  # "Slice attention" or "Slice evidence"
+    description: str
+    bars: list[SliceBar]
+    width: int
+    height: int
+
+
+def pct(value: float) -> int:
+    """A 0..1 score as a bar width in percent, clamped."""
+    return int(round(min(max(float(value), 0.0), 1.0) * 100))
+
+
+def value_labels(session: Session, model_version: str) -> dict[str, dict[str, str]]:
+    """{field: {code: human label}} from the registered schema of the version that answered."""
+    schema = session.scalar(
+        select(ModelVersion.schema_).where(ModelVersion.version == model_version)
+    )
+    if not schema:
+        return {}
+    return {
+        f["name"]: dict(zip(f["values"], f["value_labels"], strict=True))
+        for f in schema.get("fields", [])
+    }
+
+
+def _distribution(scores: dict[str, float], labels: dict[str, str]) -> list[Bar]:
+    return [Bar(labels.get(code, code), float(p), pct(p)) for code, p in scores.items()]
+
+
+def slice_chart(result: dict[str, Any]) -> SliceChart | None:
+    """Attention weights when the model has them, else each slice's evidence (its similarity
+    to the best text); bar heights are relative to the range of the values."""
+    attention = result.get("slice_attention")
+    if attention:
+        points = [(int(a["slice"]), float(a["weight"])) for a in attention]
+        title = "Slice attention"
+        description = "How much each slice contributed to the case embedding (attention weight)."
+    else:
+        evidence = result.get("slice_evidence") or []
+        points = [(int(e["slice"]), float(e["similarity"])) for e in evidence]
+        title = "Slice evidence"
+        description = "How closely each slice, on its own, matches the best-ranked text."
+    if not points:
+        return None
+    step, chart_height, floor = 12, 60, 2.0
+    # From min(0, lowest) to max(0, highest): similarities may be negative; every slice keeps
+    # a sliver so none disappears.
+    low = min(0.0, *(v for _, v in points))
+    high = max(0.0, *(v for _, v in points))
+    span = (high - low) or 1.0
+    bars = [
+        SliceBar(
+            s, v, i * step + 1, round(floor + (v - low) / span * (chart_height - 2 * floor), 2)
+        )
+        for i, (s, v) in enumerate(points)
+    ]
+    return SliceChart(title, description, bars, len(points) * step, chart_height)
+
+
+def explanation_view(session: Session, row: Explanation) -> dict[str, Any]:
+    """Everything the results fragment renders, with LIDC's labels in place of codes."""
+    result = row.result
+    labels = value_labels(session, row.model_version)
+    fields = []
+    for f in result.get("fields", []):
+        codes = labels.get(f["field"], {})
+        vote = f.get("vote", {})
+        head = f.get("head")
+        fields.append(
+            FieldView(
+                name=f["field"],
+                label=f.get("label") or f["field"],
+                value_label=vote.get("label"),
+                share_pct=pct(vote.get("share", 0.0)),
+                top1_label=(f.get("top1") or {}).get("label"),
+                zero_shot=_distribution(f.get("zero_shot", {}), codes),
+                head=_distribution(head, codes) if head else None,
+            )
+        )
+    field_labels = {f.name: f.label for f in fields}
+    texts = [{**t, "pct": pct(t["similarity"])} for t in result.get("texts", [])]
+    return {
+        "row": row,
+        "result": result,
+        "texts": texts,
+        "fields": fields,
+        "field_labels": field_labels,
+        "chart": slice_chart(result),
+        "similar_cases": result.get("similar_cases", []),
+    }

@@ -1,0 +1,99 @@
+"""The clinician's screen in a real browser: Debian's chromium, driven by Playwright.
+
+Never `playwright install`: the browser is /usr/bin/chromium (`make chromium` installs it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from service_support import FEATURE_DIM
+from test_pages import unseen_case
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCREENSHOT = Path("/tmp/ui_results.png")
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: make chromium"),
+    # One database is enough here: the HTTP tests cover both.
+    pytest.mark.parametrize("service", ["sqlite"], indirect=True),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, service):
+    context = browser.new_context(base_url=service.url, viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def test_upload_shows_the_ranked_texts_and_scores(page, service, client, tmp_path):
+    case = tmp_path / "held-out-case.npy"
+    np.save(case, unseen_case())
+    page.goto("/")
+    page.set_input_files("input[type=file]", str(case))
+    page.fill("#k", "3")
+    page.click("form#upload button[type=submit]")
+
+    items = page.locator("#result .text-item")
+    items.first.wait_for()
+    page.wait_for_url(re.compile(r"/explanations/[0-9a-f-]{36}$"))  # htmx pushed the URL
+    explanation_id = page.url.rsplit("/", 1)[1]
+    stored = client.get(f"/api/v1/explanations/{explanation_id}").json()["explanation"]
+
+    assert items.count() == 3
+    texts = page.locator("#result .text-item .text").all_inner_texts()
+    scores = page.locator("#result .text-item .score").all_inner_texts()
+    assert texts == [t["text"] for t in stored["texts"]]
+    assert scores == [f"{t['similarity']:.3f}" for t in stored["texts"]]
+    assert page.get_by_text("Research use only — not for diagnosis").first.is_visible()
+    assert page.locator(".banner.simulated").is_visible()
+
+    page.goto(f"/explanations/{explanation_id}")  # the full page, as a reload shows it
+    page.locator("#explanation").wait_for()
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_malformed_upload_shows_the_error(page, client, tmp_path):
+    bad = tmp_path / "wrong-dimension.npy"
+    np.save(bad, np.ones((3, FEATURE_DIM + 2)))
+    expected = client.post(
+        "/api/v1/explanations", files={"file": (bad.name, bad.read_bytes())}
+    ).json()["detail"]
+
+    page.goto("/")
+    page.set_input_files("input[type=file]", str(bad))
+    page.click("form#upload button[type=submit]")
+    alert = page.locator("#result [role=alert] .error-message")
+    alert.wait_for()
+    assert alert.inner_text() == expected
+    assert page.locator("#result .text-item").count() == 0
+
+
+def test_clicking_an_example_explains_it(page, service):
+    folder = service.app.state.settings.data_dir / "examples"
+    folder.mkdir(exist_ok=True)
+    np.save(folder / "LIDC-BROWSER-0002-n1.npy", unseen_case(seed=5))
+    page.goto("/")
+    page.fill("#k", "2")
+    page.get_by_role("button", name="LIDC-BROWSER-0002-n1.npy").click()
+    page.locator("#result .text-item").first.wait_for()
+    assert page.locator("#result .text-item").count() == 2
