@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     text_encoder: str = ""
     # Largest request body accepted by the explanation endpoint, in bytes.
     max_upload_bytes: int = Field(default=8 << 20, gt=0)
+    # Threads per torch operation. Requests already run in parallel on the thread pool, and
+    # per-op threads on top of them oversubscribe the cores (measured: bench/serve.py).
+    torch_threads: int = Field(default=1, ge=1)
     # Where `clipmed serve` listens.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

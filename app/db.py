@@ -28,6 +28,8 @@ def make_engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=5000")
+            # Write-ahead log: readers never wait for the writer storing an explanation.
+            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
 
         return engine

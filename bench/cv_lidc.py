@@ -21,6 +21,13 @@ from pathlib import Path
 import pandas as pd
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def run_one(preset: str, cohort: Path, folds: int, out: Path) -> dict:
     from model.cohort import Cohort
     from model.config import default_text_encoder
