@@ -138,7 +138,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), file=sys.stderr)
 
     machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{cpu_model()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}"
     )
     print(f"Machine: {machine}\n")
