@@ -68,6 +68,8 @@ class Result:
     errors: int
     wall_s: float
     first_error: str | None
+    server_cpu_s: float  # CPU time of the server process during the recorded window
+    client_cpu_s: float  # CPU time of this benchmark process (all its client threads) during it
 
     @property
     def requests(self) -> int:
@@ -79,6 +81,9 @@ class Result:
     @property
     def rps(self) -> float:
         return len(self.latencies_ms) / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def cpu_ms_per_request(self, seconds: float) -> float:
+        return seconds / self.requests * 1000 if self.requests else float("nan")
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,6 +107,17 @@ def proc_memory_mb(pid: int | None) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0]) / 1024
     return out
+
+
+def proc_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far; NaN when unreadable."""
+    if not pid:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> str:
@@ -139,7 +155,13 @@ def explain_payloads(examples: list[Path]) -> tuple[list[Payload], list[Payload]
 
 # --------------------------------------------------------------------------------------------
 def run_level(
-    url: str, endpoint: Endpoint, clients: int, warmup: float, seconds: float, max_requests: int
+    url: str,
+    endpoint: Endpoint,
+    clients: int,
+    warmup: float,
+    seconds: float,
+    max_requests: int,
+    pid: int | None,
 ) -> Result:
     """`clients` threads, each with its own keep-alive client: `warmup` seconds unrecorded, then
     `seconds` recorded (or `max_requests` in all, whichever comes first)."""
@@ -205,11 +227,22 @@ def run_level(
     window["start"] = t0 + warmup
     window["stop"] = t0 + warmup + seconds
     started.wait(timeout=60)
+    time.sleep(max(0.0, window["start"] - time.perf_counter()))
+    server0, client0 = proc_cpu_s(pid), time.process_time()
+    time.sleep(max(0.0, window["stop"] - time.perf_counter()))
+    server1, client1 = proc_cpu_s(pid), time.process_time()
     for t in threads:
         t.join(timeout=warmup + seconds + 120)
     # The recorded window ends when the last request begun in it returns.
     wall = time.perf_counter() - window["start"]
-    return Result(latencies, errors, wall, first_error[0] if first_error else None)
+    return Result(
+        latencies,
+        errors,
+        wall,
+        first_error[0] if first_error else None,
+        server1 - server0,
+        client1 - client0,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +299,8 @@ class Server:
 def check_local(url: str) -> None:
     host = urlsplit(url).hostname
     if host not in LOCAL_HOSTS:
-        raise SystemExit(f"--url must be a localhost service, got host {host!r}")
+        print(f"--url must be a localhost service, got host {host!r}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,7 +389,7 @@ def main() -> int:
         rows: list[tuple[Endpoint, int, Result]] = []
         for clients in args.clients:
             for ep in endpoints:
-                result = run_level(url, ep, clients, warmup, seconds, args.max_requests)
+                result = run_level(url, ep, clients, warmup, seconds, args.max_requests, pid)
                 rows.append((ep, clients, result))
                 print(
                     f"  {ep.label}, {clients} clients: {result.requests} requests, "
@@ -380,12 +414,16 @@ def main() -> int:
         f"Requests: {len(examples)} example cases ({min(slices)}-{max(slices)} slices x "
         f"{shapes[0][1]} features), k={K}; {warmup:g} s warm-up + {seconds:g} s per level\n"
     )
-    print("| endpoint | clients | requests | p50 ms | p99 ms | req/s | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| endpoint | clients | requests | p50 ms | p99 ms | req/s | errors "
+        "| server CPU ms/req | client CPU ms/req |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for ep, clients, r in rows:
         print(
             f"| {ep.label} | {clients} | {r.requests} | {r.pct(50):.1f} | {r.pct(99):.1f} | "
-            f"{r.rps:.1f} | {r.errors} |"
+            f"{r.rps:.1f} | {r.errors} | {r.cpu_ms_per_request(r.server_cpu_s):.2f} | "
+            f"{r.cpu_ms_per_request(r.client_cpu_s):.2f} |"
         )
     if memory_before:
         print(
