@@ -137,10 +137,7 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), file=sys.stderr)
 
-    machine = (
-        f"{cpu_model()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}"
-    )
+    machine = f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     print(f"Machine: {machine}\n")
     print("| preset | wall time | training | text encoder (share) | peak memory |")
     print("|---|---|---|---|---|")
