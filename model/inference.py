@@ -49,6 +49,21 @@ def validate_features(features: np.ndarray, feature_dim: int) -> np.ndarray:
 class Explainer:
     checkpoint: Checkpoint
 
+    def __post_init__(self) -> None:
+        # The training cases as the explanation shows them, built once rather than per request.
+        schema = self.checkpoint.schema
+        self._training_cases = [
+            {
+                "case_id": row["case_id"],
+                "patient_id": row["patient_id"],
+                "descriptors": {
+                    f.name: f.value_labels[f.values.index(row[f.name])] if row[f.name] else None
+                    for f in schema.fields
+                },
+            }
+            for row in self.checkpoint.cases.cases.to_dict("records")
+        ]
+
     def explain(self, features: np.ndarray, k: int = 5, n_similar: int = 5) -> dict:
         """The explanation of one case as a JSON-ready dict."""
         ckpt, schema = self.checkpoint, self.checkpoint.schema
@@ -126,22 +141,8 @@ class Explainer:
         similar = []
         c_sims, c_ids = ckpt.cases.search(emb_np, n_similar)
         for s, i in zip(c_sims[0], c_ids[0], strict=True):
-            if i < 0:
-                continue
-            row = ckpt.cases.cases.iloc[int(i)]
-            similar.append(
-                {
-                    "case_id": row["case_id"],
-                    "patient_id": row["patient_id"],
-                    "similarity": round(float(s), 4),
-                    "descriptors": {
-                        f.name: (
-                            f.value_labels[f.values.index(row[f.name])] if row[f.name] else None
-                        )
-                        for f in schema.fields
-                    },
-                }
-            )
+            if i >= 0:
+                similar.append({**self._training_cases[int(i)], "similarity": round(float(s), 4)})
 
         attention = None
         if weights is not None:
