@@ -40,6 +40,7 @@ from model.schema import Schema
 from model.train import CaseSet, TrainResult, embed_cases, embed_texts
 
 FORMAT = 1
+LOW_SIMILARITY_PERCENTILE = 10  # under the 10th percentile of training cases -> low confidence
 
 
 class CheckpointError(ValueError):
@@ -171,7 +172,12 @@ def build_checkpoint(
     table = pd.DataFrame({"case_id": list(case_ids), "patient_id": cases.patients})
     for j, f in enumerate(schema.fields):
         table[f.name] = [f.values[v] if v >= 0 else "" for v in labels[:, j]]
-    case_index = CaseIndex.build(table, embed_cases(model, cases))
+    case_embeddings = embed_cases(model, cases)
+    case_index = CaseIndex.build(table, case_embeddings)
+    # Image and text embeddings sit apart (the modality gap), so "low similarity" is judged
+    # against the training cases' own best-text similarities, not an absolute number.
+    best_train = catalog.search(case_embeddings, 1)[0][:, 0]
+    low_similarity = float(np.percentile(best_train, LOW_SIMILARITY_PERCENTILE))
     zero_shot = {name: embed_texts(model, cache, vt) for name, vt in value_texts.items()}
 
     created = datetime.now(UTC)
@@ -191,5 +197,6 @@ def build_checkpoint(
         "train_seconds": round(result.seconds, 2),
         "metrics": metrics or {},
         "logit_scale": model.scale.item(),
+        "low_similarity": round(low_similarity, 4),
     }
     return Checkpoint(model, schema, meta, catalog, case_index, zero_shot)

@@ -11,7 +11,7 @@ from model.checkpoint import Checkpoint
 from model.clip import batch_slices, select_slices
 from model.retrieval import top1_fields, vote_fields, zero_shot
 
-LOW_SIMILARITY = 0.5  # best cosine similarity under this -> low confidence
+LOW_SIMILARITY = 0.5  # fallback threshold for checkpoints that do not carry their own
 SPLIT_VOTE = 0.6  # a field whose winning share is under this -> low confidence
 
 
@@ -133,8 +133,12 @@ class Explainer:
         best = float(sims[0, 0]) if sims.size else 0.0
         split = [fe["field"] for fe in fields if fe["vote"]["share"] < SPLIT_VOTE]
         reasons = []
-        if best < LOW_SIMILARITY:
-            reasons.append(f"best similarity {best:.2f} is under {LOW_SIMILARITY}")
+        threshold = float(ckpt.meta.get("low_similarity", LOW_SIMILARITY))
+        if best < threshold:
+            reasons.append(
+                f"best similarity {best:.2f} is under {threshold:.2f}, which 90% of the "
+                "training cases reach"
+            )
         if split:
             reasons.append(f"split vote on {', '.join(split)}")
 

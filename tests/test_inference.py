@@ -84,3 +84,15 @@ def test_slice_evidence_scores_each_used_slice_against_the_best_text(explainer, 
     alone = ckpt.model.encode_image(x, m)[0].detach().numpy()[0]
     expected = float(alone @ ckpt.catalog.index.reconstruct(row))
     assert abs(evidence[0]["similarity"] - expected) < 1e-3
+
+
+def test_low_similarity_threshold_is_calibrated_on_the_training_cases(explainer, lidc_small):
+    from model.train import embed_cases
+
+    ckpt = explainer.checkpoint
+    threshold = ckpt.meta["low_similarity"]
+    best = ckpt.catalog.search(embed_cases(ckpt.model, lidc_small), 1)[0][:, 0]
+    assert abs((best < threshold).mean() - 0.10) < 0.02
+    flagged = [explainer.explain(lidc_small.slices(i))["low_confidence_reasons"] for i in range(40)]
+    low = [any("best similarity" in r for r in reasons) for reasons in flagged]
+    assert low == [bool(b < threshold) for b in best[:40]]
