@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from app import accounts, audit
 from app.config import Settings
-from app.errors import NoActiveModel
+from app.errors import Forbidden, NoActiveModel, NotAuthenticated
+from app.models import Role, User
 from app.serving import Serving, ServingState
+
+SESSION_COOKIE = "clipmed_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 def get_settings(request: Request) -> Settings:
@@ -34,7 +44,96 @@ def get_serving(state: Annotated[ServingState, Depends(get_serving_state)]) -> S
     return serving
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking, and how: a bearer token (no CSRF check) or a browser session."""
+
+    user: User
+    csrf_token: str | None  # set for browser sessions only
+
+    @property
+    def role(self) -> Role:
+        return self.user.role
+
+    @property
+    def explanation_owner_filter(self) -> int | None:
+        """None (all) for radiologists and admins; a clinician sees only their own."""
+        return None if self.user.role in (Role.radiologist, Role.admin) else self.user.id
+
+
+def identify(request: Request, session: Session) -> Principal | None:
+    """The caller from `Authorization: Bearer` or the session cookie; None when anonymous."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return Principal(accounts.user_for_token(session, credentials.strip()), None)
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        found = accounts.find_web_session(session, session_id)
+        if found is not None:
+            web_session, user = found
+            return Principal(user, web_session.csrf_token)
+    return None
+
+
+async def check_csrf(request: Request, principal: Principal) -> None:
+    """State-changing browser requests carry the session's token (header from htmx, else a
+    hidden form field). Bearer-token requests cannot be forged by another site."""
+    if principal.csrf_token is None or request.method in SAFE_METHODS:
+        return
+    sent = request.headers.get(CSRF_HEADER)
+    content_type = request.headers.get("content-type", "")
+    form = None
+    if sent is None and content_type.startswith(
+        ("multipart/form-data", "application/x-www-form-urlencoded")
+    ):
+        # Starlette caches the parsed form, so the route reads (and closes) the same one.
+        form = await request.form(max_files=1, max_fields=8)
+        field = form.get(CSRF_FIELD)
+        sent = field if isinstance(field, str) else None
+    if not sent or not secrets.compare_digest(sent, principal.csrf_token):
+        if form is not None:
+            await form.close()
+        raise Forbidden("missing or invalid CSRF token; reload the page and try again")
+
+
+def require(*roles: Role) -> Callable:
+    """The one gate of every non-public route: the caller must have one of `roles`."""
+    allowed = frozenset(roles)
+
+    async def dependency(request: Request, session: SessionDep) -> Principal:
+        principal = None
+        try:
+            # Token and session lookups are blocking queries: off the event loop.
+            principal = await run_in_threadpool(identify, request, session)
+            if principal is None:
+                raise NotAuthenticated("log in, or send Authorization: Bearer <token>")
+            if principal.role not in allowed:
+                raise Forbidden(f"the role {principal.role.value!r} may not do this")
+            await check_csrf(request, principal)
+        except (NotAuthenticated, Forbidden) as e:
+            await run_in_threadpool(
+                audit.record_request,
+                request,
+                "access.denied",
+                e.code,
+                user=principal.user if principal is not None else None,
+                target_type="route",
+                target_id=f"{request.method} {request.url.path}"[:255],
+            )
+            raise
+        request.state.principal = principal
+        return principal
+
+    dependency.allowed_roles = allowed  # type: ignore[attr-defined]  (read by the route tests)
+    return dependency
+
+
+ANY_ROLE = (Role.clinician, Role.radiologist, Role.admin)
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ServingStateDep = Annotated[ServingState, Depends(get_serving_state)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
+AnyUser = Annotated[Principal, Depends(require(*ANY_ROLE))]
+Reviewer = Annotated[Principal, Depends(require(Role.radiologist, Role.admin))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]

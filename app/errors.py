@@ -44,3 +44,24 @@ class CheckpointRejected(AppError):
 class NoActiveModel(AppError):
     status_code = 503
     code = "no_active_model"
+
+
+class NotAuthenticated(AppError):
+    status_code = 401
+    code = "not_authenticated"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+
+
+class TooManyAttempts(AppError):
+    """Too many failed logins for one username; `retry_after` is in seconds."""
+
+    status_code = 429
+    code = "too_many_attempts"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

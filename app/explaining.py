@@ -58,7 +58,13 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def explain_case(session: Session, serving: Serving, features: np.ndarray, k: int) -> Explanation:
+def explain_case(
+    session: Session,
+    serving: Serving,
+    features: np.ndarray,
+    k: int,
+    owner_id: int | None = None,
+) -> Explanation:
     """Validates, explains with this one Serving, stores and returns the record."""
     try:
         array = validate_features(features, serving.feature_dim)
@@ -80,21 +86,31 @@ def explain_case(session: Session, serving: Serving, features: np.ndarray, k: in
         catalog_version=serving.catalog_version,
         result=result,
         features_npy=stored,
+        owner_id=owner_id,
     )
     session.add(row)
     session.commit()
     return row
 
 
-def get_explanation(session: Session, explanation_id: str) -> Explanation:
+def get_explanation(
+    session: Session, explanation_id: str, owner_id: int | None = None
+) -> Explanation:
+    """The stored explanation; with `owner_id`, only if it is theirs (else not found, so ids
+    of other people's explanations are not confirmed)."""
     row = session.get(Explanation, explanation_id)
-    if row is None:
+    if row is None or (owner_id is not None and row.owner_id != owner_id):
         raise NotFound(f"no explanation with id {explanation_id!r}")
     return row
 
 
-def recent_explanations(session: Session, limit: int) -> list[Explanation]:
+def recent_explanations(
+    session: Session, limit: int, owner_id: int | None = None
+) -> list[Explanation]:
+    """Newest first; with `owner_id`, only theirs."""
     query = select(Explanation).order_by(Explanation.created_at.desc()).limit(limit)
+    if owner_id is not None:
+        query = query.where(Explanation.owner_id == owner_id)
     return list(session.scalars(query))
 
 

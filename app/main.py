@@ -5,22 +5,24 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from app import registry
+from app import accounts, registry
+from app.audit import RequestId
 from app.config import Settings
 from app.db import make_engine, make_session_factory
-from app.errors import AppError
+from app.errors import AppError, NotAuthenticated, TooManyAttempts
 from app.limits import BodySizeLimit
-from app.routes import explanations, health, models, pages
+from app.routes import admin, auth, docs, explanations, flags, health, models, pages, tokens
 from app.serving import ServingState
-from app.web import STATIC_DIR
+from app.web import STATIC_DIR, is_htmx, render
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +60,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="Explains lung-nodule features with retrieved radiological descriptor texts.",
         lifespan=lifespan,
+        # Served by app.routes.docs, behind a login like every other non-public route.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.serving = state
+    app.state.login_throttle = accounts.LoginThrottle()
 
     @app.exception_handler(AppError)
-    async def app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.status_code)
+    async def app_error(request: Request, exc: AppError) -> Response:
+        headers = {}
+        if isinstance(exc, TooManyAttempts):
+            headers["Retry-After"] = str(exc.retry_after)
+        if request.url.path.startswith("/api/") or request.url.path == "/openapi.json":
+            if isinstance(exc, NotAuthenticated):
+                headers["WWW-Authenticate"] = "Bearer"
+            body = {"detail": exc.message, "code": exc.code}
+            return JSONResponse(body, status_code=exc.status_code, headers=headers)
+        if isinstance(exc, NotAuthenticated):  # a page: send the browser to the login form
+            if is_htmx(request):
+                return Response(status_code=401, headers={"HX-Redirect": "/login"})
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        return render(request, "error.html", "_error.html", {"error": exc}, exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -76,9 +96,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": detail, "code": "invalid_input"}, status_code=422)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestId)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(explanations.router)
+    app.include_router(flags.router)
+    app.include_router(tokens.router)
     app.include_router(pages.router)
+    app.include_router(auth.router)
+    app.include_router(docs.router)
+    app.include_router(admin.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

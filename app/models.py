@@ -1,11 +1,24 @@
-"""ORM tables: the model registry and stored explanations."""
+"""ORM tables: the model registry, stored explanations, accounts and their credentials."""
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, String, false, text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    false,
+    text,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -58,3 +71,114 @@ class Explanation(Base):
     catalog_version: Mapped[str] = mapped_column(String(64))
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     features_npy: Mapped[bytes] = mapped_column(LargeBinary)
+    # Who asked for it; clinicians see only their own. Null for rows made before accounts.
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True, default=None
+    )
+
+
+class Role(enum.StrEnum):
+    clinician = "clinician"  # explains cases, sees their own explanations
+    radiologist = "radiologist"  # also sees every explanation (and flags and reviews)
+    admin = "admin"  # also users, jobs, models
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, name="user_role", native_enum=False, length=16, validate_strings=True)
+    )
+    is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A personal bearer token; only its SHA-256 is stored (the token itself is random)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class WebSession(Base):
+    """A browser login; the cookie carries only the random id, stored here as its SHA-256."""
+
+    __tablename__ = "web_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEvent(Base):
+    """Append-only: the application only inserts; the database refuses UPDATE and DELETE."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # No foreign key: the trail outlives the accounts it names.
+    actor_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    actor: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str | None] = mapped_column(String(32), default=None)
+    target_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    outcome: Mapped[str] = mapped_column(String(32))
+    model_version: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class FlagReason(enum.StrEnum):
+    wrong_value = "wrong_value"
+    not_visible = "not_visible"
+    ambiguous = "ambiguous"
+    other = "other"
+
+
+class FlagStatus(enum.StrEnum):
+    open = "open"
+    accepted = "accepted"
+    rejected = "rejected"
+
+
+class Flag(Base):
+    """A radiologist's objection to one field or one retrieved text of an explanation."""
+
+    __tablename__ = "flags"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    explanation_id: Mapped[str] = mapped_column(
+        ForeignKey("explanations.id", ondelete="CASCADE"), index=True
+    )
+    # "field" (then `field` names it) or "text" (then `text_rank` and the flagged `text`).
+    target: Mapped[str] = mapped_column(String(8))
+    field: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    text_rank: Mapped[int | None] = mapped_column(Integer, default=None)
+    text: Mapped[str | None] = mapped_column(String(2000), default=None)
+    reason: Mapped[FlagReason] = mapped_column(
+        Enum(FlagReason, name="flag_reason", native_enum=False, length=16)
+    )
+    corrected_value: Mapped[str | None] = mapped_column(String(255), default=None)
+    comment: Mapped[str] = mapped_column(String(2000), default="")
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    catalog_version: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status: Mapped[FlagStatus] = mapped_column(
+        Enum(FlagStatus, name="flag_status", native_enum=False, length=16),
+        default=FlagStatus.open,
+        index=True,
+    )
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    review_note: Mapped[str] = mapped_column(String(2000), default="")

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse
 
 APP_DIR = Path(__file__).resolve().parent
@@ -17,6 +18,23 @@ RESEARCH_NOTICE = "Research use only — not for diagnosis"
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 templates.env.globals["research_notice"] = RESEARCH_NOTICE
+
+
+def csrf_token(request: Request) -> str:
+    """The signed-in browser session's CSRF token ("" for bearer tokens and anonymous pages)."""
+    principal = getattr(request.state, "principal", None)
+    return (principal.csrf_token or "") if principal is not None else ""
+
+
+def csrf_field(request: Request) -> Markup:
+    """The hidden field every state-changing form carries (htmx sends the header instead)."""
+    return Markup('<input type="hidden" name="csrf_token" value="{}">').format(
+        escape(csrf_token(request))
+    )
+
+
+templates.env.globals["csrf_token"] = csrf_token
+templates.env.globals["csrf_field"] = csrf_field
 
 
 def is_htmx(request: Request) -> bool:

@@ -16,7 +16,7 @@ The client runs on the same CPUs as the server, so the figures include its cost.
 Exits 1 if any request failed, 2 if the benchmark could not start.
 
     .venv/bin/python bench/serve.py [--data data] [--seconds 10] [--clients 1 4 16]
-    .venv/bin/python bench/serve.py --url http://127.0.0.1:8000 --pid 1234
+    CLIPMED_API_TOKEN=... .venv/bin/python bench/serve.py --url http://127.0.0.1:8000 --pid 1234
 """
 
 from __future__ import annotations
@@ -87,6 +87,11 @@ class Result:
 
 
 # --------------------------------------------------------------------------------------------
+# The API needs a bearer token: from `clipmed users token admin` on the server this script
+# starts, or from CLIPMED_API_TOKEN with --url.
+AUTH_HEADERS: dict[str, str] = {}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -193,7 +198,7 @@ def run_level(
         nonlocal errors
         local: list[float] = []
         local_errors = 0
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH_HEADERS) as client:
             n = i
             started.wait(timeout=60)
             while time.perf_counter() < window["start"]:  # warm-up: same load, not recorded
@@ -264,6 +269,20 @@ class Server:
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=self.log)
         self.pid = self.process.pid
+        self.env = env
+
+    def api_token(self, username: str = "admin") -> str:
+        """A new token of the admin `clipmed serve` creates on a database without users."""
+        clipmed = Path(sys.executable).parent / "clipmed"
+        done = subprocess.run(
+            [str(clipmed), "users", "token", username],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout.strip()
 
     def wait_ready(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -363,12 +382,15 @@ def main() -> int:
             url, pid = server.url, server.pid
             try:
                 ready = server.wait_ready(args.start_timeout)
-            except RuntimeError as e:
+                AUTH_HEADERS["Authorization"] = f"Bearer {server.api_token()}"
+            except (RuntimeError, subprocess.CalledProcessError) as e:
                 print(f"{e}\n{server.log_tail()}", file=sys.stderr)
                 return 2
         else:
             url = url.rstrip("/")
             check_local(url)
+            if os.environ.get("CLIPMED_API_TOKEN"):
+                AUTH_HEADERS["Authorization"] = f"Bearer {os.environ['CLIPMED_API_TOKEN']}"
             ready = httpx.get(f"{url}/readyz", timeout=10).json()
             if ready.get("status") != "ready":
                 print(f"{url} is not ready: {ready}", file=sys.stderr)

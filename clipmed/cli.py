@@ -1,4 +1,4 @@
-"""The `clipmed` command: data, train, explain, evaluate, demo, migrate, serve."""
+"""The `clipmed` command: data, train, explain, evaluate, demo, migrate, serve, users."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build cohorts on disk.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+users_app = typer.Typer(help="Service accounts and their API tokens.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 
 def fail(message: str) -> None:
@@ -359,12 +361,15 @@ def serve_cmd(
 ) -> None:
     """Run the explanation service: migrate the database, register the default checkpoint when
     the registry is empty, then serve the API."""
+    import secrets
+
     import uvicorn
 
-    from app import registry
+    from app import accounts, registry
     from app.db import make_engine, make_session_factory
     from app.errors import AppError
     from app.main import create_app
+    from app.models import Role
 
     settings = service_settings(host=host, port=port)
     if settings.text_encoder:
@@ -380,11 +385,96 @@ def serve_cmd(
                 row = registry.register_checkpoint(session, default)
                 registry.activate_version(session, row.version)
                 typer.echo(f"registered and activated {row.version} from {default}", err=True)
+        with make_session_factory(engine)() as session:
+            if not accounts.has_users(session):
+                # No default credentials: a random password, shown once, on this console only.
+                password = secrets.token_urlsafe(16)
+                accounts.create_user(session, "admin", Role.admin, password)
+                typer.echo(
+                    f"created the first user: admin / {password}  (shown once; "
+                    "add more with `clipmed users create`)",
+                    err=True,
+                )
     except AppError as e:
         fail(e.message)
     finally:
         engine.dispose()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+def _users_session(settings):
+    from app.db import make_engine, make_session_factory
+
+    migrate_database(settings)
+    engine = make_engine(settings.database_url)
+    return engine, make_session_factory(engine)()
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Option(help="Login name.")],
+    role: Annotated[str, typer.Option(help="clinician, radiologist or admin.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a user; the password comes from a prompt, or from stdin with --password-stdin."""
+    import getpass
+
+    from app import accounts
+    from app.errors import AppError
+    from app.models import Role
+
+    if role not in {r.value for r in Role}:
+        fail(f"unknown role {role!r}; one of: {', '.join(r.value for r in Role)}")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            fail("the passwords differ")
+    engine, session = _users_session(service_settings())
+    try:
+        with session:
+            user = accounts.create_user(session, username, Role(role), password)
+            typer.echo(json.dumps({"username": user.username, "role": user.role.value}))
+    except AppError as e:
+        fail(e.message)
+    finally:
+        engine.dispose()
+
+
+@users_app.command("token")
+def users_token(username: Annotated[str, typer.Argument(help="Whose token.")]) -> None:
+    """Print a new personal API token for USERNAME (send it as `Authorization: Bearer ...`)."""
+    from app import accounts
+    from app.errors import AppError
+
+    engine, session = _users_session(service_settings())
+    try:
+        with session:
+            typer.echo(accounts.create_token(session, accounts.get_user(session, username)))
+    except AppError as e:
+        fail(e.message)
+    finally:
+        engine.dispose()
+
+
+@users_app.command("revoke-tokens")
+def users_revoke_tokens(username: Annotated[str, typer.Argument(help="Whose tokens.")]) -> None:
+    """Revoke every API token of USERNAME (they stay stored, marked revoked)."""
+    from app import accounts
+    from app.errors import AppError
+
+    engine, session = _users_session(service_settings())
+    try:
+        with session:
+            count = accounts.revoke_user_tokens(session, accounts.get_user(session, username))
+            typer.echo(json.dumps({"username": username, "revoked": count}))
+    except AppError as e:
+        fail(e.message)
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from app import explaining
-from app.deps import ServingDep, SessionDep
+from app import audit, explaining
+from app.deps import AnyUser, ServingDep, SessionDep
+from app.errors import NotFound
 from app.schemas import ErrorResponse, ExplanationOut, ExplanationSummary
 from app.upload import REQUEST_BODY_OPENAPI, read_explanation_request
 
@@ -23,28 +24,47 @@ def _errors(*codes: int) -> dict:
     "",
     status_code=201,
     response_model=ExplanationOut,
-    responses=_errors(413, 415, 422, 503),
+    responses=_errors(401, 403, 413, 415, 422, 503),
     openapi_extra=REQUEST_BODY_OPENAPI,
 )
 async def create_explanation(
-    request: Request, session: SessionDep, serving: ServingDep
+    request: Request, session: SessionDep, serving: ServingDep, caller: AnyUser
 ) -> ExplanationOut:
     """Explain one case: a features file (multipart field `file`, plus `k`) or JSON."""
     features, k = await read_explanation_request(request)
-    row = await run_in_threadpool(explaining.explain_case, session, serving, features, k)
+    row = await run_in_threadpool(
+        explaining.explain_case, session, serving, features, k, caller.user.id
+    )
+    await run_in_threadpool(
+        audit.record_request,
+        request,
+        "explanation.create",
+        "success",
+        target_type="explanation",
+        target_id=row.id,
+        model_version=row.model_version,
+    )
     return ExplanationOut.from_row(row)
 
 
-@router.get("", response_model=list[ExplanationSummary])
+@router.get("", response_model=list[ExplanationSummary], responses=_errors(401, 403))
 def list_explanations(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 20
+    session: SessionDep, caller: AnyUser, limit: Annotated[int, Query(ge=1, le=200)] = 20
 ) -> list[ExplanationSummary]:
-    """The most recent explanations, newest first."""
-    rows = explaining.recent_explanations(session, limit)
+    """The most recent explanations, newest first (a clinician's own only)."""
+    rows = explaining.recent_explanations(session, limit, caller.explanation_owner_filter)
     return [ExplanationSummary.from_row(row) for row in rows]
 
 
-@router.get("/{explanation_id}", response_model=ExplanationOut, responses=_errors(404))
-def get_explanation(explanation_id: str, session: SessionDep) -> ExplanationOut:
+@router.get("/{explanation_id}", response_model=ExplanationOut, responses=_errors(401, 403, 404))
+def get_explanation(
+    explanation_id: str, request: Request, session: SessionDep, caller: AnyUser
+) -> ExplanationOut:
     """One stored explanation, as it was returned when it was made."""
-    return ExplanationOut.from_row(explaining.get_explanation(session, explanation_id))
+    try:
+        row = explaining.get_explanation(session, explanation_id, caller.explanation_owner_filter)
+    except NotFound:
+        audit.record_view(request, explanation_id, None)
+        raise
+    audit.record_view(request, explanation_id, row)
+    return ExplanationOut.from_row(row)

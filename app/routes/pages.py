@@ -9,11 +9,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import explaining, presenting
+from app import audit, explaining, flagging, presenting, registry
 from app.config import Settings
-from app.deps import ServingStateDep, SessionDep, SettingsDep, get_serving
-from app.errors import AppError, InvalidInput
-from app.models import Explanation
+from app.deps import AnyUser, Reviewer, ServingStateDep, SessionDep, SettingsDep, get_serving
+from app.errors import AppError, InvalidInput, NotFound
+from app.models import Explanation, FlagReason, FlagStatus, Role
 from app.upload import DEFAULT_K, read_explanation_request
 from app.web import is_htmx, render
 
@@ -46,6 +46,17 @@ def _created(request: Request, session: Session, row: Explanation) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
+def _audit_created(request: Request, row: Explanation) -> None:
+    audit.record_request(
+        request,
+        "explanation.create",
+        "success",
+        target_type="explanation",
+        target_id=row.id,
+        model_version=row.model_version,
+    )
+
+
 def _failed(request: Request, settings: Settings, error: AppError) -> Response:
     """The service's own message, with its status; nothing was stored."""
     context = _index_context(settings, error)
@@ -53,21 +64,28 @@ def _failed(request: Request, settings: Settings, error: AppError) -> Response:
 
 
 @router.get("/")
-def index(request: Request, settings: SettingsDep) -> Response:
+def index(request: Request, settings: SettingsDep, _: AnyUser) -> Response:
     return render(request, "index.html", "_upload.html", _index_context(settings))
 
 
 @router.post("/explanations")
 async def explain_upload(
-    request: Request, session: SessionDep, settings: SettingsDep, state: ServingStateDep
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    state: ServingStateDep,
+    caller: AnyUser,
 ) -> Response:
     """The upload form's target: the same reading and checks as the JSON API."""
     try:
         serving = get_serving(state)
         features, k = await read_explanation_request(request)
-        row = await run_in_threadpool(explaining.explain_case, session, serving, features, k)
+        row = await run_in_threadpool(
+            explaining.explain_case, session, serving, features, k, caller.user.id
+        )
     except AppError as e:
         return _failed(request, settings, e)
+    await run_in_threadpool(_audit_created, request, row)
     return _created(request, session, row)
 
 
@@ -78,6 +96,7 @@ async def explain_example(
     session: SessionDep,
     settings: SettingsDep,
     state: ServingStateDep,
+    caller: AnyUser,
     k: Annotated[str, Form()] = str(DEFAULT_K),
 ) -> Response:
     """Explains one of the held-out example files listed on the upload page."""
@@ -87,15 +106,18 @@ async def explain_example(
             raise InvalidInput(f"k must be an integer, got {k!r}")
         k_value = explaining.check_k(int(k))
         features = await run_in_threadpool(presenting.load_example, settings.data_dir, name)
-        row = await run_in_threadpool(explaining.explain_case, session, serving, features, k_value)
+        row = await run_in_threadpool(
+            explaining.explain_case, session, serving, features, k_value, caller.user.id
+        )
     except AppError as e:
         return _failed(request, settings, e)
+    await run_in_threadpool(_audit_created, request, row)
     return _created(request, session, row)
 
 
 @router.get("/explanations")
-def recent(request: Request, session: SessionDep) -> Response:
-    rows = explaining.recent_explanations(session, RECENT_LIMIT)
+def recent(request: Request, session: SessionDep, caller: AnyUser) -> Response:
+    rows = explaining.recent_explanations(session, RECENT_LIMIT, caller.explanation_owner_filter)
     items = [
         {"row": row, "top_text": (row.result.get("texts") or [{}])[0].get("text")} for row in rows
     ]
@@ -103,10 +125,100 @@ def recent(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/explanations/{explanation_id}")
-def explanation(explanation_id: str, request: Request, session: SessionDep) -> Response:
+def explanation(
+    explanation_id: str, request: Request, session: SessionDep, caller: AnyUser
+) -> Response:
+    try:
+        row = explaining.get_explanation(session, explanation_id, caller.explanation_owner_filter)
+    except AppError as e:
+        if isinstance(e, NotFound):
+            audit.record_view(request, explanation_id, None)
+        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
+    audit.record_view(request, explanation_id, row)
+    context = presenting.explanation_view(session, row)
+    context["can_flag"] = caller.role in (Role.radiologist, Role.admin)
+    context["flag_reasons"] = list(FlagReason)
+    return render(request, "explanation.html", "_explanation.html", context)
+
+
+@router.post("/explanations/{explanation_id}/flags")
+def flag_explanation(
+    explanation_id: str,
+    request: Request,
+    session: SessionDep,
+    caller: Reviewer,
+    target: Annotated[str, Form(max_length=80)],
+    reason: Annotated[FlagReason, Form()],
+    corrected_value: Annotated[str, Form(max_length=255)] = "",
+    comment: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """The flag form on an explanation page: `target` is "field:<name>" or "text:<rank>"."""
+    kind, _, value = target.partition(":")
     try:
         row = explaining.get_explanation(session, explanation_id)
+        if kind not in ("field", "text") or (kind == "text" and not value.isdigit()):
+            raise InvalidInput(f"unknown flag target {target!r}")
+        flag = flagging.create_flag(
+            session,
+            row,
+            caller.user,
+            field=value if kind == "field" else None,
+            text_rank=int(value) if kind == "text" else None,
+            reason=reason,
+            corrected_value=corrected_value,
+            comment=comment,
+        )
     except AppError as e:
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
-    context = presenting.explanation_view(session, row)
-    return render(request, "explanation.html", "_explanation.html", context)
+    audit.record_request(
+        request,
+        "flag.create",
+        "success",
+        target_type="flag",
+        target_id=str(flag.id),
+        model_version=flag.model_version,
+    )
+    return RedirectResponse(f"/explanations/{explanation_id}", status_code=303)
+
+
+@router.get("/models")
+def models_page(request: Request, session: SessionDep, _: AnyUser) -> Response:
+    """Registered versions with each field's flag and accepted-correction rates."""
+    context = {
+        "models": registry.list_versions(session),
+        "rates": flagging.rates_by_model(session),
+    }
+    return render(request, "models.html", "models.html", context)
+
+
+@router.get("/review")
+def review_queue(
+    request: Request, session: SessionDep, _: Reviewer, status: FlagStatus = FlagStatus.open
+) -> Response:
+    flags = flagging.review_queue(session, status=status)
+    context = {"flags": flags, "status": status, "statuses": list(FlagStatus)}
+    return render(request, "review.html", "review.html", context)
+
+
+@router.post("/review/{flag_id}")
+def review_flag(
+    flag_id: int,
+    request: Request,
+    session: SessionDep,
+    caller: Reviewer,
+    decision: Annotated[str, Form(pattern="^(accept|reject)$")],
+    note: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    try:
+        flag = flagging.review(session, flag_id, caller.user, decision == "accept", note)
+    except AppError as e:
+        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
+    audit.record_request(
+        request,
+        f"flag.{decision}",
+        "success",
+        target_type="flag",
+        target_id=str(flag.id),
+        model_version=flag.model_version,
+    )
+    return RedirectResponse("/review", status_code=303)

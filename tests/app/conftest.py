@@ -17,6 +17,8 @@ import pytest
 from fastapi import FastAPI
 from service_support import (
     DATABASES,
+    add_user,
+    bearer,
     build_small_checkpoint,
     fresh_database,
     running_server,
@@ -79,6 +81,7 @@ class Service:
     url: str
     app: FastAPI
     checkpoints: SmallCheckpoints
+    tokens: dict[str, str]  # role -> API token of the user named after it (password TEST_PASSWORD)
 
     def session(self) -> Session:
         return self.app.state.sessions()
@@ -98,11 +101,30 @@ def service(request, tmp_path_factory, small_checkpoints) -> Iterator[Service]:
             first = registry.register_checkpoint(session, small_checkpoints.first)
             registry.register_checkpoint(session, small_checkpoints.second)
             registry.activate_version(session, first.version)
+        tokens = {role: add_user(app.state.sessions, role, role) for role in ROLES}
         with running_server(app) as base_url:
-            yield Service(base_url, app, small_checkpoints)
+            yield Service(base_url, app, small_checkpoints, tokens)
+
+
+ROLES = ("clinician", "radiologist", "admin")
 
 
 @pytest.fixture
 def client(service) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.url, timeout=30) as http:
+    """An admin's API client (bearer token)."""
+    headers = bearer(service.tokens["admin"])
+    with httpx.Client(base_url=service.url, timeout=30, headers=headers) as http:
         yield http
+
+
+@pytest.fixture
+def client_as(service) -> Iterator:
+    """`client_as(role)` or `client_as(None)` (anonymous): more API clients, closed after."""
+    with ExitStack() as stack:
+
+        def make(role: str | None) -> httpx.Client:
+            headers = bearer(service.tokens[role]) if role else {}
+            client = httpx.Client(base_url=service.url, timeout=30, headers=headers)
+            return stack.enter_context(client)
+
+        yield make

@@ -85,6 +85,22 @@ def fresh_database(kind: str, tmp_dir: Path) -> Iterator[str]:
         admin.dispose()
 
 
+TEST_PASSWORD = "correct horse battery staple"
+
+
+def add_user(sessions, username: str, role: str) -> str:
+    """Creates a user (password TEST_PASSWORD) and returns a new API token of theirs."""
+    from app import accounts
+
+    with sessions() as session:
+        user = accounts.create_user(session, username, role, TEST_PASSWORD)
+        return accounts.create_token(session, user)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def service_settings(tmp_dir: Path, database_url: str) -> Settings:
     return Settings(data_dir=tmp_dir, database_url=database_url, max_upload_bytes=MAX_UPLOAD_BYTES)
 

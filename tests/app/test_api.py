@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from service_support import FEATURE_DIM, MAX_UPLOAD_BYTES
+from service_support import FEATURE_DIM, MAX_UPLOAD_BYTES, add_user, bearer
 from sqlalchemy import func, select
 
 from app import registry
@@ -257,7 +257,8 @@ def test_a_declared_size_over_the_limit_is_refused_before_the_body_is_sent(servi
     with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
         sock.sendall(
             b"POST /api/v1/explanations HTTP/1.1\r\nHost: test\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+            + f"Authorization: Bearer {service.tokens['admin']}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
         )
         reply = b""
         while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
@@ -285,7 +286,8 @@ def test_health_and_readiness_with_a_model(client, service):
 
 def test_not_ready_without_an_active_model(database, make_server, small_checkpoints):
     app, url = make_server(database)
-    with httpx.Client(base_url=url, timeout=30) as client:
+    headers = bearer(add_user(app.state.sessions, "admin", "admin"))
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
         assert client.get("/healthz").status_code == 200
         response = client.get("/readyz")
         assert response.status_code == 503
@@ -305,7 +307,8 @@ def test_switching_versions_swaps_model_and_catalog_together(service):
     features = case(4).tolist()
 
     def explain(_: int) -> tuple[tuple[str, str], tuple[str, str], str]:
-        with httpx.Client(base_url=service.url, timeout=60) as http:
+        headers = bearer(service.tokens["admin"])
+        with httpx.Client(base_url=service.url, timeout=60, headers=headers) as http:
             body = post_json(http, features).json()
         inner = body["explanation"]
         return (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from service_support import FEATURE_DIM
+from service_support import FEATURE_DIM, TEST_PASSWORD
 from test_pages import unseen_case
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,8 +40,17 @@ def page(browser, service):
     context = browser.new_context(base_url=service.url, viewport={"width": 1200, "height": 900})
     context.set_default_timeout(15_000)
     tab = context.new_page()
+    log_in(tab, "admin")
     yield tab
     context.close()
+
+
+def log_in(tab, username: str) -> None:
+    tab.goto("/login")
+    tab.fill("#username", username)
+    tab.fill("#password", TEST_PASSWORD)
+    tab.click("form#login button[type=submit]")
+    tab.wait_for_url(re.compile(r"/$"))
 
 
 def test_upload_shows_the_ranked_texts_and_scores(page, service, client, tmp_path):
@@ -97,3 +106,45 @@ def test_clicking_an_example_explains_it(page, service):
     page.get_by_role("button", name="LIDC-BROWSER-0002-n1.npy").click()
     page.locator("#result .text-item").first.wait_for()
     assert page.locator("#result .text-item").count() == 2
+
+
+def test_radiologist_flags_a_field_and_an_admin_accepts_it(browser, service, client):
+    from test_api import case, post_json
+
+    created = post_json(client, case().tolist(), k=3).json()
+    field = created["explanation"]["fields"][0]["field"]
+
+    def session_as(username: str):
+        context = browser.new_context(base_url=service.url)
+        context.set_default_timeout(15_000)
+        tab = context.new_page()
+        log_in(tab, username)
+        return context, tab
+
+    context, tab = session_as("radiologist")
+    try:
+        tab.goto(f"/explanations/{created['id']}")
+        tab.select_option("#flag-target", f"field:{field}")
+        tab.select_option("#flag-reason", "wrong_value")
+        tab.fill("#flag-value", "corrected-by-browser")
+        tab.fill("#flag-comment", "margin is spiculated on slice 2")
+        tab.click("#flag-form button[type=submit]")
+        tab.wait_for_url(re.compile(rf"/explanations/{created['id']}$"))
+    finally:
+        context.close()
+
+    context, tab = session_as("admin")
+    try:
+        tab.goto("/review")
+        row = tab.locator("tr.flag", has_text="corrected-by-browser")
+        row.locator("input[name=note]").fill("agreed")
+        row.get_by_role("button", name="Accept").click()
+        tab.wait_for_url(re.compile(r"/review$"))
+        assert tab.locator("tr.flag", has_text="corrected-by-browser").count() == 0  # not open
+    finally:
+        context.close()
+
+    exported = client.get("/api/v1/corrections").json()
+    assert {(row["explanation_id"], row["field"], row["corrected_value"]) for row in exported} >= {
+        (created["id"], field, "corrected-by-browser")
+    }

@@ -16,7 +16,15 @@ from sqlalchemy.orm import Session
 from app import migrate
 from app.models import ModelVersion
 
-TABLES = {"model_versions", "explanations"}
+TABLES = {
+    "model_versions",
+    "explanations",
+    "users",
+    "api_tokens",
+    "web_sessions",
+    "audit_events",
+    "flags",
+}
 
 
 def table_names(url: str) -> set[str]:
@@ -30,7 +38,7 @@ def table_names(url: str) -> set[str]:
 def test_upgrade_head_then_downgrade_base(empty_database):
     migrate.upgrade(empty_database)
     assert table_names(empty_database) >= TABLES
-    assert migrate.current_revision(empty_database) == "0001"
+    assert migrate.current_revision(empty_database) == "0004"
     engine = create_engine(empty_database)
     try:
         indexes = {ix["name"] for ix in inspect(engine).get_indexes("model_versions")}
@@ -79,7 +87,7 @@ def test_clipmed_migrate_upgrades_the_configured_database(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"database": url, "revision": "0001"}
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"database": url, "revision": "0004"}
     assert table_names(url) >= TABLES
 
 

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from markupsafe import escape
-from service_support import FEATURE_DIM, MAX_UPLOAD_BYTES
+from service_support import FEATURE_DIM, MAX_UPLOAD_BYTES, add_user, bearer
 
 from app.web import RESEARCH_NOTICE, templates
 
@@ -264,8 +264,9 @@ def test_lidc_codes_are_shown_as_their_labels(monkeypatch):
 
 
 def test_without_an_active_model_the_page_says_so_with_503(make_server, database):
-    _, url = make_server(database)
-    with httpx.Client(base_url=url, timeout=30) as client:
+    app, url = make_server(database)
+    headers = bearer(add_user(app.state.sessions, "admin", "admin"))
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
         assert client.get("/").status_code == 200
         for headers in (None, HX):
             page = explain(client, npy(unseen_case()), headers=headers)

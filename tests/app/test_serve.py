@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -47,7 +48,17 @@ def test_serve_registers_the_default_checkpoint_and_answers(tmp_path, small_chec
             assert time.monotonic() < deadline, "clipmed serve did not become ready"
             time.sleep(0.25)
         assert ready.json()["model_version"] == small_checkpoints.first_version[0]
-        models = httpx.get(f"{url}/api/v1/models", timeout=5).json()
+        assert httpx.get(f"{url}/api/v1/models", timeout=5).status_code == 401
+        token = subprocess.run(
+            [str(exe), "users", "token", "admin"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        models = httpx.get(f"{url}/api/v1/models", timeout=5, headers=headers).json()
         assert [(m["version"], m["is_active"]) for m in models] == [
             (small_checkpoints.first_version[0], True)
         ]
@@ -55,7 +66,9 @@ def test_serve_registers_the_default_checkpoint_and_answers(tmp_path, small_chec
     finally:
         proc.terminate()
         try:
-            proc.communicate(timeout=15)
+            output, _ = proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            output, _ = proc.communicate()
+    # The first start made an admin with a random password, printed once.
+    assert re.search(r"created the first user: admin / \S{16,}", output), output

@@ -1,0 +1,200 @@
+"""Accounts and credentials: users, argon2 passwords, bearer tokens, browser sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import defaultdict, deque
+from datetime import UTC, datetime, timedelta
+
+from pwdlib import PasswordHash
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidInput, NotAuthenticated, NotFound, TooManyAttempts
+from app.models import ApiToken, Role, User, WebSession
+
+PASSWORDS = PasswordHash.recommended()  # argon2id with the library's current parameters
+SESSION_LIFETIME = timedelta(hours=12)
+TOKEN_PREFIX = "clipmed_"
+
+# Checked against an unknown username too, so a miss takes as long as a wrong password.
+_DUMMY_HASH = PASSWORDS.hash(secrets.token_urlsafe(16))
+
+
+def sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def has_users(session: Session) -> bool:
+    return session.scalar(select(func.count()).select_from(User)) > 0
+
+
+def create_user(session: Session, username: str, role: Role | str, password: str) -> User:
+    username = username.strip()
+    if not username or len(username) > 64:
+        raise InvalidInput("a username needs 1 to 64 characters")
+    if len(password) < 8:
+        raise InvalidInput("a password needs at least 8 characters")
+    user = User(username=username, role=Role(role), password_hash=PASSWORDS.hash(password))
+    session.add(user)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise InvalidInput(f"the username {username!r} is taken") from None
+    return user
+
+
+def get_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    return user
+
+
+def check_password(session: Session, username: str, password: str) -> User | None:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        PASSWORDS.verify(password, _DUMMY_HASH)
+        return None
+    if not PASSWORDS.verify(password, user.password_hash) or not user.is_active:
+        return None
+    return user
+
+
+def create_token(session: Session, user: User) -> str:
+    """A new personal API token; shown once, only its hash is kept."""
+    return issue_token(session, user)[1]
+
+
+def issue_token(session: Session, user: User) -> tuple[ApiToken, str]:
+    """The stored row and the token itself (which is not stored)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(token_sha256=sha256(token), user_id=user.id)
+    session.add(row)
+    session.commit()
+    return row, token
+
+
+def list_tokens(session: Session, owner_id: int | None) -> list[ApiToken]:
+    """Tokens of `owner_id`, or everyone's with None; newest first."""
+    query = select(ApiToken).order_by(ApiToken.id.desc())
+    if owner_id is not None:
+        query = query.where(ApiToken.user_id == owner_id)
+    return list(session.scalars(query))
+
+
+def revoke_token_id(session: Session, token_id: int, owner_id: int | None) -> ApiToken:
+    """Revokes one token of `owner_id` (any with None); someone else's reads as not found."""
+    row = session.get(ApiToken, token_id)
+    if row is None or (owner_id is not None and row.user_id != owner_id):
+        raise NotFound(f"no token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+        session.commit()
+    return row
+
+
+def revoke_token(session: Session, token: str) -> None:
+    row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == sha256(token)))
+    if row is None:
+        raise NotFound("no such token")
+    row.revoked_at = datetime.now(UTC)
+    session.commit()
+
+
+def revoke_user_tokens(session: Session, user: User) -> int:
+    """Revokes every live token of `user`; returns how many."""
+    rows = session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+    ).all()
+    now = datetime.now(UTC)
+    for row in rows:
+        row.revoked_at = now
+    session.commit()
+    return len(rows)
+
+
+def user_for_token(session: Session, token: str) -> User:
+    row = session.scalar(
+        select(ApiToken).where(
+            ApiToken.token_sha256 == sha256(token), ApiToken.revoked_at.is_(None)
+        )
+    )
+    user = session.get(User, row.user_id) if row is not None else None
+    if user is None or not user.is_active:
+        raise NotAuthenticated("the bearer token is unknown or revoked")
+    return user
+
+
+def create_web_session(session: Session, user: User) -> str:
+    """Starts a browser session; returns the opaque id the cookie carries."""
+    session_id = secrets.token_urlsafe(32)
+    session.add(
+        WebSession(
+            id_sha256=sha256(session_id),
+            user_id=user.id,
+            csrf_token=secrets.token_urlsafe(32),
+            expires_at=datetime.now(UTC) + SESSION_LIFETIME,
+        )
+    )
+    session.commit()
+    return session_id
+
+
+def find_web_session(session: Session, session_id: str) -> tuple[WebSession, User] | None:
+    row = session.get(WebSession, sha256(session_id))
+    if row is None:
+        return None
+    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+    user = session.get(User, row.user_id)
+    if expires < datetime.now(UTC) or user is None or not user.is_active:
+        return None
+    return row, user
+
+
+def end_web_session(session: Session, session_id: str) -> None:
+    session.execute(delete(WebSession).where(WebSession.id_sha256 == sha256(session_id)))
+    session.commit()
+
+
+class LoginThrottle:
+    """Failed logins per username in a sliding window; past the limit, 429 until one ages out.
+
+    Per process: enough for one server; several workers each keep their own count.
+    """
+
+    def __init__(self, max_failures: int = 5, window_s: float = 300.0) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def _recent(self, username: str, now: float) -> deque[float]:
+        failures = self._failures[username]
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        return failures
+
+    def check(self, username: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            failures = self._recent(username, now)
+            if len(failures) >= self.max_failures:
+                retry_after = max(1, int(failures[0] + self.window_s - now) + 1)
+                raise TooManyAttempts(
+                    f"too many failed logins for {username!r}; try again in {retry_after} s",
+                    retry_after,
+                )
+
+    def failed(self, username: str) -> None:
+        with self._lock:
+            self._failures[username].append(time.monotonic())
+
+    def succeeded(self, username: str) -> None:
+        with self._lock:
+            self._failures.pop(username, None)

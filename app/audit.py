@@ -1,0 +1,144 @@
+"""The append-only audit trail: who did what to which record, when, and how it ended.
+
+Each event is written in its own short transaction, so a request that fails or rolls back still
+leaves its trace. There is deliberately no update or delete here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.models import AuditEvent, User
+
+CSV_COLUMNS = (
+    "at",
+    "actor",
+    "action",
+    "target_type",
+    "target_id",
+    "request_id",
+    "outcome",
+    "model_version",
+)
+
+
+def record(
+    sessions: sessionmaker[Session],
+    action: str,
+    outcome: str,
+    *,
+    user: User | None = None,
+    actor: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    request_id: str | None = None,
+    model_version: str | None = None,
+) -> None:
+    with sessions() as session:
+        session.add(
+            AuditEvent(
+                actor_id=user.id if user is not None else None,
+                actor=user.username if user is not None else actor,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                request_id=request_id,
+                outcome=outcome,
+                model_version=model_version,
+            )
+        )
+        session.commit()
+
+
+def search(
+    session: Session,
+    *,
+    action: str | None = None,
+    actor: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    limit: int = 500,
+) -> list[AuditEvent]:
+    """Newest first, filtered by any of the given fields."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    if actor:
+        query = query.where(AuditEvent.actor == actor)
+    if outcome:
+        query = query.where(AuditEvent.outcome == outcome)
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    return list(session.scalars(query))
+
+
+def to_csv(events: Iterable[AuditEvent]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for event in events:
+        row = [getattr(event, column) for column in CSV_COLUMNS]
+        row[0] = event.at.isoformat()
+        writer.writerow(["" if value is None else value for value in row])
+    return buffer.getvalue()
+
+
+class RequestId:
+    """Gives each request an id (the client's X-Request-ID when sane, else a new one), kept in
+    request.state for the audit trail and echoed in the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if 0 < len(sent) <= 64 and sent.isprintable() else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def record_request(request, action: str, outcome: str, **fields) -> None:
+    """`record` with the caller and request id of this request (fields as in `record`)."""
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        fields.setdefault("user", principal.user)
+    record(
+        request.app.state.sessions,
+        action,
+        outcome,
+        request_id=getattr(request.state, "request_id", None),
+        **fields,
+    )
+
+
+def record_view(request, explanation_id: str, row) -> None:
+    """An explanation view (row None: refused as not found, which includes not theirs)."""
+    record_request(
+        request,
+        "explanation.view",
+        "success" if row is not None else "not_found",
+        target_type="explanation",
+        target_id=explanation_id[:255],
+        model_version=row.model_version if row is not None else None,
+    )

@@ -1,0 +1,110 @@
+"""Browser login and logout: a server-side session whose id is the only thing in the cookie."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from app import accounts, audit
+from app.deps import SESSION_COOKIE, AnyUser, SessionDep
+from app.errors import AppError, Forbidden, TooManyAttempts
+from app.web import render
+
+router = APIRouter(tags=["auth"], include_in_schema=False, default_response_class=HTMLResponse)
+
+LOGIN_CSRF_COOKIE = "clipmed_login_csrf"
+
+
+def _is_https(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def _safe_next(target: str | None) -> str:
+    # Only paths on this site: no "//host" or absolute URLs (open redirects).
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return "/"
+
+
+def _login_page(request: Request, error: AppError | None, next_: str, status: int) -> Response:
+    # Login CSRF: a double-submit token, since there is no session yet to hold one.
+    token = secrets.token_urlsafe(32)
+    context = {"login_csrf": token, "error": error, "next": next_}
+    response = render(request, "login.html", "login.html", context, status)
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=_is_https(request),
+        path="/login",
+    )
+    if isinstance(error, TooManyAttempts):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/") -> Response:  # noqa: A002 (query name)
+    return _login_page(request, None, _safe_next(next), 200)
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    session: SessionDep,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",  # noqa: A002
+) -> Response:
+    next_ = _safe_next(next)
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(csrf_token, expected):
+        await _audit_login(request, username, "csrf_failed")
+        return _login_page(request, Forbidden("the form expired; try again"), next_, 403)
+    throttle: accounts.LoginThrottle = request.app.state.login_throttle
+    try:
+        throttle.check(username)
+    except TooManyAttempts as e:
+        await _audit_login(request, username, "throttled")
+        return _login_page(request, e, next_, 429)
+    user = await run_in_threadpool(accounts.check_password, session, username, password)
+    if user is None:
+        throttle.failed(username)
+        await _audit_login(request, username, "failed")
+        error = AppError("unknown username or wrong password")
+        return _login_page(request, error, next_, 401)
+    throttle.succeeded(username)
+    await run_in_threadpool(audit.record_request, request, "login", "success", user=user)
+    session_id = accounts.create_web_session(session, user)
+    response = RedirectResponse(next_, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_id,
+        max_age=int(accounts.SESSION_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=_is_https(request),
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+async def _audit_login(request: Request, username: str, outcome: str) -> None:
+    await run_in_threadpool(audit.record_request, request, "login", outcome, actor=username[:64])
+
+
+@router.post("/logout")
+def logout(request: Request, session: SessionDep, _: AnyUser) -> Response:
+    audit.record_request(request, "logout", "success")
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        accounts.end_web_session(session, session_id)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response

@@ -1,0 +1,130 @@
+"""Flags on explanations, the review queue, and the export of accepted corrections."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from app import audit, explaining, flagging
+from app.deps import Reviewer, SessionDep
+from app.models import Flag, FlagReason, FlagStatus
+from app.schemas import ErrorResponse
+
+router = APIRouter(prefix="/api/v1", tags=["flags"])
+
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
+
+
+class FlagIn(BaseModel):
+    field: str | None = Field(default=None, max_length=64, description="A field to flag")
+    text_rank: int | None = Field(default=None, ge=1, description="Or a retrieved text's rank")
+    reason: FlagReason
+    corrected_value: str | None = Field(default=None, max_length=255)
+    comment: str = Field(default="", max_length=2000)
+
+
+class ReviewIn(BaseModel):
+    decision: Literal["accept", "reject"]
+    note: str = Field(default="", max_length=2000)
+
+
+class FlagOut(BaseModel):
+    id: int
+    explanation_id: str
+    target: str
+    field: str | None
+    text_rank: int | None
+    text: str | None
+    reason: FlagReason
+    corrected_value: str | None
+    comment: str
+    model_version: str
+    catalog_version: str
+    status: FlagStatus
+    created_at: datetime
+    reviewed_at: datetime | None
+    review_note: str
+
+    @classmethod
+    def from_row(cls, row: Flag) -> FlagOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+@router.post(
+    "/explanations/{explanation_id}/flags",
+    status_code=201,
+    response_model=FlagOut,
+    responses=ERRORS,
+)
+def create_flag(
+    explanation_id: str, body: FlagIn, request: Request, session: SessionDep, caller: Reviewer
+) -> FlagOut:
+    """Flag one field (with the correct value where known) or one retrieved text."""
+    explanation = explaining.get_explanation(session, explanation_id)
+    flag = flagging.create_flag(session, explanation, caller.user, **body.model_dump())
+    audit.record_request(
+        request,
+        "flag.create",
+        "success",
+        target_type="flag",
+        target_id=str(flag.id),
+        model_version=flag.model_version,
+    )
+    return FlagOut.from_row(flag)
+
+
+@router.get("/flags", response_model=list[FlagOut], responses=ERRORS)
+def review_queue(
+    session: SessionDep,
+    _: Reviewer,
+    status: FlagStatus | None = None,
+    field: Annotated[str | None, Query(max_length=64)] = None,
+    model_version: Annotated[str | None, Query(max_length=64)] = None,
+    reason: FlagReason | None = None,
+) -> list[FlagOut]:
+    """The review queue, newest first, filtered by status, field, model version and reason."""
+    rows = flagging.review_queue(
+        session, status=status, field=field, model_version=model_version, reason=reason
+    )
+    return [FlagOut.from_row(row) for row in rows]
+
+
+@router.post("/flags/{flag_id}/review", response_model=FlagOut, responses=ERRORS)
+def review_flag(
+    flag_id: int, body: ReviewIn, request: Request, session: SessionDep, caller: Reviewer
+) -> FlagOut:
+    """Accept or reject an open flag, with a note."""
+    flag = flagging.review(session, flag_id, caller.user, body.decision == "accept", body.note)
+    audit.record_request(
+        request,
+        f"flag.{body.decision}",
+        "success",
+        target_type="flag",
+        target_id=str(flag.id),
+        model_version=flag.model_version,
+    )
+    return FlagOut.from_row(flag)
+
+
+@router.get("/corrections", responses=ERRORS)
+def corrections(
+    session: SessionDep,
+    _: Reviewer,
+    format: Literal["json", "csv"] = "json",  # noqa: A002
+) -> Response:
+    """Accepted corrections for training: label overrides and hard-negative texts."""
+    rows = flagging.accepted_corrections(session)
+    if format == "json":
+        return Response(json.dumps(rows), media_type="application/json")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=flagging.CORRECTION_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")

@@ -1,0 +1,97 @@
+"""Flag and correct over the API: a radiologist flags, a reviewer decides, the export shows it."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from test_api import case, post_json
+from test_audit import events
+
+
+def explained(client) -> dict:
+    response = post_json(client, case().tolist(), k=3)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_flag_review_and_export(service, client_as):
+    radiologist, admin = client_as("radiologist"), client_as("admin")
+    body = explained(client_as("clinician"))
+    explanation_id = body["id"]
+    field = body["explanation"]["fields"][0]["field"]
+    url = f"/api/v1/explanations/{explanation_id}/flags"
+
+    assert (
+        client_as("clinician").post(url, json={"field": field, "reason": "other"}).status_code
+        == 403
+    )
+    made = radiologist.post(
+        url,
+        json={
+            "field": field,
+            "reason": "wrong_value",
+            "corrected_value": "7",
+            "comment": "see slice 3",
+        },
+    )
+    assert made.status_code == 201, made.text
+    flag = made.json()
+    assert (flag["status"], flag["field"], flag["corrected_value"]) == ("open", field, "7")
+    assert flag["model_version"] == body["model_version"]
+    assert flag["catalog_version"] == body["catalog_version"]
+    text = radiologist.post(url, json={"text_rank": 1, "reason": "not_visible"}).json()
+    assert text["text"] == body["explanation"]["texts"][0]["text"]
+    rejected = radiologist.post(url, json={"text_rank": 2, "reason": "ambiguous"}).json()
+
+    both = radiologist.post(url, json={"field": field, "text_rank": 1, "reason": "other"})
+    unknown = radiologist.post(url, json={"field": "no-such-field", "reason": "other"})
+    assert both.status_code == unknown.status_code == 422
+
+    queue = radiologist.get("/api/v1/flags", params={"status": "open", "field": field}).json()
+    assert flag["id"] in [f["id"] for f in queue]
+    assert all(f["field"] == field and f["status"] == "open" for f in queue)
+
+    review = f"/api/v1/flags/{flag['id']}/review"
+    accepted = admin.post(review, json={"decision": "accept", "note": "agreed"})
+    assert accepted.status_code == 200 and accepted.json()["status"] == "accepted"
+    again = admin.post(review, json={"decision": "reject"})
+    assert again.status_code == 422  # decided once
+    admin.post(f"/api/v1/flags/{text['id']}/review", json={"decision": "accept"})
+    admin.post(f"/api/v1/flags/{rejected['id']}/review", json={"decision": "reject", "note": "no"})
+
+    exported = radiologist.get("/api/v1/corrections").json()
+    mine = [row for row in exported if row["explanation_id"] == explanation_id]
+    assert [(r["kind"], r["field"], r["corrected_value"], r["text"]) for r in mine] == [
+        ("label_override", field, "7", None),
+        ("hard_negative", None, None, text["text"]),
+    ]
+    rows = list(csv.DictReader(io.StringIO(admin.get("/api/v1/corrections?format=csv").text)))
+    assert str(flag["id"]) in [row["flag_id"] for row in rows]
+    assert str(rejected["id"]) not in [row["flag_id"] for row in rows]
+
+    actions = [e.action for e in events(service, target_type="flag", target_id=str(flag["id"]))]
+    assert actions == ["flag.create", "flag.accept"]
+
+
+def test_the_models_page_shows_flag_rates_per_field(service, client_as):
+    import re
+
+    radiologist = client_as("radiologist")
+    body = explained(radiologist)
+    field = body["explanation"]["fields"][-1]["field"]
+    url = f"/api/v1/explanations/{body['id']}/flags"
+    flag = radiologist.post(url, json={"field": field, "reason": "ambiguous"}).json()
+    client_as("admin").post(f"/api/v1/flags/{flag['id']}/review", json={"decision": "accept"})
+
+    page = radiologist.get("/models")
+    assert page.status_code == 200
+    row = re.search(
+        rf'data-version="{re.escape(body["model_version"])}" data-field="{re.escape(field)}">'
+        r'.*?class="flag-rate">([0-9.]+)</td>\s*<td class="accepted-rate">([0-9.]+)<',
+        page.text,
+        re.S,
+    )
+    assert row is not None, page.text
+    flag_rate, accepted_rate = map(float, row.groups())
+    assert flag_rate > 0 and 0 < accepted_rate <= flag_rate
