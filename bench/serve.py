@@ -397,7 +397,7 @@ def main() -> int:
                 return 2
 
         # One request of each kind, checked in full, before anything is timed.
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH_HEADERS) as client:
             for ep in endpoints[1:]:
                 p = ep.payloads[0]
                 r = client.post(
