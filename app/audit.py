@@ -142,3 +142,15 @@ def record_view(request, explanation_id: str, row) -> None:
         target_id=explanation_id[:255],
         model_version=row.model_version if row is not None else None,
     )
+
+
+def record_flag_created(request, flag) -> None:
+    """The audit row of a new flag, the same from the API and from the page."""
+    record_request(
+        request,
+        "flag.create",
+        "success",
+        target_type="flag",
+        target_id=str(flag.id),
+        model_version=flag.model_version,
+    )

@@ -69,14 +69,7 @@ def create_flag(
     """Flag one field (with the correct value where known) or one retrieved text."""
     explanation = explaining.get_explanation(session, explanation_id)
     flag = flagging.create_flag(session, explanation, caller.user, **body.model_dump())
-    audit.record_request(
-        request,
-        "flag.create",
-        "success",
-        target_type="flag",
-        target_id=str(flag.id),
-        model_version=flag.model_version,
-    )
+    audit.record_flag_created(request, flag)
     return FlagOut.from_row(flag)
 
 

@@ -170,14 +170,7 @@ def flag_explanation(
         )
     except AppError as e:
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
-    audit.record_request(
-        request,
-        "flag.create",
-        "success",
-        target_type="flag",
-        target_id=str(flag.id),
-        model_version=flag.model_version,
-    )
+    audit.record_flag_created(request, flag)
     return RedirectResponse(f"/explanations/{explanation_id}", status_code=303)
 
 
