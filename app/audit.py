@@ -144,11 +144,11 @@ def record_view(request, explanation_id: str, row) -> None:
     )
 
 
-def record_flag_created(request, flag) -> None:
-    """The audit row of a new flag, the same from the API and from the page."""
+def record_flag(request, action: str, flag) -> None:
+    """The audit row of a flag action (create, accept, reject), the same from API and page."""
     record_request(
         request,
-        "flag.create",
+        action,
         "success",
         target_type="flag",
         target_id=str(flag.id),

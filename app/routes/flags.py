@@ -69,7 +69,7 @@ def create_flag(
     """Flag one field (with the correct value where known) or one retrieved text."""
     explanation = explaining.get_explanation(session, explanation_id)
     flag = flagging.create_flag(session, explanation, caller.user, **body.model_dump())
-    audit.record_flag_created(request, flag)
+    audit.record_flag(request, "flag.create", flag)
     return FlagOut.from_row(flag)
 
 
@@ -95,14 +95,7 @@ def review_flag(
 ) -> FlagOut:
     """Accept or reject an open flag, with a note."""
     flag = flagging.review(session, flag_id, caller.user, body.decision == "accept", body.note)
-    audit.record_request(
-        request,
-        f"flag.{body.decision}",
-        "success",
-        target_type="flag",
-        target_id=str(flag.id),
-        model_version=flag.model_version,
-    )
+    audit.record_flag(request, f"flag.{body.decision}", flag)
     return FlagOut.from_row(flag)
 
 

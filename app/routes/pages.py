@@ -170,7 +170,7 @@ def flag_explanation(
         )
     except AppError as e:
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
-    audit.record_flag_created(request, flag)
+    audit.record_flag(request, "flag.create", flag)
     return RedirectResponse(f"/explanations/{explanation_id}", status_code=303)
 
 
@@ -206,12 +206,5 @@ def review_flag(
         flag = flagging.review(session, flag_id, caller.user, decision == "accept", note)
     except AppError as e:
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
-    audit.record_request(
-        request,
-        f"flag.{decision}",
-        "success",
-        target_type="flag",
-        target_id=str(flag.id),
-        model_version=flag.model_version,
-    )
+    audit.record_flag(request, f"flag.{decision}", flag)
     return RedirectResponse("/review", status_code=303)
