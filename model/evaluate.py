@@ -128,6 +128,194 @@ def _summary_row(report: dict, n_classes: int) -> dict:
     return row
 
 
+@dataclass
+class FoldResult:
+    """One fold's rows of the EvalResult tables; a fold can run in its own process (a job) and
+    be saved and merged later. Saved as CSV, JSON and .npz: nothing pickled."""
+
+    fold: int
+    metrics: pd.DataFrame
+    per_class: pd.DataFrame
+    retrieval: pd.DataFrame
+    confusions: dict  # (field, method) -> matrix
+    history: dict
+    train_seconds: float
+
+    def save(self, folder: Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.metrics.to_csv(folder / "metrics.csv", index=False)
+        self.per_class.to_csv(folder / "per_class.csv", index=False)
+        self.retrieval.to_csv(folder / "retrieval.csv", index=False)
+        np.savez(
+            folder / "confusions.npz", **{f"{f}|{m}": c for (f, m), c in self.confusions.items()}
+        )
+        meta = {"fold": self.fold, "history": self.history, "train_seconds": self.train_seconds}
+        (folder / "fold.json").write_text(json.dumps(meta) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> FoldResult:
+        folder = Path(folder)
+        meta = json.loads((folder / "fold.json").read_text())
+        with np.load(folder / "confusions.npz", allow_pickle=False) as z:
+            confusions = {tuple(k.split("|", 1)): z[k] for k in z.files}
+        return cls(
+            meta["fold"],
+            pd.read_csv(folder / "metrics.csv"),
+            pd.read_csv(folder / "per_class.csv", keep_default_na=False),
+            pd.read_csv(folder / "retrieval.csv"),
+            confusions,
+            meta["history"],
+            meta["train_seconds"],
+        )
+
+
+def run_fold(
+    cohort: Cohort,
+    mcfg: ModelConfig,
+    tcfg: TrainConfig,
+    encoder: FrozenTextEncoder,
+    fold: int,
+    folds: int = 5,
+    vote_k: int = 5,
+    seed: int = 0,
+    on_progress: Callable[[FoldProgress], None] | None = None,
+    cache: TextTokenCache | None = None,
+    pooled: np.ndarray | None = None,
+) -> FoldResult:
+    """Train on fold `fold`'s (1-based) training patients and score its test patients."""
+    if not 1 <= fold <= folds:
+        raise ValueError(f"fold {fold} is not one of 1..{folds}")
+    train_idx, test_idx = patient_folds(cohort.patients, folds, seed)[fold - 1]
+    schema = cohort.schema
+    n_classes = [len(f.values) for f in schema.fields]
+    all_texts = cohort.texts()
+    if cache is None:
+        cache = TextTokenCache(encoder, all_texts)  # frozen encoder: once per distinct text
+    if pooled is None:
+        pooled = pooled_features(cohort, mcfg.max_slices)
+
+    def report(p: Progress | None, stage: str) -> None:
+        if on_progress:
+            on_progress(FoldProgress(fold, folds, p, stage))
+
+    train_view, test_view = cohort.subset(train_idx), cohort.subset(test_idx)
+    result = train(
+        train_view,
+        mcfg,
+        tcfg.replace(seed=tcfg.seed + fold),
+        encoder,
+        cache,
+        on_progress=lambda p: report(p, "train"),
+        field_classes=n_classes,
+    )
+    model = result.model
+
+    report(None, "predict")
+    train_texts = [all_texts[i] for i in train_idx]
+    test_texts = [all_texts[i] for i in test_idx]
+    distinct = list(dict.fromkeys(train_texts))
+    row_of = {t: r for r, t in enumerate(distinct)}
+    cat_labels = np.stack([schema.parse(t) for t in distinct])
+    cat_emb = embed_texts(model, cache, distinct)
+    test_emb = embed_cases(model, test_view)
+    train_emb = embed_cases(model, train_view)
+
+    sims = test_emb @ cat_emb.T  # (n_test, t) cosine similarities
+    order = np.argsort(-sims, axis=1)
+    top_sims = np.take_along_axis(sims, order, axis=1)
+    y_test = test_view.labels
+    predictions = {
+        "top1": top1_fields(order, cat_labels),
+        "vote": vote_fields(top_sims[:, :vote_k], order[:, :vote_k], cat_labels, n_classes)[0],
+    }
+    if model.heads:
+        with torch.no_grad():
+            logits = model.classify(torch.from_numpy(test_emb))
+        predictions["head"] = np.stack([lg.argmax(1).numpy() for lg in logits], axis=1)
+
+    report(None, "baselines")
+    train_y = cohort.labels[train_idx]
+    # A light head on the frozen image embedding (thesis 6.1.1), fit after training.
+    predictions["probe"] = logistic_predictions(train_emb, train_y, test_emb, seed)
+    predictions["majority"] = majority_predictions(train_y, len(test_idx))
+    predictions["logreg"] = logistic_predictions(pooled[train_idx], train_y, pooled[test_idx], seed)
+
+    rows, class_rows, retrieval_rows = [], [], []
+    confusions: dict = {}
+    for method, pred in predictions.items():
+        for j, fld in enumerate(schema.fields):
+            rep = metrics.classification_report(
+                y_test[:, j], pred[:, j], n_classes[j], ordinal=fld.ordinal
+            )
+            rows.append(
+                {
+                    "fold": fold,
+                    "field": fld.name,
+                    "method": method,
+                    **_summary_row(rep, n_classes[j]),
+                }
+            )
+            for k in range(n_classes[j]):
+                class_rows.append(
+                    {
+                        "fold": fold,
+                        "field": fld.name,
+                        "method": method,
+                        "class": fld.values[k],
+                        "precision": rep[f"precision/{k}"],
+                        "recall": rep[f"recall/{k}"],
+                        "f1": rep[f"f1/{k}"],
+                        "support": rep[f"support/{k}"],
+                    }
+                )
+            confusions[(fld.name, method)] = metrics.confusion(
+                y_test[:, j], pred[:, j], n_classes[j]
+            )
+
+    for split, emb, texts in (("train", train_emb, train_texts), ("test", test_emb, test_texts)):
+        sim = emb @ cat_emb.T
+        true = np.array([row_of.get(t, -1) for t in texts])
+        retrieval_rows.append(
+            {
+                "fold": fold,
+                "split": split,
+                "in_catalog": float((true >= 0).mean()),
+                **metrics.image_to_text_recall(sim, true, ks=(1, 5)),
+                **metrics.text_to_image_recall(sim, true, ks=(1, 5)),
+            }
+        )
+    return FoldResult(
+        fold,
+        pd.DataFrame(rows),
+        pd.DataFrame(class_rows),
+        pd.DataFrame(retrieval_rows),
+        confusions,
+        result.history,
+        result.seconds,
+    )
+
+
+def merge_folds(results: list[FoldResult], timing: dict | None = None) -> EvalResult:
+    """The EvalResult of folds run separately (in any order)."""
+    results = sorted(results, key=lambda r: r.fold)
+    confusions: dict = {}
+    for r in results:
+        for key, cm in r.confusions.items():
+            confusions[key] = confusions.get(key, 0) + np.asarray(cm)
+    timing = dict(timing or {})
+    timing.setdefault("train_seconds", round(sum(r.train_seconds for r in results), 2))
+    return EvalResult(
+        pd.concat([r.metrics for r in results], ignore_index=True),
+        pd.concat([r.per_class for r in results], ignore_index=True),
+        pd.concat([r.retrieval for r in results], ignore_index=True),
+        confusions,
+        {f"fold {r.fold}": r.history for r in results},
+        timing,
+    )
+
+
 def cross_validate(
     cohort: Cohort,
     mcfg: ModelConfig,
@@ -138,130 +326,23 @@ def cross_validate(
     seed: int = 0,
     on_progress: Callable[[FoldProgress], None] | None = None,
 ) -> EvalResult:
-    schema = cohort.schema
-    n_classes = [len(f.values) for f in schema.fields]
+    """All folds in this process (the jobs service runs `run_fold` per fold instead)."""
     t_start = time.perf_counter()
-    all_texts = cohort.texts()
+    patient_folds(cohort.patients, folds, seed)  # fails early on too few patients
     t0 = time.perf_counter()
-    cache = TextTokenCache(encoder, all_texts)  # frozen encoder: once per distinct text
+    cache = TextTokenCache(encoder, cohort.texts())
     text_seconds = time.perf_counter() - t0
     pooled = pooled_features(cohort, mcfg.max_slices)
-
-    rows, class_rows, retrieval_rows = [], [], []
-    confusions: dict = {}
-    histories: dict = {}
-    train_seconds = 0.0
-    for f_i, (train_idx, test_idx) in enumerate(patient_folds(cohort.patients, folds, seed), 1):
-
-        def report(p: Progress | None, stage: str, f_i: int = f_i) -> None:
-            if on_progress:
-                on_progress(FoldProgress(f_i, folds, p, stage))
-
-        train_view, test_view = cohort.subset(train_idx), cohort.subset(test_idx)
-        result = train(
-            train_view,
-            mcfg,
-            tcfg.replace(seed=tcfg.seed + f_i),
-            encoder,
-            cache,
-            on_progress=lambda p: report(p, "train"),
-            field_classes=n_classes,
-        )
-        train_seconds += result.seconds
-        histories[f"fold {f_i}"] = result.history
-        model = result.model
-
-        report(None, "predict")
-        train_texts = [all_texts[i] for i in train_idx]
-        test_texts = [all_texts[i] for i in test_idx]
-        distinct = list(dict.fromkeys(train_texts))
-        row_of = {t: r for r, t in enumerate(distinct)}
-        cat_labels = np.stack([schema.parse(t) for t in distinct])
-        cat_emb = embed_texts(model, cache, distinct)
-        test_emb = embed_cases(model, test_view)
-        train_emb = embed_cases(model, train_view)
-
-        sims = test_emb @ cat_emb.T  # (n_test, t) cosine similarities
-        order = np.argsort(-sims, axis=1)
-        top_sims = np.take_along_axis(sims, order, axis=1)
-        y_test = test_view.labels
-        predictions = {
-            "top1": top1_fields(order, cat_labels),
-            "vote": vote_fields(top_sims[:, :vote_k], order[:, :vote_k], cat_labels, n_classes)[0],
-        }
-        if model.heads:
-            with torch.no_grad():
-                logits = model.classify(torch.from_numpy(test_emb))
-            predictions["head"] = np.stack([lg.argmax(1).numpy() for lg in logits], axis=1)
-
-        report(None, "baselines")
-        train_y = cohort.labels[train_idx]
-        # A light head on the frozen image embedding (thesis 6.1.1), fit after training.
-        predictions["probe"] = logistic_predictions(train_emb, train_y, test_emb, seed)
-        predictions["majority"] = majority_predictions(train_y, len(test_idx))
-        predictions["logreg"] = logistic_predictions(
-            pooled[train_idx], train_y, pooled[test_idx], seed
-        )
-
-        for method, pred in predictions.items():
-            for j, fld in enumerate(schema.fields):
-                rep = metrics.classification_report(
-                    y_test[:, j], pred[:, j], n_classes[j], ordinal=fld.ordinal
-                )
-                rows.append(
-                    {
-                        "fold": f_i,
-                        "field": fld.name,
-                        "method": method,
-                        **_summary_row(rep, n_classes[j]),
-                    }
-                )
-                for k in range(n_classes[j]):
-                    class_rows.append(
-                        {
-                            "fold": f_i,
-                            "field": fld.name,
-                            "method": method,
-                            "class": fld.values[k],
-                            "precision": rep[f"precision/{k}"],
-                            "recall": rep[f"recall/{k}"],
-                            "f1": rep[f"f1/{k}"],
-                            "support": rep[f"support/{k}"],
-                        }
-                    )
-                cm = metrics.confusion(y_test[:, j], pred[:, j], n_classes[j])
-                key = (fld.name, method)
-                confusions[key] = confusions.get(key, 0) + cm
-
-        for split, emb, texts in (
-            ("train", train_emb, train_texts),
-            ("test", test_emb, test_texts),
-        ):
-            sim = emb @ cat_emb.T
-            true = np.array([row_of.get(t, -1) for t in texts])
-            retrieval_rows.append(
-                {
-                    "fold": f_i,
-                    "split": split,
-                    "in_catalog": float((true >= 0).mean()),
-                    **metrics.image_to_text_recall(sim, true, ks=(1, 5)),
-                    **metrics.text_to_image_recall(sim, true, ks=(1, 5)),
-                }
-            )
-
+    results = [
+        run_fold(cohort, mcfg, tcfg, encoder, f, folds, vote_k, seed, on_progress, cache, pooled)
+        for f in range(1, folds + 1)
+    ]
     timing = {
         "total_seconds": round(time.perf_counter() - t_start, 2),
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(sum(r.train_seconds for r in results), 2),
         "text_encoder_seconds": round(text_seconds, 2),
     }
-    return EvalResult(
-        pd.DataFrame(rows),
-        pd.DataFrame(class_rows),
-        pd.DataFrame(retrieval_rows),
-        confusions,
-        histories,
-        timing,
-    )
+    return merge_folds(results, timing)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,8 +501,8 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
     t = result.timing
     lines += [
         "",
-        f"Wall time {t['total_seconds']:.0f} s (training {t['train_seconds']:.0f} s, "
-        f"text encoder {t['text_encoder_seconds']:.1f} s).",
+        f"Wall time {t.get('total_seconds', 0):.0f} s (training {t['train_seconds']:.0f} s "
+        f"summed over folds, text encoder {t.get('text_encoder_seconds', 0):.1f} s).",
         "",
         "Files: `metrics.csv` (fold × field × method), `per_class.csv`, `retrieval.csv`, "
         "`figures/`.",

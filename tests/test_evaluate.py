@@ -3,7 +3,14 @@ import pandas as pd
 import pytest
 
 from model.config import preset
-from model.evaluate import cross_validate, patient_folds, write_report
+from model.evaluate import (
+    FoldResult,
+    cross_validate,
+    merge_folds,
+    patient_folds,
+    run_fold,
+    write_report,
+)
 
 
 def test_no_patient_is_in_two_folds(lidc_small):
@@ -27,6 +34,31 @@ def report(lidc_small, text_encoder, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     write_report(result, lidc_small, mcfg, tcfg, out, "lidc")
     return result, out
+
+
+def test_folds_run_apart_saved_and_merged_equal_the_whole_run(
+    report, lidc_small, text_encoder, tmp_path
+):
+    """What the evaluate job does: one fold per job, saved to disk, merged by another job."""
+    result, _ = report
+    mcfg, tcfg = preset("lidc", epochs=3, patience=0, val_fraction=0.0)
+    saved = [
+        run_fold(lidc_small, mcfg, tcfg, text_encoder, fold, folds=3).save(tmp_path / str(fold))
+        for fold in (3, 1, 2)
+    ]
+    merged = merge_folds([FoldResult.load(folder) for folder in saved])
+    pd.testing.assert_frame_equal(merged.metrics, result.metrics, check_dtype=False)
+    pd.testing.assert_frame_equal(merged.per_class, result.per_class, check_dtype=False)
+    assert merged.confusions.keys() == result.confusions.keys()
+    for key, cm in result.confusions.items():
+        np.testing.assert_array_equal(merged.confusions[key], cm)
+    assert merged.histories == result.histories
+
+
+def test_a_fold_outside_the_folds_is_refused(lidc_small, text_encoder):
+    mcfg, tcfg = preset("lidc", epochs=1)
+    with pytest.raises(ValueError, match="fold 4 is not one of 1..3"):
+        run_fold(lidc_small, mcfg, tcfg, text_encoder, 4, folds=3)
 
 
 def test_report_has_every_fold_field_and_method(report, lidc_small):
