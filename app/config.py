@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,9 +25,28 @@ class Settings(BaseSettings):
     text_encoder: str = ""
     # Largest request body accepted by the explanation endpoint, in bytes.
     max_upload_bytes: int = Field(default=8 << 20, gt=0)
+    # Most slices one uploaded case may have (model.inference.MAX_SLICES_PER_CASE caps it too).
+    max_slices_per_upload: int = Field(default=512, ge=1)
     # Threads per torch operation. Requests already run in parallel on the thread pool, and
     # per-op threads on top of them oversubscribe the cores (measured: bench/serve.py).
     torch_threads: int = Field(default=1, ge=1)
+    # Similar-case index of new checkpoints: "auto" (by size), "flat" (exact), "hnsw" or "ivf".
+    case_index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    # "auto" searches exactly below this many cases (model.catalog.EXACT_BELOW; benchmarks.md).
+    case_index_exact_below: int = Field(default=50_000, ge=0)
+    # Folder of evaluation reports; empty = <data_dir>/reports.
+    reports_dir: Path | None = None
+    # A worker renews its job's lease this often (seconds x 1/3); a job whose lease ran out
+    # (its worker was killed) is taken over by another worker.
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    # How often an idle worker looks for a job.
+    job_poll_seconds: float = Field(default=1.0, gt=0)
+    # How often the web service checks the registry for an activation or catalog swap made by
+    # another process (a worker, another replica).
+    registry_poll_seconds: float = Field(default=2.0, gt=0)
+    # `clipmed serve` also starts a worker process: "auto" = when the database is SQLite (one
+    # command gives the whole product); compose runs workers as their own service.
+    embedded_worker: Literal["auto", "on", "off"] = "auto"
     # Where `clipmed serve` listens.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -37,6 +57,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'clipmed.db'}"
         if self.checkpoints_dir is None:
             self.checkpoints_dir = self.data_dir / "checkpoints"
+        if self.reports_dir is None:
+            self.reports_dir = self.data_dir / "reports"
         return self
 
     @property
@@ -44,3 +66,9 @@ class Settings(BaseSettings):
         """The folder `clipmed demo` trains; registered by `clipmed serve` on an empty registry."""
         assert self.checkpoints_dir is not None
         return self.checkpoints_dir / "default"
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        if self.embedded_worker == "auto":
+            return self.database_url.startswith("sqlite")
+        return self.embedded_worker == "on"

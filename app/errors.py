@@ -65,3 +65,10 @@ class TooManyAttempts(AppError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Conflict(AppError):
+    """The request is valid but the resource's state does not allow it (e.g. a finished job)."""
+
+    status_code = 409
+    code = "conflict"

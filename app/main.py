@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from urllib.parse import quote
 
 import torch
@@ -20,7 +21,18 @@ from app.config import Settings
 from app.db import make_engine, make_session_factory
 from app.errors import AppError, NotAuthenticated, TooManyAttempts
 from app.limits import BodySizeLimit
-from app.routes import admin, auth, docs, explanations, flags, health, models, pages, tokens
+from app.routes import (
+    admin,
+    auth,
+    docs,
+    explanations,
+    flags,
+    health,
+    jobs,
+    models,
+    pages,
+    tokens,
+)
 from app.serving import ServingState
 from app.web import STATIC_DIR, is_htmx, render
 
@@ -48,11 +60,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "serving model %s (catalog %s)", serving.model_version, serving.catalog_version
             )
 
+    def sync_active_model() -> None:
+        # Activations and catalog swaps made by another process (a worker, another replica).
+        with sessions() as session:
+            if registry.sync_active(session, state):
+                current = state.current
+                log.info(
+                    "now serving model %s (catalog %s), as the registry says",
+                    current.model_version if current else None,
+                    current.catalog_version if current else None,
+                )
+
+    async def watch_registry() -> None:
+        last_error = None
+        while True:
+            await asyncio.sleep(settings.registry_poll_seconds)
+            try:
+                await run_in_threadpool(sync_active_model)
+                last_error = None
+            except Exception as e:  # database away, or a checkpoint that does not load
+                if str(e) != last_error:  # once per distinct problem, not every poll
+                    log.exception("could not follow the registry")
+                last_error = str(e)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
         await run_in_threadpool(load_active_model)
+        watcher = asyncio.create_task(watch_registry())
         yield
+        watcher.cancel()
+        with suppress(asyncio.CancelledError):
+            await watcher
         engine.dispose()
 
     app = FastAPI(
@@ -99,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestId)
     app.include_router(health.router)
     app.include_router(models.router)
+    app.include_router(jobs.router)
     app.include_router(explanations.router)
     app.include_router(flags.router)
     app.include_router(tokens.router)

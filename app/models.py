@@ -1,4 +1,5 @@
-"""ORM tables: the model registry, stored explanations, accounts and their credentials."""
+"""ORM tables: the model registry and its history, stored explanations, accounts, flags, jobs
+and evaluation reports."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
+    Text,
     false,
     text,
     true,
@@ -42,6 +45,10 @@ class ModelVersion(Base):
     catalog_version: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     is_active: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The train job that made it; null for checkpoints registered from a folder.
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), default=None
+    )
 
     __table_args__ = (
         # At most one active row, enforced by the database too (both support partial indexes).
@@ -182,3 +189,94 @@ class Flag(Base):
     reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     review_note: Mapped[str] = mapped_column(String(2000), default="")
+
+
+class ModelEvent(Base):
+    """The registry's history: every activation (rollback is an activation of an older
+    version) and every catalog swap, with who and when."""
+
+    __tablename__ = "model_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(16))  # "activate" or "reindex"
+    version: Mapped[str] = mapped_column(String(64))
+    catalog_version: Mapped[str] = mapped_column(String(64))
+    previous_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    previous_catalog_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    actor_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    actor: Mapped[str | None] = mapped_column(String(64), default=None)
+    job_id: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"  # claimed by a worker, or (worker null) waiting for its child jobs
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Job(Base):
+    """Admin work run by `clipmed worker`: claimed atomically, kept alive by a lease."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, name="job_status", native_enum=False, length=16),
+        default=JobStatus.queued,
+        index=True,
+    )
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(String(255), default="")
+    log: Mapped[str] = mapped_column(Text, default="")  # the tail only
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    requested_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    # A cross-validation job's folds are its children; it merges them when all have ended.
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), default=None, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # The claim token of the worker holding the lease: "<host>:<pid>:<random>".
+    worker: Mapped[str | None] = mapped_column(String(128), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class EvaluationReport(Base):
+    """A cross-validation report folder and the configuration it evaluated."""
+
+    __tablename__ = "evaluation_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), default=None
+    )
+    cohort: Mapped[str] = mapped_column(String(255))
+    simulated: Mapped[bool] = mapped_column(default=False)
+    preset: Mapped[str] = mapped_column(String(64))
+    folds: Mapped[int] = mapped_column(Integer)
+    model_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    train_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # field -> method -> median macro-F1 across folds
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    path: Mapped[str] = mapped_column(String(1024))

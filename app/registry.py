@@ -1,4 +1,5 @@
-"""The model registry: checkpoint folders registered by version, exactly one of them active."""
+"""The model registry: checkpoint folders registered by version, exactly one of them active,
+and the history of every switch (activation, rollback, catalog swap)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.errors import CheckpointRejected, NotFound
-from app.models import ModelVersion
+from app.errors import CheckpointRejected, Conflict, NotFound
+from app.models import ModelEvent, ModelVersion, User
 from app.serving import Serving, ServingState, load_checkpoint
 
 
@@ -31,7 +32,9 @@ def is_empty(session: Session) -> bool:
     return session.scalar(select(ModelVersion.id).limit(1)) is None
 
 
-def register_checkpoint(session: Session, folder: Path) -> ModelVersion:
+def register_checkpoint(
+    session: Session, folder: Path, job_id: int | None = None, commit: bool = True
+) -> ModelVersion:
     """Registers a checkpoint folder after loading it; registering the same folder again is a
     no-op. The new version is not activated."""
     folder = Path(folder).resolve()
@@ -50,9 +53,13 @@ def register_checkpoint(session: Session, folder: Path) -> ModelVersion:
         schema_=ckpt.meta["schema"],
         metrics=ckpt.meta.get("metrics") or {},
         catalog_version=ckpt.catalog.version,
+        job_id=job_id,
     )
     session.add(row)
-    session.commit()
+    if commit:
+        session.commit()
+    else:
+        session.flush()
     return row
 
 
@@ -67,8 +74,39 @@ def load_serving(row: ModelVersion) -> Serving:
     return Serving.from_checkpoint(ckpt)
 
 
-def activate_version(session: Session, version: str, state: ServingState | None = None) -> None:
-    """Makes `version` the only active one; with `state`, the process serves it from now on.
+def set_active(
+    session: Session, row: ModelVersion, actor: User | None = None, job_id: int | None = None
+) -> None:
+    """Marks `row` the only active version and records the switch; the caller commits."""
+    previous = get_active(session)
+    session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.is_active, ModelVersion.id != row.id)
+        .values(is_active=False)
+    )
+    session.execute(update(ModelVersion).where(ModelVersion.id == row.id).values(is_active=True))
+    session.add(
+        ModelEvent(
+            action="activate",
+            version=row.version,
+            catalog_version=row.catalog_version,
+            previous_version=previous.version if previous is not None else None,
+            previous_catalog_version=previous.catalog_version if previous is not None else None,
+            actor_id=actor.id if actor is not None else None,
+            actor=actor.username if actor is not None else None,
+            job_id=job_id,
+        )
+    )
+
+
+def activate_version(
+    session: Session,
+    version: str,
+    state: ServingState | None = None,
+    actor: User | None = None,
+) -> ModelVersion:
+    """Makes `version` the only active one (rolling back is activating an older version);
+    with `state`, this process serves it from now on.
 
     The checkpoint is loaded before anything changes, so a version that fails to load leaves
     the registry and the served model as they were.
@@ -79,14 +117,7 @@ def activate_version(session: Session, version: str, state: ServingState | None 
     if lock is not None:
         lock.acquire()
     try:
-        session.execute(
-            update(ModelVersion)
-            .where(ModelVersion.is_active, ModelVersion.id != row.id)
-            .values(is_active=False)
-        )
-        session.execute(
-            update(ModelVersion).where(ModelVersion.id == row.id).values(is_active=True)
-        )
+        set_active(session, row, actor)
         session.commit()
         if state is not None:
             state.replace(serving)
@@ -97,6 +128,41 @@ def activate_version(session: Session, version: str, state: ServingState | None 
         if lock is not None:
             lock.release()
     session.refresh(row)
+    return row
+
+
+def swap_catalog(
+    session: Session, version: str, expected_catalog: str, folder: Path, job_id: int | None
+) -> ModelVersion:
+    """Points `version` at a folder holding the same weights with a rebuilt catalog; the caller
+    commits. Refused when the catalog changed since the rebuild started."""
+    row = get_version(session, version)
+    ckpt = load_checkpoint(Path(folder))
+    if ckpt.version != version:
+        raise CheckpointRejected(f"{folder} holds model {ckpt.version}, not {version}")
+    if row.catalog_version != expected_catalog:
+        raise Conflict(
+            f"model {version}'s catalog changed to {row.catalog_version} while it was rebuilt "
+            f"from {expected_catalog}"
+        )
+    session.add(
+        ModelEvent(
+            action="reindex",
+            version=version,
+            catalog_version=ckpt.catalog.version,
+            previous_version=version,
+            previous_catalog_version=row.catalog_version,
+            job_id=job_id,
+        )
+    )
+    row.path = str(Path(folder).resolve())
+    row.catalog_version = ckpt.catalog.version
+    session.flush()
+    return row
+
+
+def history(session: Session, limit: int = 100) -> list[ModelEvent]:
+    return list(session.scalars(select(ModelEvent).order_by(ModelEvent.id.desc()).limit(limit)))
 
 
 def load_active(session: Session, state: ServingState) -> Serving | None:
@@ -106,3 +172,21 @@ def load_active(session: Session, state: ServingState) -> Serving | None:
     with state.lock:
         state.replace(serving)
     return serving
+
+
+def sync_active(session: Session, state: ServingState) -> bool:
+    """Serves what the registry says is active when another process (a worker, another
+    replica) changed it; True when the served model changed.
+
+    Read and swap happen under the state's lock, so an activation made by this process
+    meanwhile is never undone by an older reading.
+    """
+    with state.lock:
+        row = get_active(session)
+        current = state.current
+        wanted = (row.version, row.catalog_version) if row is not None else None
+        served = (current.model_version, current.catalog_version) if current else None
+        if wanted == served:
+            return False
+        state.replace(load_serving(row) if row is not None else None)
+        return True

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from app.explaining import K_RANGE
-from app.models import Explanation, ModelVersion
+from app.models import EvaluationReport, Explanation, Job, ModelEvent, ModelVersion
+from model.config import PRESETS, ModelConfig, TrainConfig
 
 
 def as_utc(value: datetime) -> datetime:
@@ -173,3 +175,186 @@ class Readiness(BaseModel):
     model_version: str | None = None
     catalog_version: str | None = None
     problems: list[str] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Admin jobs
+# ---------------------------------------------------------------------------------------------
+COHORT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Settings a job may override: the scalar ones, minus those taken from the data and encoder.
+_DERIVED = {"feature_dim", "text_hidden_size", "text_encoder", "field_classes"}
+OVERRIDABLE = {
+    f.name: f.type
+    for cls in (ModelConfig, TrainConfig)
+    for f in dataclasses.fields(cls)
+    if f.name not in _DERIVED and f.type in ("int", "float", "bool", "str")
+}
+Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+
+
+class _TrainingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cohort: str = Field(
+        default="lidc", pattern=COHORT_NAME, description="Cohort folder in the data directory"
+    )
+    preset: Preset = Field(default="lidc", description="Named model and training configuration")
+    overrides: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description='Settings of the preset to change, e.g. {"epochs": 10}',
+        max_length=32,
+    )
+
+    @model_validator(mode="after")
+    def _check_overrides(self) -> Any:
+        for key, value in self.overrides.items():
+            kind = OVERRIDABLE.get(key)
+            if kind is None:
+                raise ValueError(
+                    f"overrides: {key!r} is not a setting a job may change; "
+                    f"one of {', '.join(sorted(OVERRIDABLE))}"
+                )
+            ok = {
+                "bool": isinstance(value, bool),
+                "int": isinstance(value, int) and not isinstance(value, bool),
+                "float": isinstance(value, int | float) and not isinstance(value, bool),
+                "str": isinstance(value, str),
+            }[kind]
+            if not ok:
+                raise ValueError(f"overrides: {key!r} takes a {kind}, got {value!r}")
+        return self
+
+
+class TrainParams(_TrainingParams):
+    kind: Literal["train"] = "train"
+    include_corrections: bool = Field(
+        default=True, description="Add cases corrected by accepted radiologist flags"
+    )
+    activate: bool = Field(default=False, description="Serve the new version once registered")
+
+
+class EvaluateParams(_TrainingParams):
+    kind: Literal["evaluate"] = "evaluate"
+    folds: int = Field(default=5, ge=2, le=10, description="Folds, grouped by patient")
+    vote_k: int = Field(default=5, ge=1, le=50, description="Texts in the top-k vote")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the fold assignment")
+
+
+class ReindexParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["reindex"] = "reindex"
+    include_corrections: bool = Field(
+        default=True, description="Add the texts and cases of accepted corrections"
+    )
+
+
+JobCreate = Annotated[TrainParams | EvaluateParams | ReindexParams, Field(discriminator="kind")]
+
+
+class JobChild(BaseModel):
+    id: int
+    kind: str
+    status: str
+    progress: float
+    message: str
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    params: dict[str, Any]
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    progress: float = Field(description="0 to 1")
+    message: str
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    parent_id: int | None
+    requested_by: int | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    heartbeat_at: UtcDatetime | None
+    children: list[JobChild] = Field(default_factory=list)
+    log: str | None = Field(default=None, description="The log's tail (one job only)")
+
+    @classmethod
+    def from_row(cls, job: Job, children: list[Job] = (), with_log: bool = False) -> JobOut:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            params=job.params,
+            status=job.status.value,
+            progress=job.progress,
+            message=job.message,
+            result=job.result,
+            error=job.error,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            cancel_requested=job.cancel_requested,
+            parent_id=job.parent_id,
+            requested_by=job.requested_by,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            heartbeat_at=job.heartbeat_at,
+            children=[
+                JobChild(
+                    id=c.id,
+                    kind=c.kind,
+                    status=c.status.value,
+                    progress=c.progress,
+                    message=c.message,
+                )
+                for c in children
+            ],
+            log=job.log if with_log else None,
+        )
+
+
+class ModelEventOut(BaseModel):
+    at: UtcDatetime
+    action: str
+    version: str
+    catalog_version: str
+    previous_version: str | None
+    previous_catalog_version: str | None
+    actor: str | None
+    job_id: int | None
+
+    @classmethod
+    def from_row(cls, row: ModelEvent) -> ModelEventOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class ReportOut(BaseModel):
+    id: int
+    created_at: UtcDatetime
+    job_id: int | None
+    cohort: str
+    simulated: bool
+    preset: str
+    folds: int
+    model_config_: dict[str, Any] = Field(alias="model_config")
+    train_config: dict[str, Any]
+    summary: dict[str, Any] = Field(description="field -> method -> median macro-F1 across folds")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @classmethod
+    def from_row(cls, row: EvaluationReport) -> ReportOut:
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            job_id=row.job_id,
+            cohort=row.cohort,
+            simulated=row.simulated,
+            preset=row.preset,
+            folds=row.folds,
+            model_config=row.model_config,
+            train_config=row.train_config,
+            summary=row.summary,
+        )

@@ -1,4 +1,4 @@
-"""The `clipmed` command: data, train, explain, evaluate, demo, migrate, serve, users."""
+"""The `clipmed` command: data, train, explain, evaluate, demo, migrate, serve, worker, users."""
 
 from __future__ import annotations
 
@@ -399,7 +399,75 @@ def serve_cmd(
         fail(e.message)
     finally:
         engine.dispose()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    worker = None
+    if settings.runs_embedded_worker:
+        # One command, the whole product: admin jobs run in a worker process of their own
+        # (training must not take the web server's CPU time slices from inside its process).
+        import subprocess
+
+        worker = subprocess.Popen([sys.executable, "-m", "clipmed", "worker", "--exit-with-parent"])
+        typer.echo(f"started a job worker (pid {worker.pid})", err=True)
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    finally:
+        if worker is not None:
+            stop_process(worker)
+
+
+def stop_process(process, grace: float = 30.0) -> None:
+    """SIGTERM (a worker hands its job back), then SIGKILL after `grace` seconds."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@app.command("worker")
+def worker_cmd(
+    max_jobs: Annotated[
+        int | None, typer.Option(help="Stop after this many jobs (default: run until stopped).")
+    ] = None,
+    exit_with_parent: Annotated[
+        bool, typer.Option(help="Stop when the process that started this one ends.")
+    ] = False,
+) -> None:
+    """Run admin jobs (train, evaluate, reindex) from the queue, one at a time, until stopped.
+    SIGTERM or Ctrl-C hands the running job back to the queue at its next progress point."""
+    import logging
+    import os
+    import signal
+    import threading
+
+    from app.db import make_engine, make_session_factory
+    from app.worker import Worker
+
+    settings = service_settings()
+    if settings.text_encoder:
+        os.environ.setdefault("TEXT_ENCODER", settings.text_encoder)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if exit_with_parent:
+        parent = os.getppid()
+
+        def watch_parent() -> None:
+            while not stop.wait(1.0):
+                if os.getppid() != parent:
+                    stop.set()
+
+        threading.Thread(target=watch_parent, daemon=True).start()
+    engine = make_engine(settings.database_url)
+    try:
+        Worker(settings, make_session_factory(engine), stop=stop).run(max_jobs)
+    finally:
+        engine.dispose()
 
 
 def _users_session(settings):

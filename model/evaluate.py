@@ -28,7 +28,7 @@ from model.cohort import Cohort
 from model.config import ModelConfig, TrainConfig
 from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.retrieval import top1_fields, vote_fields
-from model.train import Progress, embed_cases, embed_texts, train
+from model.train import Progress, Subset, embed_cases, embed_texts, split_by_patient, train
 
 MODEL_METHODS = ("top1", "vote", "head", "probe")
 BASELINES = ("majority", "logreg")
@@ -171,6 +171,57 @@ class FoldResult:
         )
 
 
+def model_predictions(
+    model, schema, catalog_texts: list[str], catalog_emb, case_emb, vote_k: int
+) -> dict[str, np.ndarray]:
+    """Per prediction mode, (n_cases, fields) class codes: top-1 text, top-k vote, heads."""
+    n_classes = [len(f.values) for f in schema.fields]
+    cat_labels = np.stack([schema.parse(t) for t in catalog_texts])
+    sims = case_emb @ catalog_emb.T  # (n, t) cosine similarities
+    order = np.argsort(-sims, axis=1)
+    top_sims = np.take_along_axis(sims, order, axis=1)
+    predictions = {
+        "top1": top1_fields(order, cat_labels),
+        "vote": vote_fields(top_sims[:, :vote_k], order[:, :vote_k], cat_labels, n_classes)[0],
+    }
+    if model.heads:
+        with torch.no_grad():
+            logits = model.classify(torch.from_numpy(case_emb))
+        predictions["head"] = np.stack([lg.argmax(1).numpy() for lg in logits], axis=1)
+    return predictions
+
+
+def validation_metrics(
+    model, cases, tcfg: TrainConfig, cache: TextTokenCache, schema, vote_k: int = 5
+) -> dict[str, float]:
+    """Macro-F1 per field and mode on the patients `train` held out for early stopping, with a
+    catalog of the other patients' texts. Flat keys: "val/<field>/<mode>_macro_f1".
+
+    Those patients chose the stopping epoch, so this is a check on a new version, not the
+    unbiased estimate a cross-validation report gives."""
+    if tcfg.val_fraction <= 0:
+        return {}
+    fit_idx, val_idx = split_by_patient(cases.patients, tcfg.val_fraction, tcfg.seed)
+    fit, val = Subset(cases, fit_idx), Subset(cases, val_idx)
+    distinct = list(dict.fromkeys(fit.texts()))
+    predictions = model_predictions(
+        model,
+        schema,
+        distinct,
+        embed_texts(model, cache, distinct),
+        embed_cases(model, val),
+        vote_k,
+    )
+    out: dict[str, float] = {"val/cases": float(len(val))}
+    for method, pred in predictions.items():
+        for j, fld in enumerate(schema.fields):
+            rep = metrics.classification_report(
+                val.labels[:, j], pred[:, j], len(fld.values), ordinal=fld.ordinal
+            )
+            out[f"val/{fld.name}/{method}_macro_f1"] = round(float(rep["macro_f1"]), 4)
+    return out
+
+
 def run_fold(
     cohort: Cohort,
     mcfg: ModelConfig,
@@ -217,23 +268,11 @@ def run_fold(
     test_texts = [all_texts[i] for i in test_idx]
     distinct = list(dict.fromkeys(train_texts))
     row_of = {t: r for r, t in enumerate(distinct)}
-    cat_labels = np.stack([schema.parse(t) for t in distinct])
     cat_emb = embed_texts(model, cache, distinct)
     test_emb = embed_cases(model, test_view)
     train_emb = embed_cases(model, train_view)
-
-    sims = test_emb @ cat_emb.T  # (n_test, t) cosine similarities
-    order = np.argsort(-sims, axis=1)
-    top_sims = np.take_along_axis(sims, order, axis=1)
     y_test = test_view.labels
-    predictions = {
-        "top1": top1_fields(order, cat_labels),
-        "vote": vote_fields(top_sims[:, :vote_k], order[:, :vote_k], cat_labels, n_classes)[0],
-    }
-    if model.heads:
-        with torch.no_grad():
-            logits = model.classify(torch.from_numpy(test_emb))
-        predictions["head"] = np.stack([lg.argmax(1).numpy() for lg in logits], axis=1)
+    predictions = model_predictions(model, schema, distinct, cat_emb, test_emb, vote_k)
 
     report(None, "baselines")
     train_y = cohort.labels[train_idx]

@@ -1,17 +1,46 @@
-"""The model registry, read-only over HTTP."""
+"""The model registry over HTTP: versions, activation (and so rollback), history."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
-from app import registry
-from app.deps import AnyUser, SessionDep
-from app.schemas import ModelVersionOut
+from app import audit, registry
+from app.deps import Admin, AnyUser, ServingStateDep, SessionDep
+from app.schemas import ErrorResponse, ModelEventOut, ModelVersionOut
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
+
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 
 @router.get("", response_model=list[ModelVersionOut])
 def list_models(session: SessionDep, _: AnyUser) -> list[ModelVersionOut]:
     """Registered model versions, newest first, with the active one flagged."""
     return [ModelVersionOut.from_row(row) for row in registry.list_versions(session)]
+
+
+@router.get("/history", response_model=list[ModelEventOut], responses=ERRORS)
+def model_history(session: SessionDep, _: Admin) -> list[ModelEventOut]:
+    """Every activation (a rollback is the activation of an older version) and catalog swap,
+    newest first, with who and when."""
+    return [ModelEventOut.from_row(row) for row in registry.history(session)]
+
+
+@router.post("/{version}/activate", response_model=ModelVersionOut, responses=ERRORS)
+async def activate_model(
+    version: str, request: Request, session: SessionDep, state: ServingStateDep, caller: Admin
+) -> ModelVersionOut:
+    """Serve `version` from now on; requests already running finish with the version they
+    started with. Rolling back is the same call with the older version."""
+    row = await run_in_threadpool(registry.activate_version, session, version, state, caller.user)
+    await run_in_threadpool(
+        audit.record_request,
+        request,
+        "model.activate",
+        "success",
+        target_type="model",
+        target_id=version[:255],
+        model_version=version[:64],
+    )
+    return ModelVersionOut.from_row(row)

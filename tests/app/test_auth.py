@@ -52,12 +52,20 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("POST", "/api/v1/tokens/{token_id}/revoke"): (401, 404, 404, 404),
     ("POST", "/review/{flag_id}"): (303, 403, 422, 422),
     ("GET", "/admin/audit.csv"): (303, 403, 403, 200),
+    ("POST", "/api/v1/admin/jobs"): (401, 403, 403, 422),
+    ("GET", "/api/v1/admin/jobs"): (401, 403, 403, 200),
+    ("GET", "/api/v1/admin/jobs/{job_id}"): (401, 403, 403, 404),
+    ("POST", "/api/v1/admin/jobs/{job_id}/cancel"): (401, 403, 403, 404),
+    ("GET", "/api/v1/models/history"): (401, 403, 403, 200),
+    ("POST", "/api/v1/models/{version}/activate"): (401, 403, 403, 404),
 }
 PATH_VALUES = {
     "explanation_id": MISSING,
     "name": "no-such-example.npy",
     "flag_id": "0",
     "token_id": "0",
+    "job_id": "0",
+    "version": "no-such-version",
 }
 
 

@@ -24,6 +24,9 @@ TABLES = {
     "web_sessions",
     "audit_events",
     "flags",
+    "jobs",
+    "model_events",
+    "evaluation_reports",
 }
 
 
@@ -38,7 +41,7 @@ def table_names(url: str) -> set[str]:
 def test_upgrade_head_then_downgrade_base(empty_database):
     migrate.upgrade(empty_database)
     assert table_names(empty_database) >= TABLES
-    assert migrate.current_revision(empty_database) == "0004"
+    assert migrate.current_revision(empty_database) == "0005"
     engine = create_engine(empty_database)
     try:
         indexes = {ix["name"] for ix in inspect(engine).get_indexes("model_versions")}
@@ -87,7 +90,7 @@ def test_clipmed_migrate_upgrades_the_configured_database(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"database": url, "revision": "0004"}
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"database": url, "revision": "0005"}
     assert table_names(url) >= TABLES
 
 

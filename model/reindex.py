@@ -1,0 +1,72 @@
+"""Re-indexing: the same trained weights with more cases in the catalog and the case index
+(cases that radiologists corrected), without retraining."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from model.catalog import CaseIndex, Catalog
+from model.checkpoint import Checkpoint
+from model.encoders import TextTokenCache
+from model.train import CaseSet, embed_cases, embed_texts
+
+
+def stored_vectors(index: faiss.Index) -> np.ndarray:
+    """Every vector an index holds, in id order."""
+    try:
+        return index.reconstruct_n(0, index.ntotal)
+    except RuntimeError:  # an IVF index keeps no id -> list map until asked to
+        ivf = faiss.extract_index_ivf(index)
+        ivf.make_direct_map()
+        return index.reconstruct_n(0, index.ntotal)
+
+
+def with_added_cases(
+    base: Checkpoint, cases: CaseSet, case_ids: Sequence[str], origin: str
+) -> Checkpoint:
+    """`base` with `cases` added to its catalog (new texts, higher counts) and case index.
+
+    `origin` is the folder of the checkpoint as trained; it is kept in the new one's metadata
+    so re-indexing again starts from the trained catalog, not from an earlier re-index.
+    """
+    if len(cases) and cases.slices(0).shape[1] != base.config.feature_dim:
+        raise ValueError(
+            f"the added cases have {cases.slices(0).shape[1]} features per slice; the model "
+            f"takes {base.config.feature_dim}"
+        )
+    model, schema = base.model, base.schema
+    texts = cases.texts()
+    added = Counter(texts)
+    new_texts = [t for t in dict.fromkeys(texts) if t not in set(base.catalog.texts)]
+    counts = base.catalog.counts.copy()
+    row_of = {t: i for i, t in enumerate(base.catalog.texts)}
+    for t, n in added.items():
+        if t in row_of:
+            counts[row_of[t]] += n
+    embeddings = base.catalog.embeddings
+    labels = base.catalog.labels
+    if new_texts:
+        cache = TextTokenCache(base.text_encoder(), new_texts)
+        embeddings = np.vstack([embeddings, embed_texts(model, cache, new_texts)])
+        labels = np.vstack([labels, np.stack([schema.parse(t) for t in new_texts])])
+        counts = np.concatenate([counts, [added[t] for t in new_texts]])
+    catalog = Catalog.build([*base.catalog.texts, *new_texts], labels, counts, embeddings)
+
+    table = pd.DataFrame({"case_id": list(case_ids), "patient_id": cases.patients})
+    for j, f in enumerate(schema.fields):
+        table[f.name] = [f.values[v] if v >= 0 else "" for v in cases.labels[:, j]]
+    case_table = pd.concat([base.cases.cases, table.astype(str)], ignore_index=True)
+    case_vectors = np.vstack([stored_vectors(base.cases.index), embed_cases(model, cases)])
+    case_index = CaseIndex.build(case_table, case_vectors)
+
+    meta = {
+        **base.meta,
+        "reindexed_from": base.meta.get("reindexed_from") or origin,
+        "added_cases": len(cases),
+    }
+    return Checkpoint(model, schema, meta, catalog, case_index, dict(base.zero_shot))
