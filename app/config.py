@@ -25,8 +25,8 @@ class Settings(BaseSettings):
     text_encoder: str = ""
     # Largest request body accepted by the explanation endpoint, in bytes.
     max_upload_bytes: int = Field(default=8 << 20, gt=0)
-    # Most slices one uploaded case may have (model.inference.MAX_SLICES_PER_CASE caps it too).
-    max_slices_per_upload: int = Field(default=512, ge=1)
+    # Most slices one uploaded case may have; up to model.inference.MAX_SLICES_PER_CASE.
+    max_slices_per_upload: int = Field(default=512, ge=1, le=512)
     # Threads per torch operation. Requests already run in parallel on the thread pool, and
     # per-op threads on top of them oversubscribe the cores (measured: bench/serve.py).
     torch_threads: int = Field(default=1, ge=1)

@@ -15,15 +15,24 @@ from sqlalchemy.orm import Session
 from app.errors import InvalidInput, NotFound, UnsupportedMediaType
 from app.models import Explanation
 from app.serving import Serving
-from model.features_io import read_features
-from model.inference import InputError, validate_features
+from model.features_io import MAX_ARRAY_BYTES, read_features
+from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count, validate_features
 
 SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
 K_RANGE = (1, 50)  # the Explainer's own bounds, checked before any model work
 
 
-def features_from_file(data: bytes, filename: str) -> np.ndarray:
-    """An uploaded .npy/.npz/.csv as an array; never unpickles (model.features_io)."""
+def features_from_file(
+    data: bytes,
+    filename: str,
+    max_slices: int = MAX_SLICES_PER_CASE,
+    max_array_bytes: int = MAX_ARRAY_BYTES,
+) -> np.ndarray:
+    """An uploaded .npy/.npz/.csv as an array; never unpickles (model.features_io).
+
+    Arrays longer than `max_slices` or declaring more than `max_array_bytes` are refused before
+    they are read (the service passes its upload limit: compression buys no room).
+    """
     suffix = Path(filename).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnsupportedMediaType(
@@ -31,14 +40,24 @@ def features_from_file(data: bytes, filename: str) -> np.ndarray:
             f"use {', '.join(SUPPORTED_SUFFIXES)}"
         )
     try:
-        return read_features(data, filename)
+        return read_features(data, filename, max_slices=max_slices, max_array_bytes=max_array_bytes)
     except InputError as e:
         raise InvalidInput(str(e)) from None
 
 
-def features_from_rows(rows: Sequence[Sequence[float]]) -> np.ndarray:
+def check_slices(n_slices: int, max_slices: int) -> None:
+    try:
+        check_slice_count(n_slices, max_slices)
+    except InputError as e:
+        raise InvalidInput(str(e)) from None
+
+
+def features_from_rows(
+    rows: Sequence[Sequence[float]], max_slices: int = MAX_SLICES_PER_CASE
+) -> np.ndarray:
     if len(rows) == 0:
         raise InvalidInput("features have no slices; at least 1 is needed")
+    check_slices(len(rows), max_slices)
     widths = sorted({len(r) for r in rows})
     if len(widths) > 1:
         raise InvalidInput(f"every slice needs the same number of features, got widths {widths}")

@@ -11,8 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.config import Settings
 from app.errors import InvalidInput, UnsupportedMediaType
-from app.explaining import check_k, features_from_file, features_from_rows
+from app.explaining import check_k, check_slices, features_from_file, features_from_rows
 from app.schemas import ExplanationRequest
 
 DEFAULT_K = 5
@@ -46,18 +47,20 @@ REQUEST_BODY_OPENAPI = {
 async def read_explanation_request(request: Request) -> tuple[np.ndarray, int]:
     """(features, k) from the request, or an AppError naming what is wrong."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    settings: Settings = request.app.state.settings
     if content_type == "multipart/form-data":
-        return await _read_multipart(request)
+        return await _read_multipart(request, settings)
     if content_type == "application/json":
         # parsing up to max_upload_bytes of JSON is CPU work: off the event loop
-        return await run_in_threadpool(_read_json, await request.body())
+        body = await request.body()
+        return await run_in_threadpool(_read_json, body, settings.max_slices_per_upload)
     raise UnsupportedMediaType(
         f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data "
         "with a file in field 'file', or application/json with 'features'"
     )
 
 
-async def _read_multipart(request: Request) -> tuple[np.ndarray, int]:
+async def _read_multipart(request: Request, settings: Settings) -> tuple[np.ndarray, int]:
     try:
         form = await request.form(max_files=1, max_fields=4)
     except StarletteHTTPException as e:  # malformed multipart, too many parts
@@ -75,22 +78,31 @@ async def _read_multipart(request: Request) -> tuple[np.ndarray, int]:
             raise InvalidInput(f"k must be an integer, got {raw_k!r}")
         check_k(k)
         data = await upload.read()
-        features = await run_in_threadpool(features_from_file, data, upload.filename or "")
+        features = await run_in_threadpool(
+            features_from_file,
+            data,
+            upload.filename or "",
+            settings.max_slices_per_upload,
+            settings.max_upload_bytes,  # what it may inflate to: compression buys no room
+        )
     finally:
         await form.close()
     return features, k
 
 
-def _read_json(body: bytes) -> tuple[np.ndarray, int]:
+def _read_json(body: bytes, max_slices: int) -> tuple[np.ndarray, int]:
     try:
         payload = json.loads(body)  # json.loads, not pydantic: NaN/Infinity reach the check
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidInput(f"the body is not valid JSON: {e}") from None
+    rows = payload.get("features") if isinstance(payload, dict) else None
+    if isinstance(rows, list):  # before pydantic copies every value of a too-long case
+        check_slices(len(rows), max_slices)
     try:
         request = ExplanationRequest.model_validate(payload)
     except ValidationError as e:
         raise InvalidInput(validation_message(e)) from None
-    return features_from_rows(request.features), request.k
+    return features_from_rows(request.features, max_slices), request.k
 
 
 def validation_message(error: ValidationError, limit: int = 3) -> str:

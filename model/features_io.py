@@ -1,32 +1,69 @@
 """Reading a case's per-slice features from a file, without ever unpickling anything.
 
 Accepted: ``.npy`` (a 2-D numeric array), ``.npz`` with a ``features`` member, ``.csv`` with one
-row per slice (an optional header row of names). Sizes are checked before arrays are read.
+row per slice (an optional header row of names). What a hostile file could inflate is judged
+from what it declares before anything is decompressed or allocated: the zip directory's member
+count and sizes, the .npy header's dtype, shape and byte count, each .csv line's width.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
+import struct
+import tokenize
 import zipfile
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from model.inference import InputError
+from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count
 
 MAX_NPZ_MEMBERS = 4  # a features .npz needs one member; a few are tolerated
-MAX_ARRAY_BYTES = 64 << 20  # declared uncompressed size of the features array
+MAX_ZIP_DIRECTORY_BYTES = 64 << 10  # a few members' directory entries take well under 1 KiB
+MAX_ARRAY_BYTES = 64 << 20  # default limit on the declared uncompressed size of the array
+NPY_HEADER_BYTES = 4096  # allowance for the .npy header on top of the array (numpy writes 128)
+MAX_CSV_COLUMNS = 8192  # features per slice; the widest cohort (simulated) has 1,024
+NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: what validate_features accepts
+
+# The zip end-of-central-directory record: signature, disk numbers, member counts, directory
+# size and offset, comment length. zipfile reads it too, but only after listing every member.
+_ZIP_END = struct.Struct("<4s4H2LH")
+_ZIP_END_SIGNATURE = b"PK\x05\x06"
+# What zipfile raises on a malformed archive or member (found by mutating valid .npz files).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    NotImplementedError,  # "zip file version", flag bits it cannot handle
+    ValueError,  # UnicodeDecodeError of a member name, among others
+    EOFError,
+    OSError,
+    struct.error,
+    zlib.error,
+)
 
 
-def read_features(data: bytes, filename: str) -> np.ndarray:
+def read_features(
+    data: bytes,
+    filename: str,
+    *,
+    max_slices: int = MAX_SLICES_PER_CASE,
+    max_array_bytes: int = MAX_ARRAY_BYTES,
+) -> np.ndarray:
+    """The features in a file's bytes, or InputError naming what is wrong with them.
+
+    `max_array_bytes` bounds what the array may declare (a service passes its upload limit, so
+    compression buys no room); `max_slices` refuses longer cases from the header alone.
+    """
     suffix = Path(filename).suffix.lower()
     if suffix == ".npy":
-        return _read_npy(io.BytesIO(data))
+        return _read_npy(data, max_slices, max_array_bytes)
     if suffix == ".npz":
-        return _read_npz(data)
+        return _read_npz(data, max_slices, max_array_bytes)
     if suffix == ".csv":
-        return _read_csv(data)
+        return _read_csv(data, max_slices)
     raise InputError(f"unsupported file type {suffix or '(none)'!r}; use .npy, .npz or .csv")
 
 
@@ -37,77 +74,172 @@ def load_features_file(path: Path) -> np.ndarray:
     return read_features(path.read_bytes(), path.name)
 
 
-def _read_npy(fh) -> np.ndarray:
+def _read_npy(data: bytes, max_slices: int, max_bytes: int) -> np.ndarray:
+    fh = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
         else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-    except ValueError as e:
-        raise InputError(f"not a valid .npy file: {e}") from None
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (ValueError, TypeError, SyntaxError, tokenize.TokenError) as e:  # numpy's header parser
+        raise InputError(f"not a valid .npy file: {_said(e)}") from None
     if dtype.hasobject:
         raise InputError("the .npy array holds Python objects; only numeric arrays are read")
-    declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if declared > MAX_ARRAY_BYTES:
-        raise InputError(f"the array declares {declared} bytes; the limit is {MAX_ARRAY_BYTES}")
+    if dtype.kind not in NUMERIC_KINDS:
+        raise InputError(f"the .npy array has dtype {dtype}; only real numbers are read")
+    if any(n < 0 for n in shape):
+        raise InputError(f"not a valid .npy file: negative shape {shape}")
+    declared = math.prod(shape) * dtype.itemsize  # Python ints: a hostile shape cannot wrap
+    if declared > max_bytes:
+        raise InputError(f"the array declares {declared} bytes; the limit is {max_bytes}")
+    if len(shape) == 2:
+        check_slice_count(shape[0], max_slices)
+    present = len(data) - fh.tell()
+    if present < declared:
+        raise InputError(
+            f"could not read the .npy array: the file is truncated (its header declares "
+            f"{declared} bytes of data, {present} follow)"
+        )
     fh.seek(0)
     try:
         return np.load(fh, allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:
-        raise InputError(f"could not read the .npy array: {e}") from None
+        raise InputError(f"could not read the .npy array: {_said(e)}") from None
 
 
-def _read_npz(data: bytes) -> np.ndarray:
+def _read_npz(data: bytes, max_slices: int, max_bytes: int) -> np.ndarray:
+    _check_zip_end_record(data)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise InputError("not a valid .npz file (not a zip archive)") from None
-    members = archive.infolist()
-    if len(members) > MAX_NPZ_MEMBERS:
-        raise InputError(
-            f".npz has {len(members)} members; at most {MAX_NPZ_MEMBERS} are "
-            "accepted (one named 'features' is needed)"
-        )
+    except _ZIP_ERRORS as e:
+        raise InputError(f"not a valid .npz file: {_said(e)}") from None
+    with archive:
+        member = _features_member(archive.infolist(), max_bytes)
+        try:
+            with archive.open(member) as fh:
+                # zipfile stops at the declared size and checks the CRC: a member that inflates
+                # past what it declares fails here instead of growing.
+                raw = fh.read(member.file_size + 1)
+        except _ZIP_ERRORS as e:
+            raise InputError(
+                f"could not read the .npz member {member.filename!r}: {_said(e)}"
+            ) from None
+    return _read_npy(raw, max_slices, max_bytes)
+
+
+def _features_member(members: list[zipfile.ZipInfo], max_bytes: int) -> zipfile.ZipInfo:
+    """The 'features' member, if its directory entry promises something readable and small."""
+    if len(members) > MAX_NPZ_MEMBERS:  # a zip64 end record may say otherwise than the plain one
+        raise InputError(_too_many_members(len(members)))
     member = next((m for m in members if m.filename in ("features", "features.npy")), None)
     if member is None:
-        names = ", ".join(m.filename for m in members) or "none"
+        names = ", ".join(repr(m.filename[:40]) for m in members) or "none"
         raise InputError(f".npz has no 'features' array (members: {names})")
-    if member.file_size > MAX_ARRAY_BYTES + 4096:
+    if member.flag_bits & 0x1:
+        raise InputError(f".npz member {member.filename!r} is encrypted")
+    if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise InputError(
-            f".npz member 'features' declares {member.file_size} bytes; the limit "
-            f"is {MAX_ARRAY_BYTES}"
+            f".npz member {member.filename!r} uses zip compression method "
+            f"{member.compress_type}; only stored or deflated (np.savez, np.savez_compressed)"
         )
-    try:
-        with archive.open(member) as fh:
-            raw = fh.read(MAX_ARRAY_BYTES + 4097)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise InputError(f"could not read the .npz member 'features': {e}") from None
-    return _read_npy(io.BytesIO(raw))
+    if member.file_size > max_bytes + NPY_HEADER_BYTES:
+        raise InputError(
+            f".npz member {member.filename!r} declares {member.file_size} bytes; the limit "
+            f"is {max_bytes}"
+        )
+    return member
 
 
-def _read_csv(data: bytes) -> np.ndarray:
+def _check_zip_end_record(data: bytes) -> None:
+    """Member count and directory size as the archive declares them, before any is listed."""
+    start = max(0, len(data) - _ZIP_END.size - 0xFFFF)  # the record ends in a comment of <64 KiB
+    at = data.rfind(_ZIP_END_SIGNATURE, start)
+    if at < 0 or len(data) - at < _ZIP_END.size:
+        raise InputError("not a valid .npz file (not a zip archive, or truncated)")
+    members, directory_bytes = _ZIP_END.unpack_from(data, at)[4:6]
+    if members > MAX_NPZ_MEMBERS:
+        raise InputError(_too_many_members(members))
+    if directory_bytes > MAX_ZIP_DIRECTORY_BYTES:
+        raise InputError(
+            f".npz declares a zip directory of {directory_bytes} bytes; one of at most "
+            f"{MAX_NPZ_MEMBERS} members needs under {MAX_ZIP_DIRECTORY_BYTES}"
+        )
+
+
+def _too_many_members(count: int) -> str:
+    return (
+        f".npz has {count} members; at most {MAX_NPZ_MEMBERS} are accepted "
+        "(one named 'features' is needed)"
+    )
+
+
+def _read_csv(data: bytes, max_slices: int) -> np.ndarray:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError("the .csv file is not UTF-8 text") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in r)]
-    if rows and not _is_number(rows[0][0]):
-        rows = rows[1:]  # header
+    reader = csv.reader(_csv_lines(text))
+    rows: list[np.ndarray] = []
+    width = 0
+    first = True
+    try:
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue
+            if first and not _is_number(cells[0]):
+                first = False
+                continue  # a header row of names
+            first = False
+            if not rows:
+                width = len(cells)
+            elif len(cells) != width:
+                raise InputError(
+                    f"csv row {reader.line_num} has {len(cells)} values, the first has {width}"
+                )
+            if len(rows) == max_slices:
+                raise InputError(
+                    f"the .csv file has more than {max_slices} rows of features; at most "
+                    f"{max_slices} slices are accepted per case"
+                )
+            rows.append(_csv_row(cells, reader.line_num))
+    except csv.Error as e:
+        raise InputError(
+            f"could not read the .csv file at row {reader.line_num}: {_said(e)}"
+        ) from None
     if not rows:
         raise InputError("the .csv file has no rows of features")
-    width = len(rows[0])
-    out = np.empty((len(rows), width), np.float32)
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise InputError(f"csv row {i + 1} has {len(row)} values, the first has {width}")
-        for j, cell in enumerate(row):
-            if not _is_number(cell):
-                raise InputError(
-                    f"csv row {i + 1}, column {j + 1}: {cell.strip()!r} is not a number"
-                )
-            out[i, j] = float(cell)
+    return np.stack(rows)
+
+
+def _csv_lines(text: str) -> Iterator[str]:
+    """The lines of `text`; one wider than any feature set is refused before csv splits it."""
+    for number, line in enumerate(io.StringIO(text, newline=""), 1):
+        if line.count(",") >= MAX_CSV_COLUMNS:
+            raise InputError(
+                f"csv line {number} has more than {MAX_CSV_COLUMNS} values; a slice has "
+                "one value per feature"
+            )
+        yield line
+
+
+def _csv_row(cells: list[str], row: int) -> np.ndarray:
+    out = np.empty(len(cells), np.float32)
+    for j, cell in enumerate(cells):
+        try:
+            with np.errstate(over="ignore"):  # too large -> inf, which validation refuses
+                out[j] = float(cell)
+        except ValueError:
+            shown = cell.strip()
+            shown = shown if len(shown) <= 40 else shown[:40] + "..."
+            raise InputError(f"csv row {row}, column {j + 1}: {shown!r} is not a number") from None
     return out
+
+
+def _said(error: Exception, limit: int = 200) -> str:
+    """A library's error message, shortened: some quote the hostile input back at length."""
+    text = str(error)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_number(cell: str) -> bool:

@@ -13,16 +13,21 @@ from model.retrieval import top1_fields, vote_fields, zero_shot
 
 LOW_SIMILARITY = 0.5  # fallback threshold for checkpoints that do not carry their own
 SPLIT_VOTE = 0.6  # a field whose winning share is under this -> low confidence
+# Hard cap on one case's slices. The longest LIDC-IDRI read outlines 56 slices (6,859 reads);
+# 512 leaves room for thin-slice CT and still refuses what is not one nodule before any work.
+MAX_SLICES_PER_CASE = 512
 
 
 class InputError(ValueError):
     """Case features that cannot be explained; the message names the problem."""
 
 
-def validate_features(features: np.ndarray, feature_dim: int) -> np.ndarray:
+def validate_features(
+    features: np.ndarray, feature_dim: int, max_slices: int = MAX_SLICES_PER_CASE
+) -> np.ndarray:
     """Checks shape, dimension and values; returns float32 [slices, dim]."""
     array = np.asarray(features)
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+    if array.dtype.kind not in "biuf":  # complex would lose its imaginary part in the cast
         raise InputError(f"features must be numbers, got dtype {array.dtype}")
     if array.ndim == 1:
         array = array[None, :]
@@ -32,9 +37,11 @@ def validate_features(features: np.ndarray, feature_dim: int) -> np.ndarray:
         )
     if array.shape[0] == 0:
         raise InputError("features have no slices; at least 1 is needed")
+    check_slice_count(array.shape[0], max_slices)
     if array.shape[1] != feature_dim:
         raise InputError(f"expected {feature_dim} features per slice, got {array.shape[1]}")
-    array = array.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused next
+        array = array.astype(np.float32)
     bad = ~np.isfinite(array)
     if bad.any():
         rows = sorted(set(np.argwhere(bad)[:, 0].tolist()))
@@ -43,6 +50,16 @@ def validate_features(features: np.ndarray, feature_dim: int) -> np.ndarray:
             f"{', '.join(map(str, rows[:5]))}{'...' if len(rows) > 5 else ''}"
         )
     return array
+
+
+def check_slice_count(n_slices: int, max_slices: int = MAX_SLICES_PER_CASE) -> None:
+    """Refuses more slices than one nodule can have; the Explainer sub-samples fewer to its
+    model's own `max_slices`."""
+    if n_slices > max_slices:
+        raise InputError(
+            f"features have {n_slices} slices; at most {max_slices} are accepted per case "
+            "(a nodule spans a few dozen)"
+        )
 
 
 @dataclass

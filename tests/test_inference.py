@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.inference import Explainer, InputError
+from model.inference import MAX_SLICES_PER_CASE, Explainer, InputError, validate_features
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,29 @@ def test_more_slices_than_the_model_takes_are_subsampled(explainer, lidc_small):
     assert out["slices"] == {"received": 30, "used": 12, "subsampled": True}
     assert [a["slice"] for a in out["slice_attention"]][0] == 0
     assert [a["slice"] for a in out["slice_attention"]][-1] == 29
+
+
+def test_a_case_longer_than_the_cap_is_refused_not_subsampled(explainer):
+    dim = explainer.checkpoint.config.feature_dim
+    at_cap = explainer.explain(np.zeros((MAX_SLICES_PER_CASE, dim), np.float32))
+    assert at_cap["slices"]["received"] == MAX_SLICES_PER_CASE
+    with pytest.raises(InputError, match=f"10000 slices; at most {MAX_SLICES_PER_CASE}"):
+        explainer.explain(np.zeros((10_000, dim), np.float32))
+
+
+def test_validation_takes_a_lower_slice_cap():
+    assert validate_features(np.zeros((5, 4)), 4, max_slices=5).shape == (5, 4)
+    with pytest.raises(InputError, match="6 slices; at most 5"):
+        validate_features(np.zeros((6, 4)), 4, max_slices=5)
+
+
+def test_complex_and_beyond_float32_values_are_refused_without_warnings():
+    with pytest.raises(InputError, match="must be numbers, got dtype complex128"):
+        validate_features(np.zeros((2, 4), np.complex128), 4)
+    too_large = np.ones((3, 4))
+    too_large[2, 1] = 1e300  # becomes inf in float32; filterwarnings=error catches a warning
+    with pytest.raises(InputError, match=r"infinite values in slice\(s\) 2"):
+        validate_features(too_large, 4)
 
 
 @pytest.mark.parametrize(
