@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # A worker renews its job's lease this often (seconds x 1/3); a job whose lease ran out
     # (its worker was killed) is taken over by another worker.
     job_lease_seconds: float = Field(default=30.0, gt=0)
+    # Threads per torch operation in a worker; 0 = torch's default (every core: a worker runs
+    # one job at a time).
+    worker_torch_threads: int = Field(default=0, ge=0)
     # How often an idle worker looks for a job.
     job_poll_seconds: float = Field(default=1.0, gt=0)
     # How often the web service checks the registry for an activation or catalog swap made by

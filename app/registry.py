@@ -71,7 +71,7 @@ def load_serving(row: ModelVersion) -> Serving:
             f"{row.path} now holds model {ckpt.version} with catalog {ckpt.catalog.version}, "
             f"but it was registered as model {row.version} with catalog {row.catalog_version}"
         )
-    return Serving.from_checkpoint(ckpt)
+    return Serving.from_checkpoint(ckpt, row.path)
 
 
 def set_active(
@@ -132,18 +132,18 @@ def activate_version(
 
 
 def swap_catalog(
-    session: Session, version: str, expected_catalog: str, folder: Path, job_id: int | None
+    session: Session, version: str, expected_path: str, folder: Path, job_id: int | None
 ) -> ModelVersion:
-    """Points `version` at a folder holding the same weights with a rebuilt catalog; the caller
-    commits. Refused when the catalog changed since the rebuild started."""
+    """Points `version` at a folder holding the same weights with a rebuilt catalog and case
+    index; the caller commits. Refused when the version moved since the rebuild started."""
     row = get_version(session, version)
     ckpt = load_checkpoint(Path(folder))
     if ckpt.version != version:
         raise CheckpointRejected(f"{folder} holds model {ckpt.version}, not {version}")
-    if row.catalog_version != expected_catalog:
+    if row.path != expected_path:
         raise Conflict(
-            f"model {version}'s catalog changed to {row.catalog_version} while it was rebuilt "
-            f"from {expected_catalog}"
+            f"model {version} moved to {row.path} while its catalog was rebuilt from "
+            f"{expected_path}; run the re-index again"
         )
     session.add(
         ModelEvent(
@@ -184,8 +184,10 @@ def sync_active(session: Session, state: ServingState) -> bool:
     with state.lock:
         row = get_active(session)
         current = state.current
-        wanted = (row.version, row.catalog_version) if row is not None else None
-        served = (current.model_version, current.catalog_version) if current else None
+        wanted = (row.version, row.catalog_version, row.path) if row is not None else None
+        served = (
+            (current.model_version, current.catalog_version, current.source) if current else None
+        )
         if wanted == served:
             return False
         state.replace(load_serving(row) if row is not None else None)

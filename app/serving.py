@@ -23,6 +23,9 @@ class Serving:
     explainer: Explainer
     model_version: str
     catalog_version: str
+    # The checkpoint folder: a re-index with no new catalog text still adds cases and counts,
+    # in a new folder, so the folder tells two such versions apart.
+    source: str = ""
 
     @property
     def feature_dim(self) -> int:
@@ -33,9 +36,13 @@ class Serving:
         return self.checkpoint.config.max_slices
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint) -> Serving:
+    def from_checkpoint(cls, checkpoint: Checkpoint, source: str = "") -> Serving:
         return cls(
-            checkpoint, Explainer(checkpoint), checkpoint.version, checkpoint.catalog.version
+            checkpoint,
+            Explainer(checkpoint),
+            checkpoint.version,
+            checkpoint.catalog.version,
+            source,
         )
 
 

@@ -329,21 +329,21 @@ def run_reindex(ctx: JobContext) -> Outcome:
     else:
         extra = CaseList(base.schema, [], np.zeros((0, len(base.schema.fields))), [], [])
     ckpt = with_added_cases(base, extra, extra.case_ids, str(origin)) if len(extra) else base
-    if ckpt.catalog.version == catalog_version:
+    if sorted(extra.case_ids) == sorted(current.meta.get("added_case_ids", [])):
         return Outcome(
             {"version": version, "catalog_version": catalog_version, "changed": False},
-            message="catalog unchanged",
+            message="no new corrected cases; catalog unchanged",
         )
     ctx.progress(0.8, "saving the new catalog", force=True)
     folder = origin  # no corrections: back to the catalog as trained
     if ckpt is not base:
-        folder = origin.parent / f"{version}-catalog-{ckpt.catalog.version}"
-        if not (folder / "checkpoint.json").is_file():
-            ckpt.save(folder)
+        folder = Path(ctx.settings.checkpoints_dir) / f"{version}-reindex-{ctx.job.id}"
+        shutil.rmtree(folder, ignore_errors=True)  # an earlier attempt's, never registered
+        ckpt.save(folder)
     ctx.check()
 
     def swap(session: Session) -> None:
-        registry.swap_catalog(session, version, catalog_version, folder, ctx.job.id)
+        registry.swap_catalog(session, version, str(path), folder, ctx.job.id)
 
     return Outcome(
         {
@@ -352,6 +352,7 @@ def run_reindex(ctx: JobContext) -> Outcome:
             "previous_catalog_version": catalog_version,
             "catalog_texts": len(ckpt.catalog),
             "added_cases": len(extra),
+            "catalog_texts_added": len(ckpt.catalog) - len(base.catalog),
             "path": str(folder),
             "changed": True,
         },

@@ -463,6 +463,10 @@ def worker_cmd(
                     stop.set()
 
         threading.Thread(target=watch_parent, daemon=True).start()
+    if settings.worker_torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.worker_torch_threads)
     engine = make_engine(settings.database_url)
     try:
         Worker(settings, make_session_factory(engine), stop=stop).run(max_jobs)

@@ -67,6 +67,6 @@ def with_added_cases(
     meta = {
         **base.meta,
         "reindexed_from": base.meta.get("reindexed_from") or origin,
-        "added_cases": len(cases),
+        "added_case_ids": [str(c) for c in case_ids],
     }
     return Checkpoint(model, schema, meta, catalog, case_index, dict(base.zero_shot))
