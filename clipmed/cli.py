@@ -410,6 +410,8 @@ def serve_cmd(
     try:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
     finally:
+        # Reached on Ctrl-C; on SIGTERM uvicorn re-raises the signal after its shutdown, and
+        # the worker, started with --exit-with-parent, stops by itself within a second.
         if worker is not None:
             stop_process(worker)
 

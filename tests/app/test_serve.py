@@ -63,6 +63,19 @@ def test_serve_registers_the_default_checkpoint_and_answers(tmp_path, small_chec
             (small_checkpoints.first_version[0], True)
         ]
         assert (data / "clipmed.db").is_file()
+
+        # SQLite: the same command runs a job worker too
+        job = httpx.post(
+            f"{url}/api/v1/admin/jobs", json={"kind": "reindex"}, timeout=5, headers=headers
+        ).json()
+        deadline = time.monotonic() + 90
+        while job["status"] not in ("succeeded", "failed", "cancelled"):
+            assert time.monotonic() < deadline, f"no worker ran the job: {job}"
+            time.sleep(0.25)
+            job = httpx.get(
+                f"{url}/api/v1/admin/jobs/{job['id']}", timeout=5, headers=headers
+            ).json()
+        assert job["status"] == "succeeded" and job["result"]["changed"] is False, job
     finally:
         proc.terminate()
         try:
@@ -72,3 +85,9 @@ def test_serve_registers_the_default_checkpoint_and_answers(tmp_path, small_chec
             output, _ = proc.communicate()
     # The first start made an admin with a random password, printed once.
     assert re.search(r"created the first user: admin / \S{16,}", output), output
+    worker = int(re.search(r"started a job worker \(pid (\d+)\)", output).group(1))
+    # uvicorn re-raises SIGTERM once it has shut down, so the worker sees its parent go
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{worker}").exists():
+        assert time.monotonic() < deadline, "the job worker outlived the service"
+        time.sleep(0.25)
