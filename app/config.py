@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +50,17 @@ class Settings(BaseSettings):
     # `clipmed serve` also starts a worker process: "auto" = when the database is SQLite (one
     # command gives the whole product); compose runs workers as their own service.
     embedded_worker: Literal["auto", "on", "off"] = "auto"
+    # The first admin, created by `clipmed serve` when the database has no users. No default
+    # password: with none set, a random one is printed once on the console.
+    admin_username: str = "admin"
+    admin_password: SecretStr = SecretStr("")
+    # On an empty registry with no default checkpoint, `clipmed serve` queues a train job
+    # (this cohort and preset, activated when done) so a new deployment ends up serving.
+    bootstrap_train: bool = True
+    bootstrap_cohort: str = "lidc"
+    bootstrap_preset: str = "lidc"
+    # Settings of that first training, as JSON (e.g. '{"epochs": 10}'); {} = the preset's.
+    bootstrap_overrides: dict[str, bool | int | float | str] = Field(default_factory=dict)
     # Where `clipmed serve` listens.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

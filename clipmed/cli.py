@@ -359,17 +359,15 @@ def serve_cmd(
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [8000].")] = None,
 ) -> None:
-    """Run the explanation service: migrate the database, register the default checkpoint when
-    the registry is empty, then serve the API."""
-    import secrets
+    """Run the explanation service: migrate the database; on an empty registry register the
+    default checkpoint, or queue a first training; create the first admin; serve the API (and,
+    on SQLite, run a job worker beside it)."""
 
     import uvicorn
 
-    from app import accounts, registry
     from app.db import make_engine, make_session_factory
     from app.errors import AppError
     from app.main import create_app
-    from app.models import Role
 
     settings = service_settings(host=host, port=port)
     if settings.text_encoder:
@@ -380,21 +378,9 @@ def serve_cmd(
     engine = make_engine(settings.database_url)
     try:
         with make_session_factory(engine)() as session:
-            default = settings.default_checkpoint
-            if registry.is_empty(session) and (default / "checkpoint.json").is_file():
-                row = registry.register_checkpoint(session, default)
-                registry.activate_version(session, row.version)
-                typer.echo(f"registered and activated {row.version} from {default}", err=True)
+            bootstrap_model(settings, session)
         with make_session_factory(engine)() as session:
-            if not accounts.has_users(session):
-                # No default credentials: a random password, shown once, on this console only.
-                password = secrets.token_urlsafe(16)
-                accounts.create_user(session, "admin", Role.admin, password)
-                typer.echo(
-                    f"created the first user: admin / {password}  (shown once; "
-                    "add more with `clipmed users create`)",
-                    err=True,
-                )
+            bootstrap_admin(settings, session)
     except AppError as e:
         fail(e.message)
     finally:
@@ -414,6 +400,72 @@ def serve_cmd(
         # the worker, started with --exit-with-parent, stops by itself within a second.
         if worker is not None:
             stop_process(worker)
+
+
+def bootstrap_model(settings, session) -> None:
+    """An empty registry: register `clipmed demo`'s default checkpoint when there is one, else
+    queue a first training (activated when done) for the workers, once."""
+    from sqlalchemy import select
+
+    from app import jobs, registry
+    from app.models import Job
+    from app.schemas import TrainParams
+
+    if not registry.is_empty(session):
+        return
+    default = settings.default_checkpoint
+    if (default / "checkpoint.json").is_file():
+        row = registry.register_checkpoint(session, default)
+        registry.activate_version(session, row.version)
+        typer.echo(f"registered and activated {row.version} from {default}", err=True)
+        return
+    if not settings.bootstrap_train:
+        typer.echo("no model registered; /readyz answers 503 until one is activated", err=True)
+        return
+    queued = session.scalar(
+        select(Job.id).where(Job.kind == "train", Job.parent_id.is_(None)).limit(1)
+    )
+    if queued is not None:  # an earlier start (or another replica) asked already
+        return
+    try:
+        params = TrainParams(
+            cohort=settings.bootstrap_cohort,
+            preset=settings.bootstrap_preset,
+            overrides=settings.bootstrap_overrides,
+            activate=True,
+        )
+    except ValueError as e:  # pydantic's ValidationError names the setting
+        fail(f"CLIPMED_BOOTSTRAP_*: {e}")
+    job = jobs.enqueue(session, "train", params.model_dump())
+    typer.echo(
+        f"no model yet: queued train job {job.id} ({params.preset} on {params.cohort}); "
+        "the service is ready once a worker has trained and activated it",
+        err=True,
+    )
+
+
+def bootstrap_admin(settings, session) -> None:
+    """The first user: CLIPMED_ADMIN_PASSWORD when set, else a random password shown once."""
+    import secrets
+
+    from app import accounts
+    from app.models import Role
+
+    if accounts.has_users(session):
+        return
+    password = settings.admin_password.get_secret_value()
+    if password:
+        accounts.create_user(session, settings.admin_username, Role.admin, password)
+        typer.echo(f"created the first user {settings.admin_username!r} (admin)", err=True)
+        return
+    # No default credentials: a random password, shown once, on this console only.
+    password = secrets.token_urlsafe(16)
+    accounts.create_user(session, settings.admin_username, Role.admin, password)
+    typer.echo(
+        f"created the first user: {settings.admin_username} / {password}  (shown once; "
+        "add more with `clipmed users create`)",
+        err=True,
+    )
 
 
 def stop_process(process, grace: float = 30.0) -> None:
