@@ -23,6 +23,7 @@ from app.errors import AppError, NotAuthenticated, TooManyAttempts
 from app.limits import BodySizeLimit
 from app.routes import (
     admin,
+    admin_jobs,
     auth,
     docs,
     explanations,
@@ -146,5 +147,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(docs.router)
     app.include_router(admin.router)
+    app.include_router(admin_jobs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

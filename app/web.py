@@ -11,6 +11,8 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse
 
+from app.errors import AppError
+
 APP_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = APP_DIR / "templates"
 STATIC_DIR = APP_DIR / "static"
@@ -60,3 +62,11 @@ def render(
     )
     response.headers["Vary"] = "HX-Request"
     return response
+
+
+def render_error(
+    request: Request, error: AppError, title: str, note: str = "nothing was changed."
+) -> HTMLResponse:
+    """A domain error as the error page (or its fragment), under a heading saying what failed."""
+    context = {"error": error, "error_title": title, "error_note": note}
+    return render(request, "error.html", "_error.html", context, error.status_code)

@@ -1,15 +1,18 @@
-"""Admin screens: the audit trail, filtered, and its CSV export."""
+"""Admin screens: the audit trail and its CSV export, model activation from the models page,
+and evaluation reports with their figures and files."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
-from app import audit
-from app.deps import Admin, SessionDep
-from app.web import render
+from app import audit, registry, reports
+from app.deps import Admin, ServingStateDep, SessionDep
+from app.errors import AppError
+from app.web import render, render_error
 
 router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
 
@@ -45,3 +48,73 @@ def audit_csv(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
     )
+
+
+# --- models -----------------------------------------------------------------------------------
+@router.post("/models/{version}/activate", response_class=HTMLResponse)
+async def activate_model(
+    version: str, request: Request, session: SessionDep, state: ServingStateDep, caller: Admin
+) -> Response:
+    """The models page's Activate / Roll back buttons: serve `version` from now on."""
+    try:
+        await run_in_threadpool(registry.activate_version, session, version, state, caller.user)
+    except AppError as e:
+        return render_error(request, e, f"Could not activate model {version}")
+    await run_in_threadpool(
+        audit.record_request,
+        request,
+        "model.activate",
+        "success",
+        target_type="model",
+        target_id=version[:255],
+        model_version=version[:64],
+    )
+    return RedirectResponse("/models", status_code=303)
+
+
+# --- evaluation reports -----------------------------------------------------------------------
+@router.get("/reports", response_class=HTMLResponse)
+def reports_page(request: Request, session: SessionDep, _: Admin) -> Response:
+    context = {"reports": reports.list_reports(session)}
+    return render(request, "reports.html", "reports.html", context)
+
+
+@router.get("/reports/{report_id}", response_class=HTMLResponse)
+def report_page(report_id: int, request: Request, session: SessionDep, _: Admin) -> Response:
+    """The per-field table (the model's modes beside the baselines), the figures, the files."""
+    try:
+        row = reports.get_report(session, report_id)
+    except AppError as e:
+        return render_error(request, e, f"Could not show report {report_id}")
+    context = {
+        "report": row,
+        "table": reports.summary_table(row.summary),
+        "method_name": reports.method_name,
+        "figure_groups": reports.figure_groups(row),
+        "downloads": reports.download_names(row),
+    }
+    return render(request, "report.html", "report.html", context)
+
+
+@router.get("/reports/{report_id}/figures/{name}")
+def report_figure(
+    report_id: int, name: str, request: Request, session: SessionDep, _: Admin
+) -> Response:
+    """One PNG of the report's figures folder, by a name that folder holds."""
+    try:
+        path = reports.figure_path(reports.get_report(session, report_id), name)
+    except AppError as e:
+        return render_error(request, e, "No such figure")
+    return FileResponse(path, media_type="image/png")
+
+
+@router.get("/reports/{report_id}/files/{name}")
+def report_file(
+    report_id: int, name: str, request: Request, session: SessionDep, _: Admin
+) -> Response:
+    """metrics.csv, per_class.csv, retrieval.csv or summary.md of the report, as a download."""
+    try:
+        path, media_type = reports.download_path(reports.get_report(session, report_id), name)
+    except AppError as e:
+        return render_error(request, e, "No such file")
+    return FileResponse(path, media_type=media_type, filename=f"report-{report_id}-{name}")

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import audit, explaining, flagging, presenting, registry
+from app.admin_views import compare_metrics
 from app.config import Settings
 from app.deps import AnyUser, Reviewer, ServingStateDep, SessionDep, SettingsDep, get_serving
 from app.errors import AppError, InvalidInput, NotFound
@@ -175,11 +176,18 @@ def flag_explanation(
 
 
 @router.get("/models")
-def models_page(request: Request, session: SessionDep, _: AnyUser) -> Response:
-    """Registered versions with each field's flag and accepted-correction rates."""
+def models_page(request: Request, session: SessionDep, caller: AnyUser) -> Response:
+    """Registered versions, their validation metrics side by side, each field's flag and
+    accepted-correction rates; admins also get activation buttons and the history."""
+    versions = registry.list_versions(session)
+    is_admin = caller.role == Role.admin
     context = {
-        "models": registry.list_versions(session),
+        "models": versions,
+        "metrics": compare_metrics(versions),
         "rates": flagging.rates_by_model(session),
+        "is_admin": is_admin,
+        "active": next((v for v in versions if v.is_active), None),
+        "history": registry.history(session) if is_admin else [],
     }
     return render(request, "models.html", "models.html", context)
 

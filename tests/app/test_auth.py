@@ -58,6 +58,16 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("POST", "/api/v1/admin/jobs/{job_id}/cancel"): (401, 403, 403, 404),
     ("GET", "/api/v1/models/history"): (401, 403, 403, 200),
     ("POST", "/api/v1/models/{version}/activate"): (401, 403, 403, 404),
+    ("GET", "/admin/jobs"): (303, 403, 403, 200),
+    ("POST", "/admin/jobs"): (303, 403, 403, 422),
+    ("GET", "/admin/jobs/{job_id}"): (303, 403, 403, 404),
+    ("GET", "/admin/jobs/{job_id}/progress"): (303, 403, 403, 404),
+    ("POST", "/admin/jobs/{job_id}/cancel"): (303, 403, 403, 404),
+    ("POST", "/admin/models/{version}/activate"): (303, 403, 403, 404),
+    ("GET", "/admin/reports"): (303, 403, 403, 200),
+    ("GET", "/admin/reports/{report_id}"): (303, 403, 403, 404),
+    ("GET", "/admin/reports/{report_id}/figures/{name}"): (303, 403, 403, 404),
+    ("GET", "/admin/reports/{report_id}/files/{name}"): (303, 403, 403, 404),
 }
 PATH_VALUES = {
     "explanation_id": MISSING,
@@ -66,6 +76,7 @@ PATH_VALUES = {
     "token_id": "0",
     "job_id": "0",
     "version": "no-such-version",
+    "report_id": "0",
 }
 
 

@@ -1,0 +1,144 @@
+"""What the admin screens show that the services do not already hand over: the start-a-job
+form read into the same parameters the JSON API takes, who asked for each job, and the model
+versions' metrics laid side by side."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidInput
+from app.models import Job, ModelVersion, User
+from app.schemas import JobCreate
+from model.config import PRESETS
+from model.evaluate import MODEL_METHODS
+
+JOB_KINDS = ("train", "evaluate", "reindex")
+_JOB_CREATE = TypeAdapter(JobCreate)
+
+
+# --- the start-a-job form ---------------------------------------------------------------------
+@dataclass
+class JobForm:
+    """The form's fields as typed, so a refused form comes back as it was sent."""
+
+    kind: str = "evaluate"
+    cohort: str = "lidc"
+    preset: str = "lidc"
+    folds: str = "5"
+    epochs: str = ""
+    activate: bool = False
+    include_corrections: bool = True
+
+    @property
+    def presets(self) -> list[str]:
+        return list(PRESETS)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return JOB_KINDS
+
+
+def job_params(form: JobForm):
+    """The form as TrainParams, EvaluateParams or ReindexParams (the JSON API's validation);
+    InvalidInput naming the problem otherwise."""
+    if form.kind not in JOB_KINDS:
+        raise InvalidInput(f"choose the kind of job: {', '.join(JOB_KINDS)}")
+    data: dict = {"kind": form.kind}
+    if form.kind in ("train", "evaluate"):
+        data |= {"cohort": form.cohort.strip(), "preset": form.preset}
+        epochs = form.epochs.strip()
+        if epochs:
+            if not epochs.isdigit() or int(epochs) < 1:
+                raise InvalidInput(f"epochs must be a whole number of at least 1, got {epochs!r}")
+            data["overrides"] = {"epochs": int(epochs)}
+    if form.kind == "evaluate" and form.folds.strip():
+        data["folds"] = form.folds.strip()
+    if form.kind == "train":
+        data["activate"] = form.activate
+    if form.kind in ("train", "reindex"):
+        data["include_corrections"] = form.include_corrections
+    try:
+        return _JOB_CREATE.validate_python(data)
+    except ValidationError as e:
+        raise InvalidInput(_problems(e, form.kind)) from None
+
+
+def _problems(error: ValidationError, kind: str) -> str:
+    problems = []
+    for item in error.errors()[:3]:
+        where = [str(part) for part in item["loc"]]
+        if where[:1] == [kind]:  # the union's tag
+            where = where[1:]
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{'.'.join(where)}: {message}" if where else message)
+    return "; ".join(problems)
+
+
+# --- jobs -------------------------------------------------------------------------------------
+def usernames(session: Session, jobs: Iterable[Job]) -> dict[int, str]:
+    """requested_by id -> username, for the jobs' "who" column."""
+    ids = {job.requested_by for job in jobs if job.requested_by is not None}
+    if not ids:
+        return {}
+    rows = session.execute(select(User.id, User.username).where(User.id.in_(ids)))
+    return {user_id: name for user_id, name in rows}
+
+
+# --- model versions side by side ----------------------------------------------------------------
+# train's validation metrics: "val/<field>/<mode>_macro_f1" (model.evaluate.validation_metrics)
+FIELD_METRIC = re.compile(r"^val/(?P<field>[^/]+)/(?P<mode>[^/]+)_macro_f1$")
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    name: str
+    values: list[float | None]  # one per version, in the comparison's order
+
+    @property
+    def best(self) -> float | None:
+        present = [v for v in self.values if v is not None]
+        return max(present) if len(present) > 1 else None
+
+
+@dataclass
+class MetricsComparison:
+    versions: list[str]
+    by_mode: dict[str, list[MetricRow]] = field(default_factory=dict)  # mode -> field rows
+    other: list[MetricRow] = field(default_factory=list)  # any other key, e.g. val/cases
+
+    @property
+    def empty(self) -> bool:
+        return not self.by_mode and not self.other
+
+
+def compare_metrics(versions: list[ModelVersion]) -> MetricsComparison:
+    """Fields x versions, one table per prediction mode, from each version's flat metrics."""
+    names = [v.version for v in versions]
+    per_mode: dict[str, dict[str, list[float | None]]] = {}
+    other: dict[str, list[float | None]] = {}
+    for column, version in enumerate(versions):
+        for key, value in (version.metrics or {}).items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            match = FIELD_METRIC.match(key)
+            if match:
+                mode = per_mode.setdefault(match["mode"], {})
+                row = mode.setdefault(match["field"], [None] * len(versions))
+            else:
+                row = other.setdefault(key, [None] * len(versions))
+            row[column] = float(value)
+    order = [m for m in MODEL_METHODS if m in per_mode] + sorted(set(per_mode) - {*MODEL_METHODS})
+    return MetricsComparison(
+        names,
+        {
+            mode: [MetricRow(f, values) for f, values in sorted(per_mode[mode].items())]
+            for mode in order
+        },
+        [MetricRow(key, values) for key, values in sorted(other.items())],
+    )

@@ -1,0 +1,124 @@
+"""Admin jobs as pages: the list with a start form, one job with its live progress and log, and
+cancelling. The JSON API (`app.routes.jobs`) does the same for scripts; workers do the work.
+
+A running job's progress is a fragment that asks for itself again every second and, once the
+job has ended, comes back without the trigger, so the page stops polling by itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from app import audit, jobs, reports
+from app.admin_views import JobForm, job_params, usernames
+from app.deps import Admin, SessionDep
+from app.errors import AppError, InvalidInput
+from app.web import render, render_error
+
+router = APIRouter(
+    prefix="/admin/jobs",
+    tags=["admin"],
+    include_in_schema=False,
+    default_response_class=HTMLResponse,
+)
+
+FormText = Annotated[str, Form(max_length=255)]
+Checkbox = Annotated[str | None, Form(max_length=8)]  # present ("on") when ticked
+
+
+def _list_context(session: Session, form: JobForm, error: InvalidInput | None = None) -> dict:
+    rows = jobs.list_jobs(session)
+    return {
+        "jobs": rows,
+        "users": usernames(session, rows),
+        # the table refreshes itself while anything in it can still change
+        "active": any(not job.finished for job in rows),
+        "form": form,
+        "error": error,
+    }
+
+
+def _job_context(session: Session, job_id: int) -> dict:
+    job = jobs.get(session, job_id)
+    children = jobs.children(session, job.id)
+    return {
+        "job": job,
+        "children": children,
+        "parent": jobs.get(session, job.parent_id) if job.parent_id is not None else None,
+        "users": usernames(session, [job]),
+        "report": reports.report_for_job(session, job.id),
+    }
+
+
+@router.get("")
+def jobs_page(request: Request, session: SessionDep, _: Admin) -> Response:
+    """The jobs, newest first; htmx gets the table alone (it polls it while jobs run)."""
+    return render(request, "jobs.html", "_jobs_table.html", _list_context(session, JobForm()))
+
+
+@router.post("")
+def start_job(
+    request: Request,
+    session: SessionDep,
+    caller: Admin,
+    kind: FormText = "",
+    cohort: FormText = "",
+    preset: FormText = "",
+    folds: FormText = "",
+    epochs: FormText = "",
+    activate: Checkbox = None,
+    include_corrections: Checkbox = None,
+) -> Response:
+    """The start form's target: the JSON API's validation, then the new job's page (303)."""
+    form = JobForm(
+        kind=kind,
+        cohort=cohort,
+        preset=preset,
+        folds=folds,
+        epochs=epochs,
+        activate=activate is not None,
+        include_corrections=include_corrections is not None,
+    )
+    try:
+        params = job_params(form)
+    except InvalidInput as e:
+        context = _list_context(session, form, e)
+        return render(request, "jobs.html", "_job_form.html", context, e.status_code)
+    job = jobs.enqueue(session, params.kind, params.model_dump(), requested_by=caller.user)
+    audit.record_request(request, "job.start", "success", target_type="job", target_id=str(job.id))
+    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+
+
+@router.get("/{job_id}")
+def job_page(job_id: int, request: Request, session: SessionDep, _: Admin) -> Response:
+    """Parameters, status, fold jobs, result and log; htmx gets the live part alone."""
+    try:
+        context = _job_context(session, job_id)
+    except AppError as e:
+        return render_error(request, e, f"Could not show job {job_id}")
+    return render(request, "job.html", "_job_live.html", context)
+
+
+@router.get("/{job_id}/progress")
+def job_progress(job_id: int, request: Request, session: SessionDep, _: Admin) -> Response:
+    """The live part of the job page (progress, folds, log): polls itself while the job runs."""
+    try:
+        context = _job_context(session, job_id)
+    except AppError as e:
+        return render_error(request, e, f"Could not show job {job_id}")
+    return render(request, "job.html", "_job_live.html", context)
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: int, request: Request, session: SessionDep, _: Admin) -> Response:
+    """Queued jobs end at once, a running one at its next progress point; 409 once ended."""
+    try:
+        jobs.cancel(session, job_id)
+    except AppError as e:
+        return render_error(request, e, f"Could not cancel job {job_id}")
+    audit.record_request(request, "job.cancel", "success", target_type="job", target_id=str(job_id))
+    return RedirectResponse(f"/admin/jobs/{job_id}", status_code=303)
