@@ -4,6 +4,7 @@ Runs each preset in its own process (so peak memory is that preset's alone) and 
 markdown table with the machine it ran on. Usage:
 
     .venv/bin/python bench/cv_lidc.py [--presets lidc thesis] [--folds 5] [--out reports/bench]
+        [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ def cpu_model() -> str:
     return platform.machine()
 
 
-def run_one(preset: str, cohort: Path, folds: int, out: Path) -> dict:
+def gpu_model(device: str) -> str:
+    import torch
+
+    from model.train import resolve_device
+
+    resolved = resolve_device(device)
+    return torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else ""
+
+
+def run_one(preset: str, cohort: Path, folds: int, out: Path, device: str = "cpu") -> dict:
     from model.cohort import Cohort
     from model.config import default_text_encoder
     from model.config import preset as get_preset
@@ -36,7 +46,7 @@ def run_one(preset: str, cohort: Path, folds: int, out: Path) -> dict:
     from model.evaluate import MODEL_METHODS, cross_validate, write_report
 
     data = Cohort.load(cohort)
-    mcfg, tcfg = get_preset(preset)
+    mcfg, tcfg = get_preset(preset, device=device)
     start = time.perf_counter()
     encoder = FrozenTextEncoder(default_text_encoder(), mcfg.text_max_length)
     load_seconds = time.perf_counter() - start
@@ -50,6 +60,7 @@ def run_one(preset: str, cohort: Path, folds: int, out: Path) -> dict:
     text_seconds = result.timing["text_encoder_seconds"] + load_seconds
     return {
         "preset": preset,
+        "device": device,
         "wall_seconds": round(wall, 1),
         "train_seconds": result.timing["train_seconds"],
         "text_encoder_seconds": round(text_seconds, 2),
@@ -60,7 +71,7 @@ def run_one(preset: str, cohort: Path, folds: int, out: Path) -> dict:
     }
 
 
-def seconds_per_batch(preset: str, cohort: Path, batches: int = 20) -> dict:
+def seconds_per_batch(preset: str, cohort: Path, batches: int = 20, device: str = "cpu") -> dict:
     """Training cost of one batch of a preset (for presets too slow to run in full here)."""
     import numpy as np
 
@@ -71,7 +82,7 @@ def seconds_per_batch(preset: str, cohort: Path, batches: int = 20) -> dict:
     from model.train import train
 
     data = Cohort.load(cohort)
-    mcfg, tcfg = get_preset(preset)
+    mcfg, tcfg = get_preset(preset, device=device)
     n = tcfg.batch_size * batches
     subset = data.subset(np.arange(min(n, len(data))))
     encoder = FrozenTextEncoder(default_text_encoder(), mcfg.text_max_length)
@@ -94,6 +105,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--cohort", type=Path, default=Path("data/lidc"))
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda, or auto (cuda when available) for training"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset here
     parser.add_argument(
         "--time-batches",
@@ -106,10 +120,10 @@ def main() -> None:
 
     if args.time_batches:
         for name in args.time_batches:
-            print(json.dumps(seconds_per_batch(name, args.cohort)))
+            print(json.dumps(seconds_per_batch(name, args.cohort, device=args.device)))
         return
     if args.one:
-        print(json.dumps(run_one(args.one, args.cohort, args.folds, args.out)))
+        print(json.dumps(run_one(args.one, args.cohort, args.folds, args.out, args.device)))
         return
 
     from model.datasets.lidc import import_lidc
@@ -129,6 +143,8 @@ def main() -> None:
                 str(args.cohort),
                 "--out",
                 str(args.out),
+                "--device",
+                args.device,
             ],
             check=True,
             capture_output=True,
@@ -138,6 +154,9 @@ def main() -> None:
         print(json.dumps(rows[-1]), file=sys.stderr)
 
     machine = f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    gpu = gpu_model(args.device)
+    if gpu:
+        machine += f", training on {gpu}"
     print(f"Machine: {machine}\n")
     print("| preset | wall time | training | text encoder (share) | peak memory |")
     print("|---|---|---|---|---|")

@@ -47,6 +47,10 @@ class CLIPMedical(nn.Module):
         )
 
     @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    @property
     def scale(self) -> torch.Tensor:
         return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 

@@ -61,6 +61,7 @@ class TrainConfig:
     val_fraction: float = 0.0  # share of training patients held out for early stopping
     patience: int = 0  # epochs without validation improvement before stopping (0 = never)
     seed: int = 0  # seeds weights, sampling and the validation split
+    device: str = "cpu"  # "cpu", "cuda", or "auto" (cuda when available); model comes back on cpu
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -6,6 +6,7 @@ and inference only run the small learnable head on its cached token states.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -94,6 +95,12 @@ class TextTokenCache:
         self.texts = list(dict.fromkeys(texts))  # distinct, first-seen order
         self.index = {t: i for i, t in enumerate(self.texts)}
         self.states, self.mask = encoder.token_states(self.texts)  # (T, L, H), (T, L)
+
+    def to(self, device: torch.device | str) -> TextTokenCache:
+        """The same cache with its token states on `device` (no copy where they already are)."""
+        moved = copy.copy(self)
+        moved.states, moved.mask = self.states.to(device), self.mask.to(device)
+        return moved
 
     def ids(self, texts: Sequence[str]) -> torch.Tensor:
         return torch.tensor([self.index[t] for t in texts], dtype=torch.long)

@@ -28,7 +28,15 @@ from model.cohort import Cohort
 from model.config import ModelConfig, TrainConfig
 from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.retrieval import top1_fields, vote_fields
-from model.train import Progress, Subset, embed_cases, embed_texts, split_by_patient, train
+from model.train import (
+    Progress,
+    Subset,
+    embed_cases,
+    embed_texts,
+    resolve_device,
+    split_by_patient,
+    train,
+)
 
 MODEL_METHODS = ("top1", "vote", "head", "probe")
 BASELINES = ("majority", "logreg")
@@ -186,8 +194,8 @@ def model_predictions(
     }
     if model.heads:
         with torch.no_grad():
-            logits = model.classify(torch.from_numpy(case_emb))
-        predictions["head"] = np.stack([lg.argmax(1).numpy() for lg in logits], axis=1)
+            logits = model.classify(torch.from_numpy(case_emb).to(model.device))
+        predictions["head"] = np.stack([lg.argmax(1).cpu().numpy() for lg in logits], axis=1)
     return predictions
 
 
@@ -242,8 +250,10 @@ def run_fold(
     schema = cohort.schema
     n_classes = [len(f.values) for f in schema.fields]
     all_texts = cohort.texts()
+    device = resolve_device(tcfg.device)
     if cache is None:
         cache = TextTokenCache(encoder, all_texts)  # frozen encoder: once per distinct text
+    cache = cache.to(device)
     if pooled is None:
         pooled = pooled_features(cohort, mcfg.max_slices)
 
@@ -261,7 +271,7 @@ def run_fold(
         on_progress=lambda p: report(p, "train"),
         field_classes=n_classes,
     )
-    model = result.model
+    model = result.model.to(device)  # the fold's own model: embed on the training device
 
     report(None, "predict")
     train_texts = [all_texts[i] for i in train_idx]
@@ -371,6 +381,7 @@ def cross_validate(
     t0 = time.perf_counter()
     cache = TextTokenCache(encoder, cohort.texts())
     text_seconds = time.perf_counter() - t0
+    cache = cache.to(resolve_device(tcfg.device))  # once for all folds
     pooled = pooled_features(cohort, mcfg.max_slices)
     results = [
         run_fold(cohort, mcfg, tcfg, encoder, f, folds, vote_k, seed, on_progress, cache, pooled)

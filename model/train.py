@@ -71,6 +71,16 @@ class Subset:
         return self.base.patients[self.idx]
 
 
+def resolve_device(name: str) -> torch.device:
+    """A TrainConfig.device as a torch device: "auto" is cuda when torch sees one, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return device
+
+
 def split_by_patient(patients: np.ndarray, fraction: float, seed: int):
     """(train_idx, val_idx) with `fraction` of the distinct patients held out."""
     unique = np.unique(patients)
@@ -139,7 +149,7 @@ def _batches(n: int, batch_size: int, sampler_weights: np.ndarray | None, rng):
 
 def _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights=None):
     slices, mask = batch_slices([cases.slices(int(i)) for i in idx], mcfg.max_slices)
-    image, _ = model.encode_image(slices, mask)  # (b, d)
+    image, _ = model.encode_image(slices.to(model.device), mask.to(model.device))  # (b, d)
     ids = text_ids[idx]
     uniq, inverse = torch.unique(ids, return_inverse=True)
     distinct = model.encode_text(cache.states[uniq], cache.mask[uniq])  # (u, d)
@@ -148,7 +158,7 @@ def _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights=No
     else:
         loss = clip_loss(image, distinct[inverse], model.scale)  # (b, d): the thesis's form
     if tcfg.multitask_weight > 0 and len(model.heads):
-        labels = torch.from_numpy(np.asarray(cases.labels[idx], dtype=np.int64))
+        labels = torch.from_numpy(np.asarray(cases.labels[idx], dtype=np.int64)).to(model.device)
         loss = loss + tcfg.multitask_weight * multitask_loss(
             model.classify(image), labels, class_weights
         )
@@ -164,7 +174,10 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     field_classes: Sequence[int] = (),
 ) -> TrainResult:
-    """Train a fresh model on `cases`. `cache` may hold the token states of more texts."""
+    """Train a fresh model on `cases`, on `tcfg.device`; the model comes back on the CPU.
+
+    `cache` may hold the token states of more texts."""
+    device = resolve_device(tcfg.device)
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
     texts = cases.texts()
@@ -172,6 +185,7 @@ def train(
     if cache is None or any(t not in cache.index for t in texts):
         cache = TextTokenCache(encoder, texts)
     text_seconds = time.perf_counter() - t0
+    cache = cache.to(device)  # the frozen encoder stays on the CPU; its cached states move once
 
     first = cases.slices(0)
     mcfg = mcfg.replace(
@@ -189,13 +203,16 @@ def train(
     mean, std = feature_statistics(fit_set, seed=tcfg.seed)
     model.image.norm_in.mean.copy_(mean)
     model.image.norm_in.std.copy_(std.clamp_min(1e-6))
+    model.to(device)
 
-    fit_ids = cache.ids(fit_set.texts())
-    val_ids = cache.ids(val_set.texts()) if len(val_set) else None
+    fit_ids = cache.ids(fit_set.texts()).to(device)
+    val_ids = cache.ids(val_set.texts()).to(device) if len(val_set) else None
     weights = balanced_weights(fit_set.labels) if tcfg.balanced else None
     class_weights = None
     if tcfg.balanced_heads and mcfg.field_classes:
-        class_weights = inverse_frequency(fit_set.labels, mcfg.field_classes)
+        class_weights = [
+            w.to(device) for w in inverse_frequency(fit_set.labels, mcfg.field_classes)
+        ]
     optimiser = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad],
         lr=tcfg.lr,
@@ -233,7 +250,7 @@ def train(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model.cpu().eval()  # checkpoints and inference are CPU-only
     return TrainResult(model, history, best_epoch, time.perf_counter() - start, text_seconds)
 
 
@@ -254,7 +271,7 @@ def evaluate_loss(model, cases, text_ids, cache, tcfg, mcfg, class_weights=None)
 
 @torch.no_grad()
 def embed_cases(model: CLIPMedical, cases: CaseSet, batch_size: int = 256) -> np.ndarray:
-    """L2-normalised image embeddings of every case, float32 (n, d)."""
+    """L2-normalised image embeddings of every case, float32 (n, d), on the model's device."""
     model.eval()
     out = []
     for s in range(0, len(cases), batch_size):
@@ -262,7 +279,9 @@ def embed_cases(model: CLIPMedical, cases: CaseSet, batch_size: int = 256) -> np
             [cases.slices(i) for i in range(s, min(s + batch_size, len(cases)))],
             model.cfg.max_slices,
         )
-        out.append(model.encode_image(slices, mask)[0].numpy())
+        out.append(
+            model.encode_image(slices.to(model.device), mask.to(model.device))[0].cpu().numpy()
+        )
     return (
         np.concatenate(out).astype(np.float32)
         if out
@@ -274,5 +293,6 @@ def embed_cases(model: CLIPMedical, cases: CaseSet, batch_size: int = 256) -> np
 def embed_texts(model: CLIPMedical, cache: TextTokenCache, texts: Sequence[str]) -> np.ndarray:
     """L2-normalised text embeddings, float32 (t, d)."""
     model.eval()
-    ids = cache.ids(texts)
-    return model.encode_text(cache.states[ids], cache.mask[ids]).numpy().astype(np.float32)
+    ids = cache.ids(texts).to(cache.states.device)
+    states, mask = cache.states[ids].to(model.device), cache.mask[ids].to(model.device)
+    return model.encode_text(states, mask).cpu().numpy().astype(np.float32)

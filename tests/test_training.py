@@ -74,3 +74,21 @@ def test_both_architectures_train_with_masks_for_few_slices(lidc_small, text_enc
         # Padding must not change a case's embedding: alone vs. in a batch with longer cases.
         one = embed_cases(result.model, lidc_small.subset([0]))
         np.testing.assert_allclose(one[0], emb[0], atol=1e-5)
+
+
+def test_device_defaults_to_cpu_and_cuda_is_never_required(trained_small):
+    import pytest
+    import torch
+
+    from model.config import TrainConfig, config_from_dict
+    from model.train import resolve_device
+
+    # A train_config saved before the device setting existed loads as a CPU run.
+    assert config_from_dict(TrainConfig, {"epochs": 3}).device == "cpu"
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
+    result, _ = trained_small
+    assert result.model.device == torch.device("cpu")  # checkpoints stay CPU-only
