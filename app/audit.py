@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import logs
 from app.models import AuditEvent, User
 
 CSV_COLUMNS = (
@@ -93,7 +94,8 @@ def to_csv(events: Iterable[AuditEvent]) -> str:
 
 class RequestId:
     """Gives each request an id (the client's X-Request-ID when sane, else a new one), kept in
-    request.state for the audit trail and echoed in the response."""
+    request.state for the audit trail, bound to every log line of the request (app.logs), and
+    echoed in the response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -115,7 +117,8 @@ class RequestId:
                 ]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        with logs.bound(request_id=request_id):
+            await self.app(scope, receive, send_with_id)
 
 
 def record_request(request, action: str, outcome: str, **fields) -> None:

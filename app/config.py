@@ -64,6 +64,17 @@ class Settings(BaseSettings):
     # Where `clipmed serve` listens.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # On SIGTERM `clipmed serve` stops accepting and lets requests in flight finish for up to
+    # this long; kept under docker's 10 s before SIGKILL (compose's default stop_grace_period).
+    shutdown_timeout_seconds: float = Field(default=8.0, gt=0)
+    # Log lines of serve and worker: "json" (one object a line, for a collector), "text", or
+    # "auto" = text on a terminal, JSON otherwise (compose, systemd, a pipe).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    # Lowest level logged (DEBUG also shows the access lines of health probes and scrapes).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # When set, GET /metrics needs `Authorization: Bearer <this>`; empty = open (scraped from
+    # inside the deployment network).
+    metrics_token: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -21,6 +21,7 @@ from app.config import Settings
 from app.db import make_engine, make_session_factory
 from app.errors import AppError, NotAuthenticated, TooManyAttempts
 from app.limits import BodySizeLimit
+from app.metrics import Metrics, ObserveRequests
 from app.routes import (
     admin,
     admin_jobs,
@@ -30,6 +31,7 @@ from app.routes import (
     flags,
     health,
     jobs,
+    metrics,
     models,
     pages,
     tokens,
@@ -109,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.serving = state
+    app.state.metrics = Metrics(sessions, state)
     app.state.login_throttle = accounts.LoginThrottle()
 
     @app.exception_handler(AppError)
@@ -136,8 +139,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": detail, "code": "invalid_input"}, status_code=422)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ObserveRequests, metrics=app.state.metrics)  # inside RequestId: its id
     app.add_middleware(RequestId)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(models.router)
     app.include_router(jobs.router)
     app.include_router(explanations.router)

@@ -3,6 +3,8 @@ and the history of every switch (activation, rollback, catalog swap)."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -65,13 +67,15 @@ def register_checkpoint(
 
 def load_serving(row: ModelVersion) -> Serving:
     """Builds the Serving of a registered version, checking the folder still holds it."""
+    started = time.perf_counter()
     ckpt = load_checkpoint(Path(row.path))
     if (ckpt.version, ckpt.catalog.version) != (row.version, row.catalog_version):
         raise CheckpointRejected(
             f"{row.path} now holds model {ckpt.version} with catalog {ckpt.catalog.version}, "
             f"but it was registered as model {row.version} with catalog {row.catalog_version}"
         )
-    return Serving.from_checkpoint(ckpt, row.path)
+    serving = Serving.from_checkpoint(ckpt, row.path)
+    return dataclasses.replace(serving, load_seconds=time.perf_counter() - started)
 
 
 def set_active(

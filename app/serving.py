@@ -26,6 +26,8 @@ class Serving:
     # The checkpoint folder: a re-index with no new catalog text still adds cases and counts,
     # in a new folder, so the folder tells two such versions apart.
     source: str = ""
+    # Seconds it took to load the checkpoint and build the explainer (a metric).
+    load_seconds: float = 0.0
 
     @property
     def feature_dim(self) -> int:

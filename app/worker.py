@@ -8,6 +8,7 @@ checks that stop it at its next progress point (cancelled, lease lost, worker st
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import jobs
+from app import jobs, logs
 from app.config import Settings
 from app.jobs import LeaseLost
 from app.models import Job, JobStatus
@@ -121,7 +122,10 @@ class Heartbeat:
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{ctx.job.id}")
+        # In a copy of the context: its log lines carry the job id bound by Worker.execute.
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), name=f"heartbeat-{ctx.job.id}"
+        )
 
     def __enter__(self) -> Heartbeat:
         self.thread.start()
@@ -193,10 +197,11 @@ class Worker:
         return job, token
 
     def execute(self, job: Job, token: str) -> None:
-        ctx = JobContext(job, token, self.settings, self.sessions, self.stop)
-        ctx.log(f"attempt {job.attempts} of {job.max_attempts} on {self.base_token}")
-        with Heartbeat(ctx):
-            self._execute(ctx)
+        with logs.bound(job_id=job.id):  # every line logged while the job runs names it
+            ctx = JobContext(job, token, self.settings, self.sessions, self.stop)
+            ctx.log(f"attempt {job.attempts} of {job.max_attempts} on {self.base_token}")
+            with Heartbeat(ctx):
+                self._execute(ctx)
 
     def _execute(self, ctx: JobContext) -> None:
         job, token = ctx.job, ctx.token

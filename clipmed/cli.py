@@ -367,9 +367,11 @@ def serve_cmd(
 
     from app.db import make_engine, make_session_factory
     from app.errors import AppError
+    from app.logs import configure_logging
     from app.main import create_app
 
     settings = service_settings(host=host, port=port)
+    configure_logging(settings.log_format, settings.log_level)
     if settings.text_encoder:
         import os
 
@@ -394,7 +396,17 @@ def serve_cmd(
         worker = subprocess.Popen([sys.executable, "-m", "clipmed", "worker", "--exit-with-parent"])
         typer.echo(f"started a job worker (pid {worker.pid})", err=True)
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            # Our logging (configure_logging) and our access lines (app.metrics, with the
+            # request id and route), instead of uvicorn's.
+            log_config=None,
+            access_log=False,
+            # SIGTERM: stop accepting, let requests in flight finish for up to this long.
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        )
     finally:
         # Reached on Ctrl-C; on SIGTERM uvicorn re-raises the signal after its shutdown, and
         # the worker, started with --exit-with-parent, stops by itself within a second.
@@ -491,20 +503,18 @@ def worker_cmd(
 ) -> None:
     """Run admin jobs (train, evaluate, reindex) from the queue, one at a time, until stopped.
     SIGTERM or Ctrl-C hands the running job back to the queue at its next progress point."""
-    import logging
     import os
     import signal
     import threading
 
     from app.db import make_engine, make_session_factory
+    from app.logs import configure_logging
     from app.worker import Worker
 
     settings = service_settings()
     if settings.text_encoder:
         os.environ.setdefault("TEXT_ENCODER", settings.text_encoder)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_format, settings.log_level)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -25,6 +25,7 @@ MISSING = "00000000-0000-0000-0000-000000000000"
 EXPECTED: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET", "/healthz"): (200, 200, 200, 200),
     ("GET", "/readyz"): (200, 200, 200, 200),
+    ("GET", "/metrics"): (200, 200, 200, 200),
     ("GET", "/api/v1/models"): (401, 200, 200, 200),
     ("POST", "/api/v1/explanations"): (401, 415, 415, 415),
     ("GET", "/api/v1/explanations"): (401, 200, 200, 200),
