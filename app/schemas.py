@@ -21,6 +21,22 @@ def as_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
+def no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+# Text a request hands to the database. PostgreSQL can neither store nor compare a NUL character
+# (its driver raises: a 500), so one is refused as invalid input, on SQLite too.
+Text = Annotated[str, AfterValidator(no_nul)]
+
+# A row id in a URL. The id columns are 32-bit integers (PostgreSQL `integer`): a number outside
+# that range names no row, and past 64 bits SQLite's driver cannot even bind it (a 500), so it is
+# refused as invalid input instead.
+RowId = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+
+
 class ErrorResponse(BaseModel):
     detail: str = Field(description="What is wrong, in words")
     code: str = Field(description="Machine-readable kind of error")

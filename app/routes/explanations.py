@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app import audit, explaining
 from app.deps import AnyUser, ServingDep, SessionDep
 from app.errors import NotFound
-from app.schemas import ErrorResponse, ExplanationOut, ExplanationSummary
+from app.schemas import ErrorResponse, ExplanationOut, ExplanationSummary, Text
 from app.upload import REQUEST_BODY_OPENAPI, read_explanation_request
 
 router = APIRouter(prefix="/api/v1/explanations", tags=["explanations"])
@@ -47,7 +47,7 @@ async def create_explanation(
     return ExplanationOut.from_row(row)
 
 
-@router.get("", response_model=list[ExplanationSummary], responses=_errors(401, 403))
+@router.get("", response_model=list[ExplanationSummary], responses=_errors(401, 403, 422))
 def list_explanations(
     session: SessionDep, caller: AnyUser, limit: Annotated[int, Query(ge=1, le=200)] = 20
 ) -> list[ExplanationSummary]:
@@ -56,9 +56,11 @@ def list_explanations(
     return [ExplanationSummary.from_row(row) for row in rows]
 
 
-@router.get("/{explanation_id}", response_model=ExplanationOut, responses=_errors(401, 403, 404))
+@router.get(
+    "/{explanation_id}", response_model=ExplanationOut, responses=_errors(401, 403, 404, 422)
+)
 def get_explanation(
-    explanation_id: str, request: Request, session: SessionDep, caller: AnyUser
+    explanation_id: Text, request: Request, session: SessionDep, caller: AnyUser
 ) -> ExplanationOut:
     """One stored explanation, as it was returned when it was made."""
     try:

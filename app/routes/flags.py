@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -15,7 +14,7 @@ from pydantic import BaseModel, Field
 from app import audit, explaining, flagging
 from app.deps import Reviewer, SessionDep
 from app.models import Flag, FlagReason, FlagStatus
-from app.schemas import ErrorResponse
+from app.schemas import ErrorResponse, RowId, Text, UtcDatetime
 
 router = APIRouter(prefix="/api/v1", tags=["flags"])
 
@@ -23,16 +22,16 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 
 class FlagIn(BaseModel):
-    field: str | None = Field(default=None, max_length=64, description="A field to flag")
+    field: Text | None = Field(default=None, max_length=64, description="A field to flag")
     text_rank: int | None = Field(default=None, ge=1, description="Or a retrieved text's rank")
     reason: FlagReason
-    corrected_value: str | None = Field(default=None, max_length=255)
-    comment: str = Field(default="", max_length=2000)
+    corrected_value: Text | None = Field(default=None, max_length=255)
+    comment: Text = Field(default="", max_length=2000)
 
 
 class ReviewIn(BaseModel):
     decision: Literal["accept", "reject"]
-    note: str = Field(default="", max_length=2000)
+    note: Text = Field(default="", max_length=2000)
 
 
 class FlagOut(BaseModel):
@@ -48,8 +47,8 @@ class FlagOut(BaseModel):
     model_version: str
     catalog_version: str
     status: FlagStatus
-    created_at: datetime
-    reviewed_at: datetime | None
+    created_at: UtcDatetime
+    reviewed_at: UtcDatetime | None
     review_note: str
 
     @classmethod
@@ -64,7 +63,7 @@ class FlagOut(BaseModel):
     responses=ERRORS,
 )
 def create_flag(
-    explanation_id: str, body: FlagIn, request: Request, session: SessionDep, caller: Reviewer
+    explanation_id: Text, body: FlagIn, request: Request, session: SessionDep, caller: Reviewer
 ) -> FlagOut:
     """Flag one field (with the correct value where known) or one retrieved text."""
     explanation = explaining.get_explanation(session, explanation_id)
@@ -78,8 +77,8 @@ def review_queue(
     session: SessionDep,
     _: Reviewer,
     status: FlagStatus | None = None,
-    field: Annotated[str | None, Query(max_length=64)] = None,
-    model_version: Annotated[str | None, Query(max_length=64)] = None,
+    field: Annotated[Text | None, Query(max_length=64)] = None,
+    model_version: Annotated[Text | None, Query(max_length=64)] = None,
     reason: FlagReason | None = None,
 ) -> list[FlagOut]:
     """The review queue, newest first, filtered by status, field, model version and reason."""
@@ -91,7 +90,7 @@ def review_queue(
 
 @router.post("/flags/{flag_id}/review", response_model=FlagOut, responses=ERRORS)
 def review_flag(
-    flag_id: int, body: ReviewIn, request: Request, session: SessionDep, caller: Reviewer
+    flag_id: RowId, body: ReviewIn, request: Request, session: SessionDep, caller: Reviewer
 ) -> FlagOut:
     """Accept or reject an open flag, with a note."""
     flag = flagging.review(session, flag_id, caller.user, body.decision == "accept", body.note)
@@ -99,7 +98,10 @@ def review_flag(
     return FlagOut.from_row(flag)
 
 
-@router.get("/corrections", responses=ERRORS)
+CSV_TOO = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
+
+
+@router.get("/corrections", responses={**ERRORS, **CSV_TOO})
 def corrections(
     session: SessionDep,
     _: Reviewer,

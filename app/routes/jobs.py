@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from app import audit, jobs
 from app.deps import Admin, SessionDep
 from app.models import JobStatus
-from app.schemas import ErrorResponse, JobCreate, JobOut
+from app.schemas import ErrorResponse, JobCreate, JobOut, RowId
 
 router = APIRouter(prefix="/api/v1/admin/jobs", tags=["jobs"])
 
@@ -40,14 +40,14 @@ def list_jobs(session: SessionDep, _: Admin, status: JobStatus | None = None) ->
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
-def get_job(job_id: int, session: SessionDep, _: Admin) -> JobOut:
+def get_job(job_id: RowId, session: SessionDep, _: Admin) -> JobOut:
     """A job's status, progress, result, fold jobs and the tail of its log."""
     job = jobs.get(session, job_id)
     return JobOut.from_row(job, jobs.children(session, job.id), with_log=True)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=ERRORS)
-def cancel_job(job_id: int, request: Request, session: SessionDep, _: Admin) -> JobOut:
+def cancel_job(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> JobOut:
     """Queued jobs end at once; a running one stops at its next progress point."""
     job = jobs.cancel(session, job_id)
     audit.record_request(request, "job.cancel", "success", target_type="job", target_id=str(job_id))

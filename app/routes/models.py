@@ -7,14 +7,14 @@ from starlette.concurrency import run_in_threadpool
 
 from app import audit, registry
 from app.deps import Admin, AnyUser, ServingStateDep, SessionDep
-from app.schemas import ErrorResponse, ModelEventOut, ModelVersionOut
+from app.schemas import ErrorResponse, ModelEventOut, ModelVersionOut, Text
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 
-@router.get("", response_model=list[ModelVersionOut])
+@router.get("", response_model=list[ModelVersionOut], responses=ERRORS)
 def list_models(session: SessionDep, _: AnyUser) -> list[ModelVersionOut]:
     """Registered model versions, newest first, with the active one flagged."""
     return [ModelVersionOut.from_row(row) for row in registry.list_versions(session)]
@@ -29,7 +29,7 @@ def model_history(session: SessionDep, _: Admin) -> list[ModelEventOut]:
 
 @router.post("/{version}/activate", response_model=ModelVersionOut, responses=ERRORS)
 async def activate_model(
-    version: str, request: Request, session: SessionDep, state: ServingStateDep, caller: Admin
+    version: Text, request: Request, session: SessionDep, state: ServingStateDep, caller: Admin
 ) -> ModelVersionOut:
     """Serve `version` from now on; requests already running finish with the version they
     started with. Rolling back is the same call with the older version."""

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from app import accounts, audit
 from app.deps import AnyUser, Principal, SessionDep
 from app.models import ApiToken, Role
-from app.schemas import ErrorResponse
+from app.schemas import ErrorResponse, RowId, UtcDatetime
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404)}
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 
 class TokenOut(BaseModel):
     id: int
     user_id: int
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None
 
     @classmethod
     def from_row(cls, row: ApiToken) -> TokenOut:
@@ -52,7 +50,9 @@ def create_token(request: Request, session: SessionDep, caller: AnyUser) -> NewT
 
 
 @router.post("/{token_id}/revoke", response_model=TokenOut, responses=ERRORS)
-def revoke_token(token_id: int, request: Request, session: SessionDep, caller: AnyUser) -> TokenOut:
+def revoke_token(
+    token_id: RowId, request: Request, session: SessionDep, caller: AnyUser
+) -> TokenOut:
     """Revoke one of your tokens (an admin: anyone's)."""
     row = accounts.revoke_token_id(session, token_id, _owner_filter(caller))
     audit.record_request(
