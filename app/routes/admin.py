@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app import audit, registry, reports
 from app.deps import Admin, ServingStateDep, SessionDep
 from app.errors import AppError
+from app.schemas import RowId
 from app.web import render, render_error
 
 router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
@@ -80,7 +81,7 @@ def reports_page(request: Request, session: SessionDep, _: Admin) -> Response:
 
 
 @router.get("/reports/{report_id}", response_class=HTMLResponse)
-def report_page(report_id: int, request: Request, session: SessionDep, _: Admin) -> Response:
+def report_page(report_id: RowId, request: Request, session: SessionDep, _: Admin) -> Response:
     """The per-field table (the model's modes beside the baselines), the figures, the files."""
     try:
         row = reports.get_report(session, report_id)
@@ -98,7 +99,7 @@ def report_page(report_id: int, request: Request, session: SessionDep, _: Admin)
 
 @router.get("/reports/{report_id}/figures/{name}")
 def report_figure(
-    report_id: int, name: str, request: Request, session: SessionDep, _: Admin
+    report_id: RowId, name: str, request: Request, session: SessionDep, _: Admin
 ) -> Response:
     """One PNG of the report's figures folder, by a name that folder holds."""
     try:
@@ -110,7 +111,7 @@ def report_figure(
 
 @router.get("/reports/{report_id}/files/{name}")
 def report_file(
-    report_id: int, name: str, request: Request, session: SessionDep, _: Admin
+    report_id: RowId, name: str, request: Request, session: SessionDep, _: Admin
 ) -> Response:
     """metrics.csv, per_class.csv, retrieval.csv or summary.md of the report, as a download."""
     try:

@@ -17,6 +17,7 @@ from app import audit, jobs, reports
 from app.admin_views import JobForm, job_params, usernames
 from app.deps import Admin, SessionDep
 from app.errors import AppError, InvalidInput
+from app.schemas import RowId
 from app.web import render, render_error
 
 router = APIRouter(
@@ -94,7 +95,7 @@ def start_job(
 
 
 @router.get("/{job_id}")
-def job_page(job_id: int, request: Request, session: SessionDep, _: Admin) -> Response:
+def job_page(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> Response:
     """Parameters, status, fold jobs, result and log; htmx gets the live part alone."""
     try:
         context = _job_context(session, job_id)
@@ -104,7 +105,7 @@ def job_page(job_id: int, request: Request, session: SessionDep, _: Admin) -> Re
 
 
 @router.get("/{job_id}/progress")
-def job_progress(job_id: int, request: Request, session: SessionDep, _: Admin) -> Response:
+def job_progress(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> Response:
     """The live part of the job page (progress, folds, log): polls itself while the job runs."""
     try:
         context = _job_context(session, job_id)
@@ -114,7 +115,7 @@ def job_progress(job_id: int, request: Request, session: SessionDep, _: Admin) -
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job_id: int, request: Request, session: SessionDep, _: Admin) -> Response:
+def cancel_job(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> Response:
     """Queued jobs end at once, a running one at its next progress point; 409 once ended."""
     try:
         jobs.cancel(session, job_id)
