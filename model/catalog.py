@@ -2,12 +2,19 @@
 
 Both hold L2-normalised embeddings in an inner-product index, so scores are cosine similarities.
 Saved as FAISS's own binary index format plus JSON/CSV metadata; nothing is pickled.
+
+The catalog (a few hundred texts) is always searched exactly. The case index grows with the
+archive, so it is exact ("flat") while small and approximate ("hnsw" or "ivf") beyond
+`EXACT_BELOW` cases; bench/index_scale.py measured the choice and its parameters
+(docs/benchmarks.md, "Similar-case index at scale").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -91,16 +98,101 @@ class Catalog:
         )
 
 
+CASE_INDEX_KINDS = ("flat", "hnsw", "ivf")
+# "auto" searches exactly below this many cases: one flat 128-d query took 0.2 ms at 10k cases
+# on one core, 2-6 ms at 100k and 40-106 ms at 1M; HNSW stays under 1.5 ms at 1M.
+EXACT_BELOW = 50_000
+# "auto" from EXACT_BELOW up: at 1M cases HNSW reached recall@10 0.99 at ~1.2 ms p50, where IVF
+# needed ~6 ms p50 for 0.97 (bench/index_scale.py).
+APPROXIMATE = "hnsw"
+
+
+def choose_case_index(n_cases: int, setting: str = "auto", exact_below: int = EXACT_BELOW) -> str:
+    """The index kind for `n_cases` cases: `setting` itself, or by size when it is "auto"."""
+    if setting == "auto":
+        return "flat" if n_cases < exact_below else APPROXIMATE
+    if setting not in CASE_INDEX_KINDS:
+        raise ValueError(
+            f"unknown case index {setting!r}; choose auto or one of {', '.join(CASE_INDEX_KINDS)}"
+        )
+    return setting
+
+
+@dataclass(frozen=True)
+class CaseIndexSpec:
+    """Kind and parameters of a case index; saved as cases.json beside cases.faiss."""
+
+    kind: str = "flat"  # "flat" (exact), "hnsw" (graph) or "ivf" (inverted lists)
+    hnsw_m: int = 32  # hnsw: graph neighbours per vector (memory: 2 * m * 4 bytes per case)
+    hnsw_ef_construction: int = 40  # hnsw: candidates kept while inserting (build time)
+    hnsw_ef_search: int = 256  # hnsw: candidates per query; 128 gave recall@10 0.96 at 1M
+    ivf_nlist: int = 0  # ivf: inverted lists; 0 = 4 * sqrt(cases), set at build time
+    ivf_nprobe: int = 128  # ivf: lists scanned per query; 64 gave recall@10 0.91 at 1M
+    ivf_train_per_list: int = 40  # ivf: k-means training sample, vectors per list
+
+    def __post_init__(self) -> None:
+        if self.kind not in CASE_INDEX_KINDS:
+            raise ValueError(f"unknown case index kind {self.kind!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CaseIndexSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def build_case_faiss(embeddings: np.ndarray, spec: CaseIndexSpec, seed: int = 0):
+    """(index, spec with every build-time choice filled in) over L2-normalised embeddings."""
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)  # (n, d)
+    n, d = x.shape
+    if spec.kind == "flat":
+        return _flat_index(x), spec
+    if spec.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = spec.hnsw_ef_construction
+        index.add(x)
+    else:
+        if n == 0:
+            raise ValueError("an IVF index needs cases to train its lists on")
+        nlist = spec.ivf_nlist or max(1, min(n, round(4 * math.sqrt(n))))
+        spec = dataclasses.replace(spec, ivf_nlist=nlist)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        sample = min(n, nlist * spec.ivf_train_per_list)
+        rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+        index.train(x[rows])
+        index.add(x)
+    set_search_parameters(index, spec)
+    return index, spec
+
+
+def set_search_parameters(index: faiss.Index, spec: CaseIndexSpec) -> None:
+    """Apply the query-time parameters of `spec`; FAISS files do not promise to carry them."""
+    if spec.kind == "hnsw":
+        faiss.downcast_index(index).hnsw.efSearch = spec.hnsw_ef_search
+    elif spec.kind == "ivf":
+        faiss.extract_index_ivf(index).nprobe = spec.ivf_nprobe
+
+
+_INDEX_CLASS = {"flat": faiss.IndexFlatIP, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}
+
+
 @dataclass
 class CaseIndex:
     """Training cases' image embeddings, for "most similar training cases"."""
 
     cases: pd.DataFrame  # case_id, patient_id, one column per schema field (codes)
     index: faiss.Index
+    spec: CaseIndexSpec = CaseIndexSpec()  # kind and parameters of `index`
 
     @classmethod
-    def build(cls, cases: pd.DataFrame, embeddings: np.ndarray) -> CaseIndex:
-        return cls(cases.reset_index(drop=True), _flat_index(embeddings))
+    def build(
+        cls, cases: pd.DataFrame, embeddings: np.ndarray, spec: CaseIndexSpec | None = None
+    ) -> CaseIndex:
+        index, spec = build_case_faiss(embeddings, spec or CaseIndexSpec())
+        return cls(cases.reset_index(drop=True), index, spec)
 
     def search(self, queries: np.ndarray, k: int):
         return _search(self.index, queries, k)
@@ -108,13 +200,26 @@ class CaseIndex:
     def save(self, folder: Path) -> None:
         faiss.write_index(self.index, str(folder / "cases.faiss"))
         self.cases.to_csv(folder / "cases.csv", index=False)
+        meta = {**self.spec.to_dict(), "cases": int(self.index.ntotal)}
+        (folder / "cases.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> CaseIndex:
         cases = pd.read_csv(folder / "cases.csv", dtype=str, keep_default_na=False)
         index = faiss.read_index(str(folder / "cases.faiss"))
+        # Checkpoints from before cases.json hold an exact index.
+        meta_file = folder / "cases.json"
+        spec = CaseIndexSpec()
+        if meta_file.is_file():
+            spec = CaseIndexSpec.from_dict(json.loads(meta_file.read_text()))
+        if not isinstance(index, _INDEX_CLASS[spec.kind]):
+            raise ValueError(
+                f"case index in {folder}: cases.json says {spec.kind!r}, "
+                f"cases.faiss holds {type(index).__name__}"
+            )
         if index.ntotal != len(cases):
             raise ValueError(
                 f"case index in {folder}: {index.ntotal} vectors for {len(cases)} cases"
             )
-        return cls(cases, index)
+        set_search_parameters(index, spec)
+        return cls(cases, index, spec)

@@ -6,7 +6,8 @@ A checkpoint folder::
     model.safetensors   all weights and buffers (feature normalisation included)
     zeroshot.safetensors  per field, the embeddings of each value's own text
     catalog.faiss/.json   distinct training texts and their embeddings
-    cases.faiss/.csv      training cases' image embeddings, for similar-case lookup
+    cases.faiss/.csv/.json  training cases' image embeddings, for similar-case lookup; the
+                        JSON names the index kind (exact or approximate) and its parameters
 
 Written into a temporary sibling folder and renamed into place, so a folder that exists is
 complete. No pickle anywhere: loading never executes code from the files.
@@ -32,7 +33,7 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
-from model.catalog import CaseIndex, Catalog
+from model.catalog import EXACT_BELOW, CaseIndex, CaseIndexSpec, Catalog, choose_case_index
 from model.clip import CLIPMedical
 from model.config import ModelConfig, TrainConfig, config_from_dict
 from model.encoders import FrozenTextEncoder, TextTokenCache
@@ -145,8 +146,14 @@ def build_checkpoint(
     data: dict,
     metrics: dict | None = None,
     cache: TextTokenCache | None = None,
+    case_index: str = "auto",
+    case_index_exact_below: int = EXACT_BELOW,
 ) -> Checkpoint:
-    """Everything serving needs, from a trained model and the cases it was trained on."""
+    """Everything serving needs, from a trained model and the cases it was trained on.
+
+    `case_index` is the similar-case index kind ("flat", "hnsw", "ivf"), or "auto": exact below
+    `case_index_exact_below` cases, approximate above (the service's settings of the same names).
+    """
     model = result.model
     texts = cases.texts()
     labels = cases.labels
@@ -173,7 +180,8 @@ def build_checkpoint(
     for j, f in enumerate(schema.fields):
         table[f.name] = [f.values[v] if v >= 0 else "" for v in labels[:, j]]
     case_embeddings = embed_cases(model, cases)
-    case_index = CaseIndex.build(table, case_embeddings)
+    kind = choose_case_index(len(table), case_index, case_index_exact_below)
+    similar_cases = CaseIndex.build(table, case_embeddings, CaseIndexSpec(kind=kind))
     # Image and text embeddings sit apart (the modality gap), so "low similarity" is judged
     # against the training cases' own best-text similarities, not an absolute number.
     best_train = catalog.search(case_embeddings, 1)[0][:, 0]
@@ -199,4 +207,4 @@ def build_checkpoint(
         "logit_scale": model.scale.item(),
         "low_similarity": round(low_similarity, 4),
     }
-    return Checkpoint(model, schema, meta, catalog, case_index, zero_shot)
+    return Checkpoint(model, schema, meta, catalog, similar_cases, zero_shot)

@@ -32,6 +32,7 @@ def test_checkpoint_explains_itself_and_holds_no_pickle(tmp_path, trained_small)
     assert sorted(p.name for p in folder.iterdir()) == [
         "cases.csv",
         "cases.faiss",
+        "cases.json",
         "catalog.faiss",
         "catalog.json",
         "checkpoint.json",
