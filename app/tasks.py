@@ -186,7 +186,17 @@ def run_train(ctx: JobContext) -> Outcome:
         "job_id": ctx.job.id,
     }
     ckpt = build_checkpoint(
-        result, cases, cases.case_ids, cohort.schema, encoder, tcfg, data, metrics, cache
+        result,
+        cases,
+        cases.case_ids,
+        cohort.schema,
+        encoder,
+        tcfg,
+        data,
+        metrics,
+        cache,
+        case_index=settings.case_index,
+        case_index_exact_below=settings.case_index_exact_below,
     )
     ctx.check()
     folder = ckpt.save(Path(settings.checkpoints_dir) / ckpt.version)
@@ -336,7 +346,17 @@ def run_reindex(ctx: JobContext) -> Outcome:
         extra = corrected_cases(ctx, base.schema, base.config.feature_dim)
     else:
         extra = CaseList(base.schema, [], np.zeros((0, len(base.schema.fields))), [], [])
-    ckpt = with_added_cases(base, extra, extra.case_ids, str(origin)) if len(extra) else base
+    ckpt = base
+    if len(extra):
+        settings = ctx.settings
+        ckpt = with_added_cases(
+            base,
+            extra,
+            extra.case_ids,
+            str(origin),
+            settings.case_index,
+            settings.case_index_exact_below,
+        )
     if sorted(extra.case_ids) == sorted(current.meta.get("added_case_ids", [])):
         return Outcome(
             {"version": version, "catalog_version": catalog_version, "changed": False},

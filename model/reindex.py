@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from model.catalog import CaseIndex, Catalog
+from model.catalog import EXACT_BELOW, CaseIndex, CaseIndexSpec, Catalog, choose_case_index
 from model.checkpoint import Checkpoint
 from model.encoders import TextTokenCache
 from model.train import CaseSet, embed_cases, embed_texts
@@ -27,12 +27,18 @@ def stored_vectors(index: faiss.Index) -> np.ndarray:
 
 
 def with_added_cases(
-    base: Checkpoint, cases: CaseSet, case_ids: Sequence[str], origin: str
+    base: Checkpoint,
+    cases: CaseSet,
+    case_ids: Sequence[str],
+    origin: str,
+    case_index: str = "auto",
+    case_index_exact_below: int = EXACT_BELOW,
 ) -> Checkpoint:
     """`base` with `cases` added to its catalog (new texts, higher counts) and case index.
 
     `origin` is the folder of the checkpoint as trained; it is kept in the new one's metadata
-    so re-indexing again starts from the trained catalog, not from an earlier re-index.
+    so re-indexing again starts from the trained catalog, not from an earlier re-index. The
+    case index kind is chosen again for the new size (`case_index`: "auto" or a kind).
     """
     if len(cases) and cases.slices(0).shape[1] != base.config.feature_dim:
         raise ValueError(
@@ -62,11 +68,12 @@ def with_added_cases(
         table[f.name] = [f.values[v] if v >= 0 else "" for v in cases.labels[:, j]]
     case_table = pd.concat([base.cases.cases, table.astype(str)], ignore_index=True)
     case_vectors = np.vstack([stored_vectors(base.cases.index), embed_cases(model, cases)])
-    case_index = CaseIndex.build(case_table, case_vectors)
+    kind = choose_case_index(len(case_table), case_index, case_index_exact_below)
+    cases_index = CaseIndex.build(case_table, case_vectors, CaseIndexSpec(kind=kind))
 
     meta = {
         **base.meta,
         "reindexed_from": base.meta.get("reindexed_from") or origin,
         "added_case_ids": [str(c) for c in case_ids],
     }
-    return Checkpoint(model, schema, meta, catalog, case_index, dict(base.zero_shot))
+    return Checkpoint(model, schema, meta, catalog, cases_index, dict(base.zero_shot))

@@ -3,6 +3,7 @@ server, real training on a small simulated cohort; kills, stops, cancels and fan
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -410,3 +411,13 @@ def test_only_admins_start_jobs_or_activate(job_service):
     with job_service.session() as session:
         assert jobs.list_jobs(session) == []
         assert jobs.counts_by_status(session) == {}
+
+
+def test_a_train_job_builds_the_case_index_the_settings_ask_for(job_service):
+    service = job_service
+    settings = service.settings.model_copy(update={"case_index": "hnsw"})
+    job_id = service.start(kind="train", cohort="sim", overrides={**TINY, "epochs": 1})
+    Worker(settings, service.app.state.sessions).run(max_jobs=1)
+    result = service.job(job_id).result
+    spec = json.loads((Path(result["path"]) / "cases.json").read_text())
+    assert spec["kind"] == "hnsw"  # 120 cases: "auto" would have chosen the exact index
