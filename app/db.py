@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING_CONVENTION = {
@@ -33,7 +34,23 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # pre-ping: a connection the server dropped (restart, failover) is replaced, not handed out.
+    # connect_timeout: a server that is down answers 503 in seconds instead of hanging a request.
+    connect_args = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 5}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """True when `error` says the database cannot be reached right now (server down or
+    restarting, connection dropped, SQLite file locked or missing), not that a query is wrong."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    if type(error.orig).__module__.startswith("sqlite3"):
+        # sqlite3 also calls a bad query an OperationalError; only these are outages
+        return any(s in str(error.orig) for s in ("locked", "unable to open", "disk I/O"))
+    return True  # psycopg: connection failures and server conditions (shutdown, resources)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -107,6 +107,9 @@ def require(*roles: Role) -> Callable:
             principal = await run_in_threadpool(identify, request, session)
             if principal is None:
                 raise NotAuthenticated("log in, or send Authorization: Bearer <token>")
+            # Out of the request's session, so a rollback (the database gone mid-request)
+            # cannot expire it: the error page and the access log can still name the user.
+            session.expunge(principal.user)
             if principal.role not in allowed:
                 raise Forbidden(f"the role {principal.role.value!r} may not do this")
             await check_csrf(request, principal)

@@ -67,6 +67,18 @@ class TooManyAttempts(AppError):
         self.retry_after = retry_after
 
 
+class DatabaseUnavailable(AppError):
+    """The database cannot be reached right now (down, restarting, a connection dropped
+    mid-request); worth trying again after `retry_after` seconds."""
+
+    status_code = 503
+    code = "database_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Conflict(AppError):
     """The request is valid but the resource's state does not allow it (e.g. a finished job)."""
 

@@ -13,13 +13,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from app import accounts, registry
 from app.audit import RequestId
 from app.config import Settings
-from app.db import make_engine, make_session_factory
-from app.errors import AppError, NotAuthenticated, TooManyAttempts
+from app.db import database_unavailable, make_engine, make_session_factory
+from app.errors import AppError, DatabaseUnavailable, NotAuthenticated, TooManyAttempts
 from app.limits import BodySizeLimit
 from app.metrics import Metrics, ObserveRequests
 from app.routes import (
@@ -74,10 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     current.catalog_version if current else None,
                 )
 
-    async def watch_registry() -> None:
+    async def watch_registry(stop: asyncio.Event) -> None:
         last_error = None
         while True:
-            await asyncio.sleep(settings.registry_poll_seconds)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.registry_poll_seconds)
+            if stop.is_set():
+                return
             try:
                 await run_in_threadpool(sync_active_model)
                 last_error = None
@@ -90,11 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
         await run_in_threadpool(load_active_model)
-        watcher = asyncio.create_task(watch_registry())
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_registry(stop))
         yield
-        watcher.cancel()
-        with suppress(asyncio.CancelledError):
-            await watcher
+        # Not cancel(): a poll running in a thread would go on holding a connection, which
+        # dispose() below would then leave open. The watcher returns after its current poll.
+        stop.set()
+        await watcher
         engine.dispose()
 
     app = FastAPI(
@@ -117,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> Response:
         headers = {}
-        if isinstance(exc, TooManyAttempts):
+        if isinstance(exc, (TooManyAttempts, DatabaseUnavailable)):
             headers["Retry-After"] = str(exc.retry_after)
         if request.url.path.startswith("/api/") or request.url.path == "/openapi.json":
             if isinstance(exc, NotAuthenticated):
@@ -129,7 +135,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return Response(status_code=401, headers={"HX-Redirect": "/login"})
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
-        return render(request, "error.html", "_error.html", {"error": exc}, exc.status_code)
+        context: dict = {"error": exc}
+        if isinstance(exc, DatabaseUnavailable):
+            context |= {"error_title": "Service unavailable", "error_note": "try again shortly."}
+        return render(request, "error.html", "_error.html", context, exc.status_code, headers)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> Response:
+        # The database going away (restart, failover) is an outage, answered 503 + Retry-After;
+        # the pool's pre-ping reconnects once it is back. Any other database error is a bug: 500.
+        if not database_unavailable(exc):
+            raise exc
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc.orig)
+        unavailable = DatabaseUnavailable("the database is unavailable; try again shortly")
+        return await app_error(request, unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -40,6 +40,10 @@ def register_checkpoint(
     """Registers a checkpoint folder after loading it; registering the same folder again is a
     no-op. The new version is not activated."""
     folder = Path(folder).resolve()
+    if folder.name.startswith("."):
+        # Checkpoint.save writes into a hidden sibling and renames it into place: a hidden
+        # folder is a save in progress or an interrupted one, and may be renamed away.
+        raise CheckpointRejected(f"{folder} is an unfinished checkpoint save, not a checkpoint")
     ckpt = load_checkpoint(folder)
     existing = session.scalar(select(ModelVersion).where(ModelVersion.version == ckpt.version))
     if existing is not None:

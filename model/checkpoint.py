@@ -83,6 +83,9 @@ class Checkpoint:
             meta = {**self.meta, "catalog_version": self.catalog.version}
             (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2) + "\n")
             os.replace(tmp, folder)
+        except Exception as e:  # a write failed (disk full, quota): nothing is left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(f"could not write the checkpoint {folder}: {e}") from e
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
