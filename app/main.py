@@ -8,19 +8,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from urllib.parse import quote
 
+import faiss
 import torch
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import accounts, registry
 from app.audit import RequestId
 from app.config import Settings
 from app.db import database_unavailable, make_engine, make_session_factory
-from app.errors import AppError, DatabaseUnavailable, NotAuthenticated, TooManyAttempts
+from app.errors import (
+    AppError,
+    DatabaseUnavailable,
+    InvalidInput,
+    NotAuthenticated,
+    TooManyAttempts,
+)
 from app.limits import BodySizeLimit
 from app.metrics import Metrics, ObserveRequests
 from app.routes import (
@@ -93,6 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
+        # FAISS likewise: an exact search on 2 threads was 2-4x slower under concurrent
+        # requests than on one (bench/index_scale.py, docs/benchmarks.md).
+        faiss.omp_set_num_threads(settings.torch_threads)
         await run_in_threadpool(load_active_model)
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch_registry(stop))
@@ -144,11 +156,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def database_error(request: Request, exc: DBAPIError) -> Response:
         # The database going away (restart, failover) is an outage, answered 503 + Retry-After;
         # the pool's pre-ping reconnects once it is back. Any other database error is a bug: 500.
+        if isinstance(exc, DataError):  # e.g. a NUL character, which PostgreSQL cannot store
+            problem = InvalidInput(f"a value the database cannot store: {exc.orig}"[:300])
+            return await app_error(request, problem)
         if not database_unavailable(exc):
             raise exc
         log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc.orig)
         unavailable = DatabaseUnavailable("the database is unavailable; try again shortly")
         return await app_error(request, unavailable)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI's own 400 for a body it cannot parse (not UTF-8, broken JSON): the API
+        # answers it like any other invalid input, 422 with a code.
+        if exc.status_code == 400 and request.url.path.startswith("/api/"):
+            body = {
+                "detail": f"could not read the request body: {exc.detail}",
+                "code": "invalid_input",
+            }
+            return JSONResponse(body, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
