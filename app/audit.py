@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,8 +32,7 @@ CSV_COLUMNS = (
 )
 
 
-def record(
-    sessions: sessionmaker[Session],
+def make_event(
     action: str,
     outcome: str,
     *,
@@ -42,20 +42,23 @@ def record(
     target_id: str | None = None,
     request_id: str | None = None,
     model_version: str | None = None,
-) -> None:
+) -> AuditEvent:
+    return AuditEvent(
+        actor_id=user.id if user is not None else None,
+        actor=user.username if user is not None else actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        request_id=request_id,
+        outcome=outcome,
+        model_version=model_version,
+    )
+
+
+def record(sessions: sessionmaker[Session], action: str, outcome: str, **fields) -> None:
+    """Writes one event in a transaction of its own (fields as in `make_event`)."""
     with sessions() as session:
-        session.add(
-            AuditEvent(
-                actor_id=user.id if user is not None else None,
-                actor=user.username if user is not None else actor,
-                action=action,
-                target_type=target_type,
-                target_id=target_id,
-                request_id=request_id,
-                outcome=outcome,
-                model_version=model_version,
-            )
-        )
+        session.add(make_event(action, outcome, **fields))
         session.commit()
 
 
@@ -121,17 +124,47 @@ class RequestId:
             await self.app(scope, receive, send_with_id)
 
 
-def record_request(request, action: str, outcome: str, **fields) -> None:
-    """`record` with the caller and request id of this request (fields as in `record`)."""
+def request_event(request, action: str, outcome: str, **fields) -> AuditEvent:
+    """The event of this request (its caller and request id), not yet added to any session."""
     principal = getattr(request.state, "principal", None)
     if principal is not None:
         fields.setdefault("user", principal.user)
-    record(
-        request.app.state.sessions,
+    return make_event(
+        action, outcome, request_id=getattr(request.state, "request_id", None), **fields
+    )
+
+
+def record_request(request, action: str, outcome: str, **fields) -> None:
+    """`record` with the caller and request id of this request (fields as in `make_event`)."""
+    event = request_event(request, action, outcome, **fields)
+    with request.app.state.sessions() as session:
+        session.add(event)
+        session.commit()
+
+
+def explanation_created(request) -> Callable[[Any], AuditEvent]:
+    """For `explain_case`: the event it commits in the same transaction as the explanation, so
+    a stored explanation always has its audit row (and a refused one has neither)."""
+    return lambda row: request_event(
+        request,
+        "explanation.create",
+        "success",
+        target_type="explanation",
+        target_id=row.id,
+        model_version=row.model_version,
+    )
+
+
+def flag_action(request, action: str) -> Callable[[Any], AuditEvent]:
+    """For `flagging.create_flag` and `review`: a flag action (create, accept, reject),
+    committed with the flag itself, the same from the API and the pages."""
+    return lambda flag: request_event(
+        request,
         action,
-        outcome,
-        request_id=getattr(request.state, "request_id", None),
-        **fields,
+        "success",
+        target_type="flag",
+        target_id=str(flag.id),
+        model_version=flag.model_version,
     )
 
 
@@ -144,16 +177,4 @@ def record_view(request, explanation_id: str, row) -> None:
         target_type="explanation",
         target_id=explanation_id[:255],
         model_version=row.model_version if row is not None else None,
-    )
-
-
-def record_flag(request, action: str, flag) -> None:
-    """The audit row of a flag action (create, accept, reject), the same from API and page."""
-    record_request(
-        request,
-        action,
-        "success",
-        target_type="flag",
-        target_id=str(flag.id),
-        model_version=flag.model_version,
     )

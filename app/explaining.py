@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, NotFound, UnsupportedMediaType
-from app.models import Explanation
+from app.models import AuditEvent, Explanation
 from app.serving import Serving
 from model.features_io import MAX_ARRAY_BYTES, read_features
 from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count, validate_features
@@ -83,8 +83,10 @@ def explain_case(
     features: np.ndarray,
     k: int,
     owner_id: int | None = None,
+    audit_event: Callable[[Explanation], AuditEvent] | None = None,
 ) -> Explanation:
-    """Validates, explains with this one Serving, stores and returns the record."""
+    """Validates, explains with this one Serving, stores and returns the record (with its
+    audit event, in the same transaction)."""
     try:
         array = validate_features(features, serving.feature_dim)
     except InputError as e:
@@ -108,6 +110,8 @@ def explain_case(
         owner_id=owner_id,
     )
     session.add(row)
+    if audit_event is not None:
+        session.add(audit_event(row))
     session.commit()
     return row
 

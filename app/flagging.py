@@ -3,6 +3,7 @@ rejects, and accepted corrections (label overrides, hard-negative texts) feed tr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, NotFound
-from app.models import Explanation, Flag, FlagReason, FlagStatus, User
+from app.models import AuditEvent, Explanation, Flag, FlagReason, FlagStatus, User
 
 CORRECTION_COLUMNS = (
     "flag_id",
@@ -36,6 +37,7 @@ def create_flag(
     reason: FlagReason,
     corrected_value: str | None,
     comment: str,
+    audit_event: Callable[[Flag], AuditEvent] | None = None,
 ) -> Flag:
     """Exactly one of `field` (a field of the explanation) or `text_rank` (a retrieved text)."""
     if (field is None) == (text_rank is None):
@@ -61,6 +63,9 @@ def create_flag(
             raise InvalidInput(f"the explanation has no retrieved text of rank {text_rank}")
         flag.target, flag.text_rank, flag.text = "text", text_rank, texts[text_rank]
     session.add(flag)
+    if audit_event is not None:
+        session.flush()  # the flag's id, for its audit event in the same transaction
+        session.add(audit_event(flag))
     session.commit()
     return flag
 
@@ -86,7 +91,14 @@ def review_queue(
     return list(session.scalars(query))
 
 
-def review(session: Session, flag_id: int, reviewer: User, accept: bool, note: str) -> Flag:
+def review(
+    session: Session,
+    flag_id: int,
+    reviewer: User,
+    accept: bool,
+    note: str,
+    audit_event: Callable[[Flag], AuditEvent] | None = None,
+) -> Flag:
     flag = session.get(Flag, flag_id)
     if flag is None:
         raise NotFound(f"no flag {flag_id}")
@@ -96,6 +108,8 @@ def review(session: Session, flag_id: int, reviewer: User, accept: bool, note: s
     flag.reviewed_by = reviewer.id
     flag.reviewed_at = datetime.now(UTC)
     flag.review_note = note
+    if audit_event is not None:
+        session.add(audit_event(flag))
     session.commit()
     return flag
 

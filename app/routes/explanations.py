@@ -33,16 +33,13 @@ async def create_explanation(
     """Explain one case: a features file (multipart field `file`, plus `k`) or JSON."""
     features, k = await read_explanation_request(request)
     row = await run_in_threadpool(
-        explaining.explain_case, session, serving, features, k, caller.user.id
-    )
-    await run_in_threadpool(
-        audit.record_request,
-        request,
-        "explanation.create",
-        "success",
-        target_type="explanation",
-        target_id=row.id,
-        model_version=row.model_version,
+        explaining.explain_case,
+        session,
+        serving,
+        features,
+        k,
+        caller.user.id,
+        audit.explanation_created(request),
     )
     return ExplanationOut.from_row(row)
 

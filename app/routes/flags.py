@@ -67,8 +67,13 @@ def create_flag(
 ) -> FlagOut:
     """Flag one field (with the correct value where known) or one retrieved text."""
     explanation = explaining.get_explanation(session, explanation_id)
-    flag = flagging.create_flag(session, explanation, caller.user, **body.model_dump())
-    audit.record_flag(request, "flag.create", flag)
+    flag = flagging.create_flag(
+        session,
+        explanation,
+        caller.user,
+        **body.model_dump(),
+        audit_event=audit.flag_action(request, "flag.create"),
+    )
     return FlagOut.from_row(flag)
 
 
@@ -93,8 +98,14 @@ def review_flag(
     flag_id: RowId, body: ReviewIn, request: Request, session: SessionDep, caller: Reviewer
 ) -> FlagOut:
     """Accept or reject an open flag, with a note."""
-    flag = flagging.review(session, flag_id, caller.user, body.decision == "accept", body.note)
-    audit.record_flag(request, f"flag.{body.decision}", flag)
+    flag = flagging.review(
+        session,
+        flag_id,
+        caller.user,
+        body.decision == "accept",
+        body.note,
+        audit.flag_action(request, f"flag.{body.decision}"),
+    )
     return FlagOut.from_row(flag)
 
 

@@ -47,17 +47,6 @@ def _created(request: Request, session: Session, row: Explanation) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
-def _audit_created(request: Request, row: Explanation) -> None:
-    audit.record_request(
-        request,
-        "explanation.create",
-        "success",
-        target_type="explanation",
-        target_id=row.id,
-        model_version=row.model_version,
-    )
-
-
 def _failed(request: Request, settings: Settings, error: AppError) -> Response:
     """The service's own message, with its status; nothing was stored."""
     context = _index_context(settings, error)
@@ -82,11 +71,16 @@ async def explain_upload(
         serving = get_serving(state)
         features, k = await read_explanation_request(request)
         row = await run_in_threadpool(
-            explaining.explain_case, session, serving, features, k, caller.user.id
+            explaining.explain_case,
+            session,
+            serving,
+            features,
+            k,
+            caller.user.id,
+            audit.explanation_created(request),
         )
     except AppError as e:
         return _failed(request, settings, e)
-    await run_in_threadpool(_audit_created, request, row)
     return _created(request, session, row)
 
 
@@ -108,11 +102,16 @@ async def explain_example(
         k_value = explaining.check_k(int(k))
         features = await run_in_threadpool(presenting.load_example, settings.data_dir, name)
         row = await run_in_threadpool(
-            explaining.explain_case, session, serving, features, k_value, caller.user.id
+            explaining.explain_case,
+            session,
+            serving,
+            features,
+            k_value,
+            caller.user.id,
+            audit.explanation_created(request),
         )
     except AppError as e:
         return _failed(request, settings, e)
-    await run_in_threadpool(_audit_created, request, row)
     return _created(request, session, row)
 
 
@@ -159,7 +158,7 @@ def flag_explanation(
         row = explaining.get_explanation(session, explanation_id)
         if kind not in ("field", "text") or (kind == "text" and not value.isdigit()):
             raise InvalidInput(f"unknown flag target {target!r}")
-        flag = flagging.create_flag(
+        flagging.create_flag(
             session,
             row,
             caller.user,
@@ -168,10 +167,10 @@ def flag_explanation(
             reason=reason,
             corrected_value=corrected_value,
             comment=comment,
+            audit_event=audit.flag_action(request, "flag.create"),
         )
     except AppError as e:
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
-    audit.record_flag(request, "flag.create", flag)
     return RedirectResponse(f"/explanations/{explanation_id}", status_code=303)
 
 
@@ -211,8 +210,14 @@ def review_flag(
     note: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     try:
-        flag = flagging.review(session, flag_id, caller.user, decision == "accept", note)
+        flagging.review(
+            session,
+            flag_id,
+            caller.user,
+            decision == "accept",
+            note,
+            audit.flag_action(request, f"flag.{decision}"),
+        )
     except AppError as e:
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
-    audit.record_flag(request, f"flag.{decision}", flag)
     return RedirectResponse("/review", status_code=303)

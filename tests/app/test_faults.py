@@ -307,8 +307,8 @@ def check_nothing_acknowledged_was_lost(
 
     # A request refused with 503 stored nothing -- unless it was in flight when the database
     # went down: its commit may have landed and the answer been lost. Such rows are whole, and
-    # there is at most one per writer per outage. (Today each of them is a record committed
-    # just before its audit event, which is written in a transaction of its own, failed.)
+    # there is at most one per writer per outage. Each has its audit event: the two are
+    # committed in one transaction.
     sent = {a.key for a in attempts}
     assert set(explanations) <= sent and set(flags) <= sent  # nothing nobody asked for
     unacknowledged = [a for a in attempts if not a.acknowledged]
@@ -324,10 +324,10 @@ def check_nothing_acknowledged_was_lost(
         if (f"{a.kind}.create", str((explanations if a.kind == "explanation" else flags)[a.key].id))
         not in audited
     ]
+    assert not unaudited, unaudited
     print(
         f"{len(attempts)} writes: {by_status}; {len(stored_anyway)} answered 503 while their "
-        f"commit landed as the database went down ({len(unaudited)} of them without their "
-        "audit event, written after the commit); outages "
+        "commit landed as the database went down; outages "
         + ", ".join(f"{o.mode}: ready {o.ready_at - o.starting_at:.1f} s after" for o in outages)
     )
 
