@@ -178,3 +178,15 @@ def record_view(request, explanation_id: str, row) -> None:
         target_id=explanation_id[:255],
         model_version=row.model_version if row is not None else None,
     )
+
+
+def model_activated(request, version: str) -> AuditEvent:
+    """For `registry.activate_version`: committed with the switch itself."""
+    return request_event(
+        request,
+        "model.activate",
+        "success",
+        target_type="model",
+        target_id=version[:255],
+        model_version=version[:64],
+    )

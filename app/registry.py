@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.errors import CheckpointRejected, Conflict, NotFound
-from app.models import ModelEvent, ModelVersion, User
+from app.models import AuditEvent, ModelEvent, ModelVersion, User
 from app.serving import Serving, ServingState, load_checkpoint
 
 
@@ -112,6 +112,7 @@ def activate_version(
     version: str,
     state: ServingState | None = None,
     actor: User | None = None,
+    audit_event: AuditEvent | None = None,
 ) -> ModelVersion:
     """Makes `version` the only active one (rolling back is activating an older version);
     with `state`, this process serves it from now on.
@@ -126,6 +127,8 @@ def activate_version(
         lock.acquire()
     try:
         set_active(session, row, actor)
+        if audit_event is not None:
+            session.add(audit_event)
         session.commit()
         if state is not None:
             state.replace(serving)

@@ -217,21 +217,25 @@ class Worker:
             except LeaseLost:
                 ctx.log("lease lost: another worker holds the job now; nothing written")
             except Exception as e:
-                ctx.log(traceback.format_exc().rstrip())
-                jobs.finish(
-                    session,
-                    job.id,
-                    token,
-                    JobStatus.failed,
-                    error=f"{type(e).__name__}: {e}",
-                    log=ctx.log_text,
-                    message=f"failed: {e}"[:255],
-                )
+                self._fail(session, ctx, e)
             except BaseException:  # KeyboardInterrupt and the like: hand the job back
                 jobs.release(session, job.id, token, ctx.log_text)
                 raise
             else:
                 self._record(session, ctx, outcome)
+
+    @staticmethod
+    def _fail(session: Session, ctx: JobContext, error: Exception) -> None:
+        ctx.log(traceback.format_exc().rstrip())
+        jobs.finish(
+            session,
+            ctx.job.id,
+            ctx.token,
+            JobStatus.failed,
+            error=f"{type(error).__name__}: {error}",
+            log=ctx.log_text,
+            message=f"failed: {error}"[:255],
+        )
 
     def _record(self, session: Session, ctx: JobContext, outcome: Outcome | Waiting) -> None:
         job, token = ctx.job, ctx.token
@@ -251,16 +255,7 @@ class Worker:
                 side_effects=outcome.side_effects,
             )
         except Exception as e:  # e.g. the new checkpoint does not load: not registered
-            ctx.log(traceback.format_exc().rstrip())
-            jobs.finish(
-                session,
-                job.id,
-                token,
-                JobStatus.failed,
-                error=f"{type(e).__name__}: {e}",
-                log=ctx.log_text,
-                message=f"failed: {e}"[:255],
-            )
+            self._fail(session, ctx, e)
             return
         if not written:
             ctx.log("lease lost before the result was written; another worker holds the job")

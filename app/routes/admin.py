@@ -58,18 +58,16 @@ async def activate_model(
 ) -> Response:
     """The models page's Activate / Roll back buttons: serve `version` from now on."""
     try:
-        await run_in_threadpool(registry.activate_version, session, version, state, caller.user)
+        await run_in_threadpool(
+            registry.activate_version,
+            session,
+            version,
+            state,
+            caller.user,
+            audit.model_activated(request, version),
+        )
     except AppError as e:
         return render_error(request, e, f"Could not activate model {version}")
-    await run_in_threadpool(
-        audit.record_request,
-        request,
-        "model.activate",
-        "success",
-        target_type="model",
-        target_id=version[:255],
-        model_version=version[:64],
-    )
     return RedirectResponse("/models", status_code=303)
 
 

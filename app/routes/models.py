@@ -33,14 +33,12 @@ async def activate_model(
 ) -> ModelVersionOut:
     """Serve `version` from now on; requests already running finish with the version they
     started with. Rolling back is the same call with the older version."""
-    row = await run_in_threadpool(registry.activate_version, session, version, state, caller.user)
-    await run_in_threadpool(
-        audit.record_request,
-        request,
-        "model.activate",
-        "success",
-        target_type="model",
-        target_id=version[:255],
-        model_version=version[:64],
+    row = await run_in_threadpool(
+        registry.activate_version,
+        session,
+        version,
+        state,
+        caller.user,
+        audit.model_activated(request, version),
     )
     return ModelVersionOut.from_row(row)
