@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.db import as_utc
 from app.errors import InvalidInput, NotAuthenticated, NotFound, TooManyAttempts
 from app.models import ApiToken, Role, User, WebSession
 
@@ -150,7 +151,7 @@ def find_web_session(session: Session, session_id: str) -> tuple[WebSession, Use
     row = session.get(WebSession, sha256(session_id))
     if row is None:
         return None
-    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+    expires = as_utc(row.expires_at)
     user = session.get(User, row.user_id)
     if expires < datetime.now(UTC) or user is None or not user.is_active:
         return None

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import jobs
-from app.jobs import as_utc
+from app.db import as_utc
 from app.models import FINISHED, Explanation, Job, JobStatus
 from app.serving import ServingState
 

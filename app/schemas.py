@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from app.db import as_utc
 from app.explaining import K_RANGE
 from app.models import EvaluationReport, Explanation, Job, ModelEvent, ModelVersion
 from model.config import PRESETS, ModelConfig, TrainConfig
-
-
-def as_utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app import jobs, registry
 from app.config import Settings
+from app.db import as_utc
 from app.explaining import stored_features
 from app.flagging import accepted_corrections
 from app.models import EvaluationReport, Explanation, JobStatus
@@ -107,7 +108,7 @@ def corrected_cases(ctx: JobContext, schema: Schema, feature_dim: int) -> CaseLi
             if features.shape[1] != feature_dim:
                 ctx.log(f"explanation {explanation_id}: {features.shape[1]} features; skipped")
                 continue
-            labels = [_value_index(schema, name, served[name]) for name in schema.field_names]
+            labels = schema.encode(served)  # the served codes; unknown where none was given
             applied = 0
             for fix in fixes:
                 code = _value_index(schema, fix["field"], fix["corrected_value"])
@@ -122,7 +123,7 @@ def corrected_cases(ctx: JobContext, schema: Schema, feature_dim: int) -> CaseLi
             if not applied:
                 continue
             arrays.append(features.astype(np.float32))
-            rows.append([-1 if v is None else v for v in labels])
+            rows.append(labels)
             patients.append(f"correction:{row.input_sha256[:16]}")
             ids.append(f"explanation:{explanation_id}")
     ctx.log(f"{len(arrays)} corrected case(s) from {len(corrections)} accepted flag(s)")
@@ -264,8 +265,8 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
     fold_results = [
         FoldResult.load(report_dir / "folds" / f"fold-{f.params['fold']}") for f in folds
     ]
-    created = jobs.as_utc(ctx.job.created_at)
-    timing = {"total_seconds": round(time.time() - created.timestamp(), 2)} if created else {}
+    created = as_utc(ctx.job.created_at)
+    timing = {"total_seconds": round(time.time() - created.timestamp(), 2)}
     merged = merge_folds(fold_results, timing)
     write_report(merged, cohort, mcfg, tcfg, report_dir, params.preset)
     table = merged.metrics.groupby(["field", "method"]).macro_f1.median()
@@ -281,8 +282,8 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
                 simulated=cohort.simulated,
                 preset=params.preset,
                 folds=params.folds,
-                model_config=merged_config(mcfg),
-                train_config=merged_config(tcfg),
+                model_config=dataclasses.asdict(mcfg),
+                train_config=dataclasses.asdict(tcfg),
                 summary=summary,
                 path=str(report_dir),
             )
@@ -293,10 +294,6 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
         record,
         message=f"report of {params.folds} folds written",
     )
-
-
-def merged_config(cfg) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def run_evaluate_fold(ctx: JobContext) -> Outcome:

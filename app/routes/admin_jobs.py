@@ -95,18 +95,10 @@ def start_job(
 
 
 @router.get("/{job_id}")
-def job_page(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> Response:
-    """Parameters, status, fold jobs, result and log; htmx gets the live part alone."""
-    try:
-        context = _job_context(session, job_id)
-    except AppError as e:
-        return render_error(request, e, f"Could not show job {job_id}")
-    return render(request, "job.html", "_job_live.html", context)
-
-
 @router.get("/{job_id}/progress")
-def job_progress(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> Response:
-    """The live part of the job page (progress, folds, log): polls itself while the job runs."""
+def job_page(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> Response:
+    """Parameters, status, fold jobs, result and log. htmx gets the live part alone (progress,
+    folds, log), which polls `/progress` while the job runs; one view, two URLs."""
     try:
         context = _job_context(session, job_id)
     except AppError as e:
