@@ -82,6 +82,22 @@ class Explanation(Base):
     owner_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True, default=None
     )
+    # What was uploaded: "features" (a feature file), "contours" (contours JSON), "mask"
+    # (.npy/.npz mask volume), "nifti" or "dicom-seg"; and, for segmentations, the extractor
+    # ("name/version") that computed the features on the server.
+    input_kind: Mapped[str] = mapped_column(
+        String(16), default="features", server_default="features"
+    )
+    feature_extractor: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The nodule's outline per slice in mm (model.outline.NoduleOutline.to_json), for drawing.
+    outline: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Where the input was a DICOM SEG: what a DICOM SR needs to reference it (UIDs, segment).
+    segmentation: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Optional case identity, given on upload (validated formats, never required).
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64), default=None)
+    nodule_label: Mapped[str | None] = mapped_column(String(64), default=None)
+    patient_pseudonym: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
 
 
 class Role(enum.StrEnum):
