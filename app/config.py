@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=8 << 20, gt=0)
     # Most slices one uploaded case may have; up to model.inference.MAX_SLICES_PER_CASE.
     max_slices_per_upload: int = Field(default=512, ge=1, le=512)
+    # A segmentation volume's voxels (mask .npy/.npz, NIfTI, DICOM SEG), checked from its header.
+    max_mask_voxels: int = Field(default=32 * 512 * 512, ge=1)
     # Threads per torch operation. Requests already run in parallel on the thread pool, and
     # per-op threads on top of them oversubscribe the cores (measured: bench/serve.py).
     torch_threads: int = Field(default=1, ge=1)

@@ -6,20 +6,38 @@ import hashlib
 import io
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput, NotFound, UnsupportedMediaType
+from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
 from app.models import AuditEvent, Explanation
 from app.serving import Serving
 from model.features_io import MAX_ARRAY_BYTES, read_features
 from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count, validate_features
+from model.segmentation import Segmentation
 
 SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
 K_RANGE = (1, 50)  # the Explainer's own bounds, checked before any model work
+IDENTITY_FIELDS = ("study_instance_uid", "series_instance_uid", "nodule_label", "patient_pseudonym")
+
+
+@dataclass(frozen=True)
+class ExplanationInput:
+    """One case to explain, as read from a request: its features (from a feature file, or
+    computed from a segmentation on the server), k, and the optional case identity."""
+
+    features: np.ndarray
+    k: int
+    segmentation: Segmentation | None = None
+    identity: dict[str, str] = field(default_factory=dict)  # IDENTITY_FIELDS that were given
+
+    @property
+    def kind(self) -> str:
+        return "features" if self.segmentation is None else self.segmentation.kind
 
 
 def features_from_file(
@@ -77,21 +95,34 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def check_extractor(serving: Serving, segmentation: Segmentation) -> None:
+    """A segmentation's features are only comparable with a model trained on the same code."""
+    trained = serving.checkpoint.feature_extractor
+    if trained != segmentation.extractor:
+        raise Conflict(
+            f"the active model ({serving.model_version}) was trained on features from "
+            f"{trained or 'no recorded extractor (simulated or uploaded features)'}, but this "
+            f"server computes {segmentation.extractor} from segmentations; explain it with a "
+            f"model trained on {segmentation.extractor}"
+        )
+
+
 def explain_case(
     session: Session,
     serving: Serving,
-    features: np.ndarray,
-    k: int,
+    case: ExplanationInput,
     owner_id: int | None = None,
     audit_event: Callable[[Explanation], AuditEvent] | None = None,
 ) -> Explanation:
     """Validates, explains with this one Serving, stores and returns the record (with its
     audit event, in the same transaction)."""
+    if case.segmentation is not None:
+        check_extractor(serving, case.segmentation)
     try:
-        array = validate_features(features, serving.feature_dim)
+        array = validate_features(case.features, serving.feature_dim)
     except InputError as e:
         raise InvalidInput(str(e)) from None
-    check_k(k)
+    k = check_k(case.k)
     try:
         result = serving.explainer.explain(array, k=k)
     except InputError as e:
@@ -108,6 +139,11 @@ def explain_case(
         result=result,
         features_npy=stored,
         owner_id=owner_id,
+        input_kind=case.kind,
+        feature_extractor=None if case.segmentation is None else case.segmentation.extractor,
+        outline=None if case.segmentation is None else case.segmentation.outline.to_json(),
+        segmentation=None if case.segmentation is None else case.segmentation.reference,
+        **case.identity,
     )
     session.add(row)
     if audit_event is not None:

@@ -42,6 +42,35 @@ class ExplanationRequest(BaseModel):
     k: int = Field(default=5, ge=K_RANGE[0], le=K_RANGE[1], description="Distinct texts to return")
 
 
+class ContourSlice(BaseModel):
+    z_mm: float = Field(description="The slice's position along the patient's z axis, in mm")
+    contours: list[list[list[float]]] = Field(
+        description="Outer contours: each a list of [x_mm, y_mm] points (at least 3)"
+    )
+    holes: list[list[list[float]]] = Field(
+        default=[], description="Regions cut out of the contours, same form"
+    )
+
+
+class ContoursRequest(BaseModel):
+    """A nodule's segmentation as contours in mm, the form LIDC readers and RTSTRUCT use.
+
+    Contours are rasterised on a grid of `pixel_spacing_mm` as the LIDC importer rasterises a
+    read (outline pixels outside the nodule), then measured by the server's feature extractor.
+    """
+
+    slice_thickness_mm: float = Field(gt=0, description="Slice thickness in mm")
+    pixel_spacing_mm: float = Field(
+        default=0.7, gt=0, description="Rasterisation grid in mm (default: LIDC's median)"
+    )
+    slices: list[ContourSlice] = Field(min_length=1)
+    k: int = Field(default=5, ge=K_RANGE[0], le=K_RANGE[1], description="Distinct texts to return")
+    study_instance_uid: str | None = Field(default=None, max_length=64)
+    series_instance_uid: str | None = Field(default=None, max_length=64)
+    nodule_label: str | None = Field(default=None, max_length=64)
+    patient_pseudonym: str | None = Field(default=None, max_length=64)
+
+
 class SliceCounts(BaseModel):
     received: int
     used: int

@@ -198,6 +198,8 @@ def run_train(ctx: JobContext) -> Outcome:
         cache,
         case_index=settings.case_index,
         case_index_exact_below=settings.case_index_exact_below,
+        feature_extractor=cohort.feature_extractor,
+        outlines=cohort.outlines,
     )
     ctx.check()
     folder = ckpt.save(Path(settings.checkpoints_dir) / ckpt.version)

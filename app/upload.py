@@ -1,10 +1,13 @@
-"""Reading an explanation request: a multipart file upload or a JSON body, nothing else."""
+"""Reading an explanation request: a multipart file upload or a JSON body, nothing else.
+
+The file or body is a feature array or a segmentation (contours JSON, a mask volume, NIfTI,
+DICOM SEG); a segmentation's features are computed here, by model.segmentation, and the case
+carries the segmentation along to be stored and drawn."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 from fastapi import Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -13,8 +16,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings
 from app.errors import InvalidInput, UnsupportedMediaType
-from app.explaining import check_k, check_slices, features_from_file, features_from_rows
-from app.schemas import ExplanationRequest
+from app.explaining import (
+    ExplanationInput,
+    check_k,
+    check_slices,
+    features_from_file,
+    features_from_rows,
+)
+from app.identity import FIELDS as IDENTITY_FIELDS
+from app.identity import parse_identity
+from app.schemas import ContoursRequest, ExplanationRequest
+from model.inference import InputError
+from model.segmentation import from_contours, parse_spacing, read_segmentation
 
 DEFAULT_K = 5
 
@@ -31,21 +44,64 @@ REQUEST_BODY_OPENAPI = {
                         "file": {
                             "type": "string",
                             "format": "binary",
-                            "description": ".npy (2-D numeric), .npz (member 'features') or "
-                            ".csv (one row per slice)",
+                            "description": "Features: .npy (2-D numeric), .npz (member "
+                            "'features') or .csv (one row per slice). Or a segmentation: "
+                            "contours .json, a mask .npy/.npz (3-D [slices, rows, cols], 0/1; "
+                            "spacing in 'spacing_mm' or an .npz member 'spacing_mm'), NIfTI "
+                            ".nii/.nii.gz, or a DICOM SEG .dcm with one segment",
                         },
                         "k": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
+                        "spacing_mm": {
+                            "type": "string",
+                            "description": "A mask's voxel spacing in mm: slice, row, column",
+                            "example": "2.5,0.7,0.7",
+                        },
+                        **{name: {"type": "string", "maxLength": 64} for name in IDENTITY_FIELDS},
                     },
                 }
             },
-            "application/json": {"schema": ExplanationRequest.model_json_schema()},
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        ExplanationRequest.model_json_schema(),
+                        ContoursRequest.model_json_schema(),
+                    ]
+                },
+                "examples": {
+                    "features": {
+                        "summary": "Per-slice features",
+                        "value": {"features": [[0.5] * 4, [0.4] * 4], "k": 5},
+                    },
+                    "contours": {
+                        "summary": "A nodule's contours in mm (patient frame)",
+                        "value": {
+                            "slice_thickness_mm": 2.5,
+                            "pixel_spacing_mm": 0.7,
+                            "slices": [
+                                {
+                                    "z_mm": -120.0,
+                                    "contours": [
+                                        [[10.0, 10.0], [16.0, 10.0], [16.0, 15.0], [10.0, 15.0]]
+                                    ],
+                                },
+                                {
+                                    "z_mm": -117.5,
+                                    "contours": [[[11.0, 11.0], [15.0, 11.0], [13.0, 14.0]]],
+                                },
+                            ],
+                            "k": 5,
+                            "study_instance_uid": "1.2.826.0.1.3680043.8.498.1",
+                        },
+                    },
+                },
+            },
         },
     }
 }
 
 
-async def read_explanation_request(request: Request) -> tuple[np.ndarray, int]:
-    """(features, k) from the request, or an AppError naming what is wrong."""
+async def read_explanation_request(request: Request) -> ExplanationInput:
+    """The case in the request, or an AppError naming what is wrong."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     settings: Settings = request.app.state.settings
     if content_type == "multipart/form-data":
@@ -56,19 +112,21 @@ async def read_explanation_request(request: Request) -> tuple[np.ndarray, int]:
         return await run_in_threadpool(_read_json, body, settings.max_slices_per_upload)
     raise UnsupportedMediaType(
         f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data "
-        "with a file in field 'file', or application/json with 'features'"
+        "with a file in field 'file', or application/json with 'features' or 'slices'"
     )
 
 
-async def _read_multipart(request: Request, settings: Settings) -> tuple[np.ndarray, int]:
+async def _read_multipart(request: Request, settings: Settings) -> ExplanationInput:
     try:
-        form = await request.form(max_files=1, max_fields=4)
+        form = await request.form(max_files=1, max_fields=4 + len(IDENTITY_FIELDS))
     except StarletteHTTPException as e:  # malformed multipart, too many parts
         raise InvalidInput(f"could not read the multipart body: {e.detail}") from None
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise InvalidInput("the multipart body needs a features file in field 'file'")
+            raise InvalidInput(
+                "the multipart body needs a features or segmentation file in field 'file'"
+            )
         raw_k = form.get("k")
         if raw_k is None or raw_k == "":
             k = DEFAULT_K
@@ -77,32 +135,81 @@ async def _read_multipart(request: Request, settings: Settings) -> tuple[np.ndar
         else:
             raise InvalidInput(f"k must be an integer, got {raw_k!r}")
         check_k(k)
+        texts = {name: value for name, value in form.multi_items() if isinstance(value, str)}
+        identity = parse_identity(texts)
         data = await upload.read()
-        features = await run_in_threadpool(
-            features_from_file,
-            data,
-            upload.filename or "",
-            settings.max_slices_per_upload,
-            settings.max_upload_bytes,  # what it may inflate to: compression buys no room
+        return await run_in_threadpool(
+            _read_file, data, upload.filename or "", texts.get("spacing_mm"), k, identity, settings
         )
     finally:
         await form.close()
-    return features, k
 
 
-def _read_json(body: bytes, max_slices: int) -> tuple[np.ndarray, int]:
+def _read_file(
+    data: bytes,
+    filename: str,
+    spacing_text: str | None,
+    k: int,
+    identity: dict[str, str],
+    settings: Settings,
+) -> ExplanationInput:
+    try:
+        segmentation = read_segmentation(
+            data,
+            filename,
+            parse_spacing(spacing_text),
+            max_voxels=settings.max_mask_voxels,
+            max_slices=settings.max_slices_per_upload,
+            max_bytes=settings.max_upload_bytes,  # what it may inflate to
+        )
+    except InputError as e:
+        raise InvalidInput(str(e)) from None
+    if segmentation is not None:
+        return ExplanationInput(segmentation.features, k, segmentation, identity)
+    features = features_from_file(
+        data,
+        filename,
+        settings.max_slices_per_upload,
+        settings.max_upload_bytes,  # what it may inflate to: compression buys no room
+    )
+    return ExplanationInput(features, k, None, identity)
+
+
+def _read_json(body: bytes, max_slices: int) -> ExplanationInput:
     try:
         payload = json.loads(body)  # json.loads, not pydantic: NaN/Infinity reach the check
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidInput(f"the body is not valid JSON: {e}") from None
+    if isinstance(payload, dict) and "slices" in payload:
+        return _read_contours(payload, max_slices)
     rows = payload.get("features") if isinstance(payload, dict) else None
     if isinstance(rows, list):  # before pydantic copies every value of a too-long case
         check_slices(len(rows), max_slices)
+    identity = parse_identity(payload) if isinstance(payload, dict) else {}
+    if isinstance(payload, dict):
+        payload = {key: v for key, v in payload.items() if key not in IDENTITY_FIELDS}
     try:
         request = ExplanationRequest.model_validate(payload)
     except ValidationError as e:
         raise InvalidInput(validation_message(e)) from None
-    return features_from_rows(request.features, max_slices), request.k
+    return ExplanationInput(
+        features_from_rows(request.features, max_slices), request.k, None, identity
+    )
+
+
+def _read_contours(payload: dict, max_slices: int) -> ExplanationInput:
+    """A contours document, with k and the identity fields beside its own keys."""
+    raw_k = payload.get("k", DEFAULT_K)
+    if isinstance(raw_k, bool) or not isinstance(raw_k, int):
+        raise InvalidInput(f"k must be an integer, got {raw_k!r}")
+    k = check_k(raw_k)
+    identity = parse_identity(payload)
+    document = {key: v for key, v in payload.items() if key not in ("k", *IDENTITY_FIELDS)}
+    try:
+        segmentation = from_contours(document, max_slices)
+    except InputError as e:
+        raise InvalidInput(str(e)) from None
+    return ExplanationInput(segmentation.features, k, segmentation, identity)
 
 
 def validation_message(error: ValidationError, limit: int = 3) -> str:

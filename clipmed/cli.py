@@ -157,7 +157,17 @@ def train_checkpoint(cohort, preset_name: str, overrides: dict, out: Path, holdo
         "preset": preset_name,
     }
     case_ids = cohort.cases["case_id"].astype(str).to_numpy()[keep].tolist()
-    ckpt = build_checkpoint(result, cases, case_ids, cohort.schema, encoder, tcfg, data)
+    ckpt = build_checkpoint(
+        result,
+        cases,
+        case_ids,
+        cohort.schema,
+        encoder,
+        tcfg,
+        data,
+        feature_extractor=cohort.feature_extractor,
+        outlines=cohort.outlines,
+    )
     ckpt.save(out)
     return ckpt
 

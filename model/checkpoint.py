@@ -8,6 +8,7 @@ A checkpoint folder::
     catalog.faiss/.json   distinct training texts and their embeddings
     cases.faiss/.csv/.json  training cases' image embeddings, for similar-case lookup; the
                         JSON names the index kind (exact or approximate) and its parameters
+    outlines.npz        optional: the training cases' contours in mm, to draw similar cases
 
 Written into a temporary sibling folder and renamed into place, so a folder that exists is
 complete. No pickle anywhere: loading never executes code from the files.
@@ -37,10 +38,12 @@ from model.catalog import EXACT_BELOW, CaseIndex, CaseIndexSpec, Catalog, choose
 from model.clip import CLIPMedical
 from model.config import ModelConfig, TrainConfig, config_from_dict
 from model.encoders import FrozenTextEncoder, TextTokenCache
+from model.outline import OutlineStore
 from model.schema import Schema
 from model.train import CaseSet, TrainResult, embed_cases, embed_texts
 
 FORMAT = 1
+FEATURE_EXTRACTOR_V1 = "clipmed-morphometry/1"  # what LIDC checkpoints before it was recorded used
 LOW_SIMILARITY_PERCENTILE = 10  # under the 10th percentile of training cases -> low confidence
 
 
@@ -56,10 +59,21 @@ class Checkpoint:
     catalog: Catalog
     cases: CaseIndex
     zero_shot: dict[str, np.ndarray]  # field name -> (values, d) text embeddings
+    outlines: OutlineStore | None = None  # training cases' contours, where the cohort had them
 
     @property
     def version(self) -> str:
         return self.meta["version"]
+
+    @property
+    def feature_extractor(self) -> str | None:
+        """ "name/version" of the code that computed the training features; None for simulated
+        or unknown features. Checkpoints from before it was recorded were all trained on the
+        LIDC importer's first extractor."""
+        if "feature_extractor" in self.meta:
+            return self.meta["feature_extractor"]
+        lidc = self.meta.get("data", {}).get("cohort") == "lidc-idri"
+        return FEATURE_EXTRACTOR_V1 if lidc else None
 
     @property
     def config(self) -> ModelConfig:
@@ -80,6 +94,8 @@ class Checkpoint:
             )
             self.catalog.save(tmp)
             self.cases.save(tmp)
+            if self.outlines is not None:
+                self.outlines.save(tmp / "outlines.npz")
             meta = {**self.meta, "catalog_version": self.catalog.version}
             (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2) + "\n")
             os.replace(tmp, folder)
@@ -109,6 +125,7 @@ class Checkpoint:
         model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
         model.eval()
         zero_shot = load_numpy(str(folder / "zeroshot.safetensors"))
+        outlines_path = folder / "outlines.npz"
         return cls(
             model,
             Schema.from_dict(meta["schema"]),
@@ -116,6 +133,7 @@ class Checkpoint:
             Catalog.load(folder),
             CaseIndex.load(folder),
             dict(zero_shot),
+            OutlineStore.load(outlines_path) if outlines_path.is_file() else None,
         )
 
     def text_encoder(self) -> FrozenTextEncoder:
@@ -151,11 +169,16 @@ def build_checkpoint(
     cache: TextTokenCache | None = None,
     case_index: str = "auto",
     case_index_exact_below: int = EXACT_BELOW,
+    feature_extractor: str | None = None,
+    outlines: OutlineStore | None = None,
 ) -> Checkpoint:
     """Everything serving needs, from a trained model and the cases it was trained on.
 
     `case_index` is the similar-case index kind ("flat", "hnsw", "ivf"), or "auto": exact below
     `case_index_exact_below` cases, approximate above (the service's settings of the same names).
+    `feature_extractor` names the code that computed the features (the cohort's; None for
+    simulated ones): segmentations are explained only by a model trained on the same one.
+    `outlines` holds the contours of (some of) the cases, kept to draw them as similar cases.
     """
     model = result.model
     texts = cases.texts()
@@ -209,5 +232,7 @@ def build_checkpoint(
         "metrics": metrics or {},
         "logit_scale": model.scale.item(),
         "low_similarity": round(low_similarity, 4),
+        "feature_extractor": feature_extractor,
     }
-    return Checkpoint(model, schema, meta, catalog, similar_cases, zero_shot)
+    drawn = None if outlines is None else outlines.subset(list(case_ids))
+    return Checkpoint(model, schema, meta, catalog, similar_cases, zero_shot, drawn)

@@ -7,6 +7,8 @@ Layout of a cohort folder::
     cases.csv      one row per case: case_id, patient_id, [nodule_id], offset, n_slices,
                    one column per descriptor (empty cell = unknown), [raw ratings]
     features.npy   float32 [total slices, feature dim]; case i owns rows offset..offset+n_slices
+    outlines.npz   optional: each case's contours in mm (model.outline.OutlineStore), for
+                   cohorts imported from outlines (LIDC), so training cases can be drawn
 
 Features are memory-mapped on load, so a large cohort is streamed, not copied.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.outline import OutlineStore
 from model.schema import Schema
 
 REQUIRED_COLUMNS = ("case_id", "patient_id", "offset", "n_slices")
@@ -45,6 +48,12 @@ class Cohort:
     simulated: bool = False  # True for generated cohorts: every output says so
     source: str = ""  # where the data came from, one line
     extra: dict = field(default_factory=dict)  # importer-specific metadata
+    outlines: OutlineStore | None = None  # per case contours in mm, where the importer has them
+
+    @property
+    def feature_extractor(self) -> str | None:
+        """ "name/version" of the code that computed the features (None: simulated, unknown)."""
+        return self.extra.get("feature_extractor")
 
     def __post_init__(self) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in self.cases.columns]
@@ -99,6 +108,7 @@ class Cohort:
             self.simulated,
             self.source,
             self.extra,
+            self.outlines,
         )
 
     def subset(self, indices: Sequence[int]) -> CohortView:
@@ -136,6 +146,8 @@ class Cohort:
         directory = Path(directory)
         with atomic_directory(directory) as tmp:
             np.save(tmp / "features.npy", np.ascontiguousarray(self.features, dtype=np.float32))
+            if self.outlines is not None:
+                self.outlines.save(tmp / "outlines.npz")
             write_metadata(self, tmp)
         return directory
 
@@ -156,6 +168,8 @@ class Cohort:
             na_values=[""],
         )
         features = np.load(directory / "features.npy", mmap_mode="r", allow_pickle=False)
+        outlines_path = directory / "outlines.npz"
+        outlines = OutlineStore.load(outlines_path) if outlines_path.is_file() else None
         return cls(
             name=meta["name"],
             schema=schema or Schema.load(directory / "schema.json"),
@@ -165,6 +179,7 @@ class Cohort:
             simulated=bool(meta.get("simulated", False)),
             source=meta.get("source", ""),
             extra=meta.get("extra", {}),
+            outlines=outlines,
         )
 
 

@@ -16,17 +16,19 @@ import tokenize
 import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count
+from model.validation import MAX_SLICES_PER_CASE, InputError, check_slice_count
 
 MAX_NPZ_MEMBERS = 4  # a features .npz needs one member; a few are tolerated
 MAX_ZIP_DIRECTORY_BYTES = 64 << 10  # a few members' directory entries take well under 1 KiB
 MAX_ARRAY_BYTES = 64 << 20  # default limit on the declared uncompressed size of the array
 NPY_HEADER_BYTES = 4096  # allowance for the .npy header on top of the array (numpy writes 128)
 MAX_CSV_COLUMNS = 8192  # features per slice; the widest cohort (simulated) has 1,024
+MAX_ARRAY_ROWS = 1 << 62  # read_array leaves the slice count to the caller
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: what validate_features accepts
 
 # The zip end-of-central-directory record: signature, disk numbers, member counts, directory
@@ -65,6 +67,44 @@ def read_features(
     if suffix == ".csv":
         return _read_csv(data, max_slices)
     raise InputError(f"unsupported file type {suffix or '(none)'!r}; use .npy, .npz or .csv")
+
+
+@dataclass(frozen=True)
+class NamedArray:
+    name: str  # the .npz member it came from ("array" for a .npy)
+    values: np.ndarray
+    spacing: tuple[float, ...] | None = None  # an .npz member 'spacing_mm', when present
+
+
+def read_array(
+    data: bytes,
+    filename: str,
+    *,
+    members: tuple[str, ...] = ("features",),
+    max_array_bytes: int = MAX_ARRAY_BYTES,
+) -> NamedArray:
+    """An array of any shape from an .npy, or the first of `members` found in an .npz (with
+    its 'spacing_mm' member, if any); bounded as :func:`read_features` is."""
+    if Path(filename).suffix.lower() == ".npy":
+        return NamedArray("array", _read_npy(data, MAX_ARRAY_ROWS, max_array_bytes))
+    _check_zip_end_record(data)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except _ZIP_ERRORS as e:
+        raise InputError(f"not a valid .npz file: {_said(e)}") from None
+    with archive:
+        infos = archive.infolist()
+        member = _member(infos, members, max_array_bytes)
+        values = _read_npy(_member_bytes(archive, member), MAX_ARRAY_ROWS, max_array_bytes)
+        spacing = None
+        extra = next((m for m in infos if m.filename in ("spacing_mm", "spacing_mm.npy")), None)
+        if extra is not None:
+            raw = _read_npy(_member_bytes(archive, _checked(extra, 4096)), MAX_ARRAY_ROWS, 4096)
+            if raw.dtype.kind not in "iuf":
+                raise InputError(f"the .npz member 'spacing_mm' has dtype {raw.dtype}")
+            spacing = tuple(float(v) for v in raw.ravel())
+    name = member.filename.removesuffix(".npy")
+    return NamedArray(name, values, spacing)
 
 
 def load_features_file(path: Path) -> np.ndarray:
@@ -115,27 +155,40 @@ def _read_npz(data: bytes, max_slices: int, max_bytes: int) -> np.ndarray:
     except _ZIP_ERRORS as e:
         raise InputError(f"not a valid .npz file: {_said(e)}") from None
     with archive:
-        member = _features_member(archive.infolist(), max_bytes)
-        try:
-            with archive.open(member) as fh:
-                # zipfile stops at the declared size and checks the CRC: a member that inflates
-                # past what it declares fails here instead of growing.
-                raw = fh.read(member.file_size + 1)
-        except _ZIP_ERRORS as e:
-            raise InputError(
-                f"could not read the .npz member {member.filename!r}: {_said(e)}"
-            ) from None
+        member = _member(archive.infolist(), ("features",), max_bytes)
+        raw = _member_bytes(archive, member)
     return _read_npy(raw, max_slices, max_bytes)
 
 
-def _features_member(members: list[zipfile.ZipInfo], max_bytes: int) -> zipfile.ZipInfo:
-    """The 'features' member, if its directory entry promises something readable and small."""
+def _member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
+    try:
+        with archive.open(member) as fh:
+            # zipfile stops at the declared size and checks the CRC: a member that inflates
+            # past what it declares fails here instead of growing.
+            return fh.read(member.file_size + 1)
+    except _ZIP_ERRORS as e:
+        raise InputError(
+            f"could not read the .npz member {member.filename!r}: {_said(e)}"
+        ) from None
+
+
+def _member(
+    members: list[zipfile.ZipInfo], names: tuple[str, ...], max_bytes: int
+) -> zipfile.ZipInfo:
+    """The first member named one of `names` (with or without .npy), if its directory entry
+    promises something readable and small."""
     if len(members) > MAX_NPZ_MEMBERS:  # a zip64 end record may say otherwise than the plain one
         raise InputError(_too_many_members(len(members)))
-    member = next((m for m in members if m.filename in ("features", "features.npy")), None)
+    by_name = {m.filename.removesuffix(".npy"): m for m in members}
+    member = next((by_name[n] for n in names if n in by_name), None)
     if member is None:
-        names = ", ".join(repr(m.filename[:40]) for m in members) or "none"
-        raise InputError(f".npz has no 'features' array (members: {names})")
+        listed = ", ".join(repr(m.filename[:40]) for m in members) or "none"
+        wanted = " or ".join(repr(n) for n in names)
+        raise InputError(f".npz has no {wanted} array (members: {listed})")
+    return _checked(member, max_bytes)
+
+
+def _checked(member: zipfile.ZipInfo, max_bytes: int) -> zipfile.ZipInfo:
     if member.flag_bits & 0x1:
         raise InputError(f".npz member {member.filename!r} is encrypted")
     if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):

@@ -10,16 +10,10 @@ import torch
 from model.checkpoint import Checkpoint
 from model.clip import batch_slices, select_slices
 from model.retrieval import top1_fields, vote_fields, zero_shot
+from model.validation import MAX_SLICES_PER_CASE, InputError, check_slice_count
 
 LOW_SIMILARITY = 0.5  # fallback threshold for checkpoints that do not carry their own
 SPLIT_VOTE = 0.6  # a field whose winning share is under this -> low confidence
-# Hard cap on one case's slices. The longest LIDC-IDRI read outlines 56 slices (6,859 reads);
-# 512 leaves room for thin-slice CT and still refuses what is not one nodule before any work.
-MAX_SLICES_PER_CASE = 512
-
-
-class InputError(ValueError):
-    """Case features that cannot be explained; the message names the problem."""
 
 
 def validate_features(
@@ -50,16 +44,6 @@ def validate_features(
             f"{', '.join(map(str, rows[:5]))}{'...' if len(rows) > 5 else ''}"
         )
     return array
-
-
-def check_slice_count(n_slices: int, max_slices: int = MAX_SLICES_PER_CASE) -> None:
-    """Refuses more slices than one nodule can have; the Explainer sub-samples fewer to its
-    model's own `max_slices`."""
-    if n_slices > max_slices:
-        raise InputError(
-            f"features have {n_slices} slices; at most {max_slices} are accepted per case "
-            "(a nodule spans a few dozen)"
-        )
 
 
 @dataclass

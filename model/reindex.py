@@ -76,4 +76,6 @@ def with_added_cases(
         "reindexed_from": base.meta.get("reindexed_from") or origin,
         "added_case_ids": [str(c) for c in case_ids],
     }
-    return Checkpoint(model, schema, meta, catalog, cases_index, dict(base.zero_shot))
+    return Checkpoint(
+        model, schema, meta, catalog, cases_index, dict(base.zero_shot), base.outlines
+    )

@@ -31,13 +31,12 @@ async def create_explanation(
     request: Request, session: SessionDep, serving: ServingDep, caller: AnyUser
 ) -> ExplanationOut:
     """Explain one case: a features file (multipart field `file`, plus `k`) or JSON."""
-    features, k = await read_explanation_request(request)
+    case = await read_explanation_request(request)
     row = await run_in_threadpool(
         explaining.explain_case,
         session,
         serving,
-        features,
-        k,
+        case,
         caller.user.id,
         audit.explanation_created(request),
     )

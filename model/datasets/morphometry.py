@@ -4,7 +4,7 @@ Turns the contours a reader drew on one CT slice into a pixel mask (:func:`slice
 that mask's shape with scikit-image and scipy (:func:`slice_morphometry`: area, perimeter, axes,
 Feret diameter, convexity, radial profile and its Fourier descriptors, Hu moments, ...), and
 stacks the slices of one read into feature rows with where each slice sits in the read
-(:func:`read_features`). Lengths are in millimetres, areas in mm^2, given the pixel spacing.
+(:func:`contour_features`). Lengths are in millimetres, areas in mm^2, given the pixel spacing.
 
 The module knows nothing of LIDC's database: it takes contours as integer point arrays (and
 :func:`parse_coords` reads the "x,y" text they are stored as), and the importer in
@@ -56,6 +56,9 @@ CONTEXT_FEATURES: tuple[str, ...] = (
     "pixel_spacing_mm",
 )
 FEATURE_NAMES: tuple[str, ...] = SLICE_FEATURES + CONTEXT_FEATURES
+# Name and version of this extractor, recorded in every cohort, checkpoint and explanation
+# whose features it computed: bump the version whenever any feature's definition changes.
+FEATURE_EXTRACTOR = "clipmed-morphometry/1"
 
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
 
@@ -205,7 +208,7 @@ def _radial_profile(theta: np.ndarray, radii: np.ndarray) -> np.ndarray:
 
 
 # --- one read: slices -> feature rows ------------------------------------------------------------
-def read_features(
+def contour_features(
     slices: Sequence[tuple[float, Sequence[Contour]]], pixel_spacing: float, slice_thickness: float
 ) -> tuple[np.ndarray, int]:
     """Feature rows of one read, float32 [n_slices, len(FEATURE_NAMES)], and its count of
@@ -216,7 +219,16 @@ def read_features(
         mask, flagged = slice_mask(contours)
         degenerate += flagged
         rows.append(slice_morphometry(mask, pixel_spacing))
-    morph = np.vstack(rows)  # (n_slices, len(SLICE_FEATURES))
+    return stack_slices(z, np.vstack(rows), pixel_spacing, slice_thickness), degenerate
+
+
+def stack_slices(
+    z: np.ndarray, morph: np.ndarray, pixel_spacing: float, slice_thickness: float
+) -> np.ndarray:
+    """Feature rows float32 [n_slices, len(FEATURE_NAMES)] from each slice's morphometry
+    (n_slices, len(SLICE_FEATURES)) at positions `z` (mm, ascending): adds where each slice
+    sits in the read."""
+    z = np.asarray(z, np.float64)
     span = float(z.max() - z.min())
     z_relative = (z - z.min()) / span if span > 0 else np.full(len(z), 0.5)
     areas = morph[:, 0]
@@ -230,4 +242,4 @@ def read_features(
             np.full(len(z), pixel_spacing),
         ]
     )
-    return np.hstack([morph, context]).astype(np.float32), degenerate
+    return np.hstack([morph, context]).astype(np.float32)

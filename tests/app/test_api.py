@@ -165,7 +165,7 @@ BAD_INPUTS = {
     ),
     ".npz without features": (
         lambda c: post_file(c, "x.npz", npz(case(), name="other")),
-        "no 'features' array",
+        "no 'features'",
     ),
     "not a .npy": (lambda c: post_file(c, "x.npy", b"hello"), "not a valid .npy file"),
     "k out of range": (lambda c: post_file(c, "x.npy", npy(case()), k=0), "k must be between"),
