@@ -133,6 +133,24 @@ class ExplanationResult(BaseModel):
     low_confidence_reasons: list[str]
 
 
+class CaseIdentity(BaseModel):
+    """Optional identity given on upload."""
+
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    nodule_label: str | None = None
+    patient_pseudonym: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Explanation) -> CaseIdentity:
+        return cls(
+            study_instance_uid=row.study_instance_uid,
+            series_instance_uid=row.series_instance_uid,
+            nodule_label=row.nodule_label,
+            patient_pseudonym=row.patient_pseudonym,
+        )
+
+
 class ExplanationOut(BaseModel):
     id: str
     created_at: UtcDatetime
@@ -141,6 +159,17 @@ class ExplanationOut(BaseModel):
     k: int
     model_version: str
     catalog_version: str
+    input_kind: str = Field(
+        description="What was uploaded: features, contours, mask, nifti or dicom-seg"
+    )
+    feature_extractor: str | None = Field(
+        description="For segmentations: the code (name/version) that computed the features"
+    )
+    identity: CaseIdentity
+    outline: dict[str, Any] | None = Field(
+        description="For segmentations: the nodule's contours per slice in mm (the contours "
+        "JSON form), as drawn on the result page"
+    )
     explanation: ExplanationResult
 
     @classmethod
@@ -153,6 +182,10 @@ class ExplanationOut(BaseModel):
             k=row.k,
             model_version=row.model_version,
             catalog_version=row.catalog_version,
+            input_kind=row.input_kind,
+            feature_extractor=row.feature_extractor,
+            identity=CaseIdentity.from_row(row),
+            outline=row.outline,
             explanation=ExplanationResult.model_validate(row.result),
         )
 

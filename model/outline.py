@@ -188,16 +188,15 @@ def _polygon(raw: object, where: str) -> np.ndarray:
     distinct = len(np.unique(xy, axis=0))
     if distinct < 3:
         raise InputError(f"{where} has {distinct} distinct point(s); a contour needs at least 3")
-    signed = _shoelace(xy)
-    if signed == 0.0 or abs(signed) < 1e-9 * max(np.ptp(xy, axis=0).max(), 1.0) ** 2:
+    signed = abs(_shoelace(xy))
+    simple = shapely.LinearRing(xy).is_simple
+    enclosed = signed if simple else shapely.make_valid(Polygon(xy)).area
+    if enclosed <= 1e-9 * max(float(np.ptp(xy, axis=0).max()), 1.0) ** 2:
         raise InputError(f"{where} encloses zero area (its points are collinear)")
-    ring = shapely.LinearRing(xy)
-    if not ring.is_simple:
-        enclosed = shapely.make_valid(Polygon(xy)).area
-        if enclosed - abs(signed) > SELF_CROSSING_SHARE * enclosed:
-            raise InputError(
-                f"{where} crosses itself (a figure of eight); draw each part as its own contour"
-            )
+    if not simple and enclosed - signed > SELF_CROSSING_SHARE * enclosed:
+        raise InputError(
+            f"{where} crosses itself (a figure of eight); draw each part as its own contour"
+        )
     return xy
 
 

@@ -274,7 +274,7 @@ def read_nifti(
         raise InputError("not a NIfTI file (the header size is neither 348 nor 540)")
     header_class = nibabel.Nifti1Header if sizeof == 348 else nibabel.Nifti2Header
     try:
-        header = header_class.from_fileobj(io.BytesIO(head), check=True)
+        header = header_class.from_fileobj(io.BytesIO(head), check=False)  # no silent fixes
         shape = tuple(int(n) for n in header.get_data_shape())
         itemsize = header.get_data_dtype().itemsize
     except Exception as e:  # nibabel raises HeaderDataError, ValueError, struct errors ...
@@ -284,6 +284,8 @@ def read_nifti(
     if len(shape) != 3:
         raise InputError(f"a NIfTI mask must be a 3-D volume, got shape {shape}")
     check_voxels(shape, max_voxels)
+    # as written (nibabel would quietly turn a zero into 1), before any voxel is decoded
+    check_spacing(tuple(round(abs(float(v)), 6) for v in header["pixdim"][1:4][::-1]))
     offset = max(int(header.get_data_offset()), NIFTI_HEADER_BYTES[sizeof])
     needed = offset + math.prod(shape) * itemsize
     raw = _inflate(data, needed, strict=True) if gz else data
@@ -295,7 +297,8 @@ def read_nifti(
         image = nibabel.Nifti1Image if sizeof == 348 else nibabel.Nifti2Image
         img = nibabel.as_closest_canonical(image.from_bytes(raw[:needed]))
         values = np.asanyarray(img.dataobj)
-        zooms = tuple(float(v) for v in img.header.get_zooms()[:3])
+        # the header holds float32: 0.7 reads back as 0.699999988; 6 decimals give 0.7 again
+        zooms = tuple(round(float(v), 6) for v in img.header.get_zooms()[:3])
     except InputError:
         raise
     except Exception as e:

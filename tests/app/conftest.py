@@ -19,6 +19,7 @@ from service_support import (
     DATABASES,
     add_user,
     bearer,
+    build_lidc_checkpoint,
     build_small_checkpoint,
     fresh_database,
     running_server,
@@ -107,6 +108,31 @@ def service(request, tmp_path_factory, small_checkpoints) -> Iterator[Service]:
 
 
 ROLES = ("clinician", "radiologist", "admin")
+
+
+@pytest.fixture(scope="session")
+def lidc_checkpoint(tmp_path_factory, lidc_small, text_encoder) -> Path:
+    """A small model trained on real LIDC features (all of lidc_small but HELD_OUT_PATIENT),
+    with the feature extractor and the training cases' outlines recorded."""
+    folder = tmp_path_factory.mktemp("lidc-checkpoint") / "ckpt"
+    build_lidc_checkpoint(folder, text_encoder, lidc_small)
+    return folder
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def lidc_service(request, tmp_path_factory, lidc_checkpoint) -> Iterator[Service]:
+    """A running server whose active model is lidc_checkpoint (segmentations can be explained);
+    `checkpoints` is None."""
+    tmp_dir = tmp_path_factory.mktemp("lidc-service")
+    with fresh_database(request.param, tmp_dir) as url:
+        migrate.upgrade(url)
+        app = create_app(service_settings(tmp_dir, url))
+        with app.state.sessions() as session:
+            row = registry.register_checkpoint(session, lidc_checkpoint)
+            registry.activate_version(session, row.version)
+        tokens = {role: add_user(app.state.sessions, role, role) for role in ROLES}
+        with running_server(app) as base_url:
+            yield Service(base_url, app, None, tokens)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -43,6 +43,42 @@ def build_small_checkpoint(folder: Path, encoder, preset_name: str, seed: int) -
     return Checkpoint.load(folder)
 
 
+HELD_OUT_PATIENT = "LIDC-IDRI-0001"  # not in lidc_checkpoint's training cases
+
+
+def build_lidc_checkpoint(folder: Path, encoder, cohort, seed: int = 0) -> Checkpoint:
+    """A small model on real LIDC features (extractor and outlines recorded), trained on every
+    case of `cohort` but those of HELD_OUT_PATIENT."""
+    import numpy as np
+
+    from model.checkpoint import build_checkpoint
+    from model.config import preset
+    from model.train import train
+
+    keep = np.flatnonzero(cohort.patients != HELD_OUT_PATIENT)
+    cases = cohort.subset(keep)
+    mcfg, tcfg = preset(
+        "lidc", epochs=2, val_fraction=0.0, patience=0, seed=seed, embed_dim=32, ff_dim=64
+    )
+    classes = [len(f.values) for f in cohort.schema.fields]
+    result = train(cases, mcfg, tcfg, encoder, field_classes=classes)
+    case_ids = cohort.cases["case_id"].astype(str).to_numpy()[keep].tolist()
+    data = {"cohort": cohort.name, "simulated": False}
+    ckpt = build_checkpoint(
+        result,
+        cases,
+        case_ids,
+        cohort.schema,
+        encoder,
+        tcfg,
+        data,
+        feature_extractor=cohort.feature_extractor,
+        outlines=cohort.outlines,
+    )
+    ckpt.save(folder)
+    return Checkpoint.load(folder)
+
+
 def postgres_url() -> str:
     """The test server's URL, or a skip (a failure under CLIPMED_REQUIRE_POSTGRES=1)."""
     url = os.environ.get("CLIPMED_TEST_POSTGRES_URL", "")
