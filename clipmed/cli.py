@@ -209,22 +209,80 @@ def train_cmd(
     )
 
 
+INPUT_HELP = (
+    "Features (.npy 2-D, .npz member 'features', .csv one row per slice) or a segmentation: "
+    "contours .json, a mask .npy/.npz (3-D, with --spacing-mm or an .npz member 'spacing_mm'), "
+    "NIfTI .nii/.nii.gz, DICOM SEG .dcm."
+)
+SPACING_HELP = "A mask's voxel spacing in mm: slice,row,column (e.g. 2.5,0.7,0.7)."
+
+
+def read_case(path: Path, spacing_mm: str | None):
+    """(features, segmentation or None) of a case file: a segmentation's features are computed
+    by the same code as the service's."""
+    from model.features_io import load_features_file
+    from model.segmentation import load_segmentation_file, parse_spacing
+
+    segmentation = load_segmentation_file(path, parse_spacing(spacing_mm))
+    if segmentation is not None:
+        return segmentation.features, segmentation
+    return load_features_file(path), None
+
+
+@app.command("features")
+def features_cmd(
+    source: Annotated[Path, typer.Argument(help=INPUT_HELP)],
+    out: Annotated[Path, typer.Option(help="Feature file to write (.npy).")],
+    spacing_mm: Annotated[str | None, typer.Option(help=SPACING_HELP)] = None,
+) -> None:
+    """Turn a segmentation into the model's per-slice feature file (as the service does)."""
+    import numpy as np
+
+    from model.inference import InputError
+
+    try:
+        features, segmentation = read_case(source, spacing_mm)
+    except InputError as e:
+        fail(str(e))
+    if segmentation is None:
+        fail(f"{source} holds features already, not a segmentation")
+    if out.suffix.lower() != ".npy":
+        fail("--out must name a .npy file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, features, allow_pickle=False)
+    typer.echo(
+        json.dumps(
+            {
+                "features": str(out),
+                "slices": int(features.shape[0]),
+                "input_kind": segmentation.kind,
+                "feature_extractor": segmentation.extractor,
+            }
+        )
+    )
+
+
 @app.command("explain")
 def explain_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder.")],
-    features: Annotated[
-        Path, typer.Argument(help=".npy, .npz (member 'features') or .csv, one row per slice.")
-    ],
+    features: Annotated[Path, typer.Argument(help=INPUT_HELP)],
     k: Annotated[int, typer.Option(help="Distinct texts to retrieve.")] = 5,
+    spacing_mm: Annotated[str | None, typer.Option(help=SPACING_HELP)] = None,
 ) -> None:
     """Explain one case: print its retrieved descriptor texts and evidence as JSON."""
     from model.checkpoint import Checkpoint, CheckpointError
-    from model.features_io import load_features_file
     from model.inference import Explainer, InputError
 
     try:
         ckpt = Checkpoint.load(checkpoint)
-        explanation = Explainer(ckpt).explain(load_features_file(features), k=k)
+        array, segmentation = read_case(features, spacing_mm)
+        if segmentation is not None and ckpt.feature_extractor != segmentation.extractor:
+            fail(
+                f"{checkpoint} was trained on features from "
+                f"{ckpt.feature_extractor or 'no recorded extractor'}; segmentations give "
+                f"{segmentation.extractor}"
+            )
+        explanation = Explainer(ckpt).explain(array, k=k)
     except (InputError, CheckpointError) as e:
         fail(str(e))
     typer.echo(json.dumps(explanation, indent=2))

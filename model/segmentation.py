@@ -119,7 +119,8 @@ def from_mask(
     box = binary[zs[0] : zs[-1] + 1, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     spacing = min(dy, dx)
     if not math.isclose(dy, dx, rel_tol=0.01):  # square pixels for the 2-D measures
-        box = ndimage.zoom(box, (1.0, dy / spacing, dx / spacing), order=0, grid_mode=True)
+        zoom = (1.0, dy / spacing, dx / spacing)
+        box = ndimage.zoom(box, zoom, order=0, grid_mode=True, mode="grid-constant")
         box = box.astype(bool)
     z = z0_mm + (zs[0] + np.arange(box.shape[0])) * dz
     morph = np.vstack([slice_morphometry(s, spacing) for s in box])
