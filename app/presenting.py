@@ -5,18 +5,20 @@ The routes in `app.routes.pages` only pick a template; everything they render co
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.explaining import features_from_file
+from app.explaining import ExplanationInput, features_from_file
 from app.models import Explanation, ModelVersion
+from model.segmentation import from_contours
+from model.validation import InputError
 
 EXAMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.npy$")
 
@@ -35,12 +37,21 @@ def list_examples(data_dir: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and EXAMPLE_NAME.match(p.name))
 
 
-def load_example(data_dir: Path, name: str) -> np.ndarray:
-    """The features of one listed example; NotFound for any other name (no path tricks)."""
+def load_example(data_dir: Path, name: str, k: int) -> ExplanationInput:
+    """One listed example; NotFound for any other name (no path tricks). Where `clipmed demo`
+    also wrote the read's contours, the example is explained from them (so it is drawn)."""
     if name not in list_examples(data_dir):
         raise NotFound(f"no example named {name!r}")
     path = examples_dir(data_dir) / name
-    return features_from_file(path.read_bytes(), name)
+    contours = path.with_name(path.stem + ".contours.json")
+    if contours.is_file():
+        try:
+            segmentation = from_contours(json.loads(contours.read_text()))
+        except (InputError, ValueError):
+            segmentation = None  # a read drawn broken: fall back to its features
+        if segmentation is not None:
+            return ExplanationInput(segmentation.features, k, segmentation)
+    return ExplanationInput(features_from_file(path.read_bytes(), name), k)
 
 
 # --- explanations as view data --------------------------------------------------------------

@@ -362,7 +362,13 @@ def demo_cmd(
     if not examples.is_dir():
         examples.mkdir(parents=True)
         for i in holdout[:: max(1, len(holdout) // 12)][:12]:
-            np.save(examples / f"{cohort.cases.case_id.iloc[i]}.npy", cohort.slices(int(i)))
+            case_id = cohort.cases.case_id.iloc[i]
+            np.save(examples / f"{case_id}.npy", cohort.slices(int(i)))
+            # the same read as contours (what a user would send), so its outline can be drawn
+            outline = cohort.outlines.get(case_id) if cohort.outlines is not None else None
+            if outline is not None:
+                text = json.dumps(outline.to_json(decimals=6))
+                (examples / f"{case_id}.contours.json").write_text(text)
     ckpt_dir = data / "checkpoints" / "default"
     if (ckpt_dir / "checkpoint.json").is_file():
         ckpt = Checkpoint.load(ckpt_dir)

@@ -99,12 +99,12 @@ async def explain_example(
         if not k.strip().lstrip("-").isdigit():
             raise InvalidInput(f"k must be an integer, got {k!r}")
         k_value = explaining.check_k(int(k))
-        features = await run_in_threadpool(presenting.load_example, settings.data_dir, name)
+        case = await run_in_threadpool(presenting.load_example, settings.data_dir, name, k_value)
         row = await run_in_threadpool(
             explaining.explain_case,
             session,
             serving,
-            explaining.ExplanationInput(features, k_value),
+            case,
             caller.user.id,
             audit.explanation_created(request),
         )
