@@ -66,8 +66,11 @@ class Bar:
 class FieldView:
     name: str
     label: str
-    value_label: str | None
-    share_pct: int
+    value_label: str | None  # the served answer
+    probability_pct: int  # its calibrated probability (the vote share in older explanations)
+    calibrated: bool
+    vote_label: str | None
+    share_pct: int  # the vote's share
     top1_label: str | None
     zero_shot: list[Bar]
     head: list[Bar] | None
@@ -151,11 +154,19 @@ def explanation_view(session: Session, row: Explanation) -> dict[str, Any]:
         codes = labels.get(f["field"], {})
         vote = f.get("vote", {})
         head = f.get("head")
+        served = f.get("served") or {
+            "label": vote.get("label"),
+            "probability": vote.get("share", 0.0),
+            "calibrated": False,
+        }
         fields.append(
             FieldView(
                 name=f["field"],
                 label=f.get("label") or f["field"],
-                value_label=vote.get("label"),
+                value_label=served.get("label"),
+                probability_pct=pct(served.get("probability", 0.0)),
+                calibrated=bool(served.get("calibrated")),
+                vote_label=vote.get("label"),
                 share_pct=pct(vote.get("share", 0.0)),
                 top1_label=(f.get("top1") or {}).get("label"),
                 zero_shot=_distribution(f.get("zero_shot", {}), codes),

@@ -97,9 +97,25 @@ class FieldTop1(BaseModel):
     label: str | None
 
 
+class FieldServed(BaseModel):
+    """The field's answer: one read-out, the same in the service, reports and exports."""
+
+    value: str | None
+    label: str | None
+    probability: float = Field(
+        description="Calibrated on validation patients: answers stated at 80% are right about "
+        "80% of the time (uncalibrated vote share when `calibrated` is false)"
+    )
+    calibrated: bool
+    distribution: dict[str, float] | None = None
+
+
 class FieldEvidence(BaseModel):
     field: str
     label: str
+    served: FieldServed | None = Field(
+        default=None, description="The answer to lead with (absent in older explanations)"
+    )
     vote: FieldVote
     top1: FieldTop1
     zero_shot: dict[str, float]

@@ -57,6 +57,8 @@ def run_one(preset: str, cohort: Path, folds: int, out: Path, device: str = "cpu
     model_rows = table[table.method.isin(MODEL_METHODS)]
     best = model_rows.groupby(["field", "method"]).macro_f1.median().groupby("field").max()
     logreg = table[table.method == "logreg"].groupby("field").macro_f1.median()
+    medians = table.groupby(["method", "field"]).macro_f1.median().round(3)
+    ece = result.calibration.groupby(["method", "field"]).ece.median().round(3)
     text_seconds = result.timing["text_encoder_seconds"] + load_seconds
     return {
         "preset": preset,
@@ -68,6 +70,9 @@ def run_one(preset: str, cohort: Path, folds: int, out: Path, device: str = "cpu
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "best_mode_macro_f1": best.round(3).to_dict(),
         "logreg_macro_f1": logreg.round(3).to_dict(),
+        # field x {readers, baselines, served, each read-out}: the table of docs/benchmarks.md
+        "macro_f1": {m: medians[m].to_dict() for m in medians.index.levels[0]},
+        "ece": {m: ece[m].to_dict() for m in ece.index.levels[0]},
     }
 
 

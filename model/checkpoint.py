@@ -9,6 +9,8 @@ A checkpoint folder::
     cases.faiss/.csv/.json  training cases' image embeddings, for similar-case lookup; the
                         JSON names the index kind (exact or approximate) and its parameters
     outlines.npz        optional: the training cases' contours in mm, to draw similar cases
+    served.safetensors  the served read-out per field (model.served), calibrated; absent in
+                        checkpoints from before it, which serve the vote share instead
 
 Written into a temporary sibling folder and renamed into place, so a folder that exists is
 complete. No pickle anywhere: loading never executes code from the files.
@@ -40,6 +42,7 @@ from model.config import ModelConfig, TrainConfig, config_from_dict
 from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.outline import OutlineStore
 from model.schema import Schema
+from model.served import ServedHead, fit_served, pooled_features, served_inputs
 from model.train import CaseSet, TrainResult, embed_cases, embed_texts
 
 FORMAT = 1
@@ -60,6 +63,7 @@ class Checkpoint:
     cases: CaseIndex
     zero_shot: dict[str, np.ndarray]  # field name -> (values, d) text embeddings
     outlines: OutlineStore | None = None  # training cases' contours, where the cohort had them
+    served: ServedHead | None = None  # the calibrated served read-out (None: older checkpoint)
 
     @property
     def version(self) -> str:
@@ -96,6 +100,8 @@ class Checkpoint:
             self.cases.save(tmp)
             if self.outlines is not None:
                 self.outlines.save(tmp / "outlines.npz")
+            if self.served is not None:
+                save_numpy(self.served.tensors(), str(tmp / "served.safetensors"))
             meta = {**self.meta, "catalog_version": self.catalog.version}
             (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2) + "\n")
             os.replace(tmp, folder)
@@ -126,14 +132,22 @@ class Checkpoint:
         model.eval()
         zero_shot = load_numpy(str(folder / "zeroshot.safetensors"))
         outlines_path = folder / "outlines.npz"
+        served_path = folder / "served.safetensors"
+        schema = Schema.from_dict(meta["schema"])
+        served = (
+            ServedHead.from_tensors(load_numpy(str(served_path)), len(schema.fields))
+            if served_path.is_file()
+            else None
+        )
         return cls(
             model,
-            Schema.from_dict(meta["schema"]),
+            schema,
             meta,
             Catalog.load(folder),
             CaseIndex.load(folder),
             dict(zero_shot),
             OutlineStore.load(outlines_path) if outlines_path.is_file() else None,
+            served,
         )
 
     def text_encoder(self) -> FrozenTextEncoder:
@@ -235,4 +249,16 @@ def build_checkpoint(
         "feature_extractor": feature_extractor,
     }
     drawn = None if outlines is None else outlines.subset(list(case_ids))
-    return Checkpoint(model, schema, meta, catalog, similar_cases, zero_shot, drawn)
+    served = fit_served(
+        served_inputs(pooled_features(cases, model.cfg.max_slices), case_embeddings),
+        labels,
+        np.asarray(cases.patients),
+        [len(f.values) for f in schema.fields],
+        seed=tcfg.seed,
+    )
+    meta["served"] = {
+        "method": "class-balanced logistic regression on pooled slice features and the image "
+        "embedding; C chosen and the probability calibrated (isotonic) on validation patients",
+        "C": {f.name: head.C for f, head in zip(schema.fields, served.fields, strict=True)},
+    }
+    return Checkpoint(model, schema, meta, catalog, similar_cases, zero_shot, drawn, served)

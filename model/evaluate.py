@@ -1,9 +1,14 @@
 """The thesis's evaluation protocol, made honest: patient-grouped k-fold CV with baselines.
 
 Per fold a fresh model is trained on the training patients; the catalog is the distinct texts
-of the training cases; each test case is predicted by top-1 retrieval (the thesis's), by a
-similarity-weighted vote over the top-k texts, and by the multi-task heads when trained. The
-same folds give a majority-class and a logistic-regression baseline on pooled slice features.
+of the training cases; each test case is predicted by the served read-out (model.served: fit and
+calibrated on inner validation patients of the fold's training patients, declared before any
+test fold is seen), by top-1 retrieval (the thesis's), by a similarity-weighted vote over the
+top-k texts, and by the multi-task heads when trained. The same folds give the baselines on the
+same inputs (pooled slice features): majority class, logistic regression (plain, and
+class-balanced with C chosen on inner validation patients), class-balanced gradient boosting;
+and the radiologists' own agreement on the same bins (model.readers). Stated probabilities are
+scored for calibration (ECE, Brier, NLL).
 """
 
 from __future__ import annotations
@@ -17,17 +22,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from model import metrics, plots
-from model.clip import batch_slices
 from model.cohort import Cohort
 from model.config import ModelConfig, TrainConfig
 from model.encoders import FrozenTextEncoder, TextTokenCache
+from model.readers import READER_METHODS, reader_pairs
 from model.retrieval import top1_fields, vote_fields
+from model.served import fit_served, pooled_features, served_inputs
 from model.train import (
     Progress,
     Subset,
@@ -38,15 +45,22 @@ from model.train import (
     train,
 )
 
-MODEL_METHODS = ("top1", "vote", "head", "probe")
-BASELINES = ("majority", "logreg")
+MODEL_METHODS = ("served", "top1", "vote", "head", "probe")
+SERVED = "served"  # the one read-out the service, the report and the exports lead with
+BASELINES = ("majority", "logreg", "logreg_bal", "histgb")
+STRONG_BASELINES = ("logreg_bal", "histgb")
 METHOD_NAMES = {
+    "served": "served (calibrated)",
     "top1": "CLIP top-1 text",
     "vote": "CLIP top-k vote",
     "head": "CLIP multi-task head",
     "probe": "CLIP embedding + linear probe",
     "majority": "majority class",
     "logreg": "logistic regression",
+    "logreg_bal": "logistic regression, balanced",
+    "histgb": "gradient boosting, balanced",
+    "reader_pair": "reader vs reader",
+    "reader_loo": "reader vs other readers' majority",
 }
 
 
@@ -66,6 +80,7 @@ class EvalResult:
     confusions: dict = field(default_factory=dict)  # (field, method) -> summed matrix
     histories: dict = field(default_factory=dict)  # "fold 1" -> {"train_loss": ...}
     timing: dict = field(default_factory=dict)
+    calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # fold, field, method, ece
 
 
 def patient_folds(
@@ -79,20 +94,6 @@ def patient_folds(
         )
     splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(patients)), groups=patients))
-
-
-def pooled_features(cases, max_slices: int) -> np.ndarray:
-    """Mean and max over (sub-sampled) slices: the baselines' one vector per case."""
-    out = []
-    for s in range(0, len(cases), 512):
-        x, mask = batch_slices(
-            [cases.slices(i) for i in range(s, min(s + 512, len(cases)))], max_slices
-        )
-        m = mask.unsqueeze(-1)
-        mean = (x * m).sum(1) / m.sum(1)
-        peak = x.masked_fill(~m, float("-inf")).amax(1)
-        out.append(torch.cat([mean, peak], -1).numpy())
-    return np.concatenate(out)
 
 
 def majority_predictions(train_y: np.ndarray, n_test: int) -> np.ndarray:
@@ -148,11 +149,13 @@ class FoldResult:
     confusions: dict  # (field, method) -> matrix
     history: dict
     train_seconds: float
+    calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # fold, field, method, ece...
 
     def save(self, folder: Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.metrics.to_csv(folder / "metrics.csv", index=False)
+        self.calibration.to_csv(folder / "calibration.csv", index=False)
         self.per_class.to_csv(folder / "per_class.csv", index=False)
         self.retrieval.to_csv(folder / "retrieval.csv", index=False)
         np.savez(
@@ -176,27 +179,91 @@ class FoldResult:
             confusions,
             meta["history"],
             meta["train_seconds"],
+            _read_optional_csv(folder / "calibration.csv"),
         )
+
+
+def _read_optional_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
+# A method's stated probabilities: (answered class [n, fields], its probability [n, fields],
+# per field the whole distribution [n, classes]).
+Stated = tuple[np.ndarray, np.ndarray, list[np.ndarray]]
+
+
+def model_readouts(
+    model, schema, catalog_texts: list[str], catalog_emb, case_emb, vote_k: int
+) -> tuple[dict[str, np.ndarray], dict[str, Stated]]:
+    """Per prediction mode, (n_cases, fields) class codes (top-1 text, top-k vote, heads), and
+    for the modes that state a probability (vote share, head softmax) what they state."""
+    n_classes = [len(f.values) for f in schema.fields]
+    cat_labels = np.stack([schema.parse(t) for t in catalog_texts])
+    sims = case_emb @ catalog_emb.T  # (n, t) cosine similarities
+    order = np.argsort(-sims, axis=1)
+    top_sims = np.take_along_axis(sims, order, axis=1)
+    vote, share, tallies = vote_fields(
+        top_sims[:, :vote_k], order[:, :vote_k], cat_labels, n_classes
+    )
+    predictions = {"top1": top1_fields(order, cat_labels), "vote": vote}
+    stated = {"vote": (vote, share, list(tallies))}
+    if model.heads:
+        with torch.no_grad():
+            logits = model.classify(torch.from_numpy(case_emb).to(model.device))
+        probs = [torch.softmax(lg, dim=-1).cpu().numpy() for lg in logits]
+        predictions["head"] = np.stack([p.argmax(1) for p in probs], axis=1)
+        stated["head"] = (predictions["head"], np.stack([p.max(1) for p in probs], 1), probs)
+    return predictions, stated
 
 
 def model_predictions(
     model, schema, catalog_texts: list[str], catalog_emb, case_emb, vote_k: int
 ) -> dict[str, np.ndarray]:
     """Per prediction mode, (n_cases, fields) class codes: top-1 text, top-k vote, heads."""
-    n_classes = [len(f.values) for f in schema.fields]
-    cat_labels = np.stack([schema.parse(t) for t in catalog_texts])
-    sims = case_emb @ catalog_emb.T  # (n, t) cosine similarities
-    order = np.argsort(-sims, axis=1)
-    top_sims = np.take_along_axis(sims, order, axis=1)
-    predictions = {
-        "top1": top1_fields(order, cat_labels),
-        "vote": vote_fields(top_sims[:, :vote_k], order[:, :vote_k], cat_labels, n_classes)[0],
+    return model_readouts(model, schema, catalog_texts, catalog_emb, case_emb, vote_k)[0]
+
+
+def balanced_baselines(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    train_groups: np.ndarray,
+    test_x: np.ndarray,
+    n_classes: list[int],
+    seed: int,
+) -> dict[str, Stated]:
+    """The strong baselines on the same inputs: class-balanced logistic regression (C chosen
+    on inner validation patients) and class-balanced gradient boosting."""
+    logreg = fit_served(train_x, train_y, train_groups, n_classes, seed)
+    z = (np.asarray(test_x, np.float64) - logreg.mean) / logreg.scale
+    raw = [head.raw_proba(z) for head in logreg.fields]
+    out = {
+        "logreg_bal": (
+            np.stack([p.argmax(1) for p in raw], 1),
+            np.stack([p.max(1) for p in raw], 1),
+            raw,
+        )
     }
-    if model.heads:
-        with torch.no_grad():
-            logits = model.classify(torch.from_numpy(case_emb).to(model.device))
-        predictions["head"] = np.stack([lg.argmax(1).cpu().numpy() for lg in logits], axis=1)
-    return predictions
+    probs = []
+    for j, k in enumerate(n_classes):
+        known = train_y[:, j] >= 0
+        classes = np.unique(train_y[known, j])
+        p = np.zeros((len(test_x), k))
+        if len(classes) < 2:
+            p[:, int(classes[0]) if len(classes) else 0] = 1.0
+        else:
+            clf = HistGradientBoostingClassifier(class_weight="balanced", random_state=seed)
+            clf.fit(train_x[known], train_y[known, j])
+            p[:, clf.classes_] = clf.predict_proba(test_x)
+        probs.append(p)
+    out["histgb"] = (
+        np.stack([p.argmax(1) for p in probs], 1),
+        np.stack([p.max(1) for p in probs], 1),
+        probs,
+    )
+    return out
 
 
 def validation_metrics(
@@ -282,17 +349,49 @@ def run_fold(
     test_emb = embed_cases(model, test_view)
     train_emb = embed_cases(model, train_view)
     y_test = test_view.labels
-    predictions = model_predictions(model, schema, distinct, cat_emb, test_emb, vote_k)
+    predictions, stated = model_readouts(model, schema, distinct, cat_emb, test_emb, vote_k)
+    train_y = cohort.labels[train_idx]
+    train_groups = cohort.patients[train_idx]
+    # The served read-out: fit and calibrated on inner validation patients of this fold's
+    # training patients only (as build_checkpoint does for a deployed model).
+    served = fit_served(
+        served_inputs(pooled[train_idx], train_emb), train_y, train_groups, n_classes, seed
+    )
+    stated["served"] = served.predict(served_inputs(pooled[test_idx], test_emb))
+    predictions["served"] = stated["served"][0]
 
     report(None, "baselines")
-    train_y = cohort.labels[train_idx]
     # A light head on the frozen image embedding (thesis 6.1.1), fit after training.
     predictions["probe"] = logistic_predictions(train_emb, train_y, test_emb, seed)
     predictions["majority"] = majority_predictions(train_y, len(test_idx))
     predictions["logreg"] = logistic_predictions(pooled[train_idx], train_y, pooled[test_idx], seed)
+    strong = balanced_baselines(
+        pooled[train_idx], train_y, train_groups, pooled[test_idx], n_classes, seed
+    )
+    stated |= strong
+    predictions |= {name: s[0] for name, s in strong.items()}
 
-    rows, class_rows, retrieval_rows = [], [], []
+    rows, class_rows, retrieval_rows, calibration_rows = [], [], [], []
     confusions: dict = {}
+    for method, (pred, confidence, dists) in stated.items():
+        for j, fld in enumerate(schema.fields):
+            cal = metrics.calibration(y_test[:, j], confidence[:, j], pred[:, j], dists[j])
+            calibration_rows.append({"fold": fold, "field": fld.name, "method": method, **cal})
+            confusions[("reliability:" + fld.name, method)] = metrics.reliability_bins(
+                y_test[:, j], confidence[:, j], pred[:, j]
+            )
+    if "nodule_id" in cohort.cases.columns:
+        nodules = cohort.cases["nodule_id"].astype(str).to_numpy()[test_idx]
+        for method, per_field in reader_pairs(y_test, nodules).items():
+            for j, (truth, pred) in enumerate(per_field):
+                if len(truth) == 0:
+                    continue
+                fld = schema.fields[j]
+                rep = metrics.classification_report(truth, pred, n_classes[j], ordinal=fld.ordinal)
+                rows.append(
+                    {"fold": fold, "field": fld.name, "method": method}
+                    | _summary_row(rep, n_classes[j])
+                )
     for method, pred in predictions.items():
         for j, fld in enumerate(schema.fields):
             rep = metrics.classification_report(
@@ -343,6 +442,7 @@ def run_fold(
         confusions,
         result.history,
         result.seconds,
+        pd.DataFrame(calibration_rows),
     )
 
 
@@ -362,6 +462,7 @@ def merge_folds(results: list[FoldResult], timing: dict | None = None) -> EvalRe
         confusions,
         {f"fold {r.fold}": r.history for r in results},
         timing,
+        pd.concat([r.calibration for r in results], ignore_index=True),
     )
 
 
@@ -421,7 +522,18 @@ def write_report(
     result.metrics.to_csv(out / "metrics.csv", index=False)
     result.per_class.to_csv(out / "per_class.csv", index=False)
     result.retrieval.to_csv(out / "retrieval.csv", index=False)
+    result.calibration.to_csv(out / "calibration.csv", index=False)
     schema = cohort.schema
+    for fld in schema.fields:
+        curves = {
+            METHOD_NAMES[m]: result.confusions[("reliability:" + fld.name, m)]
+            for m in (SERVED, "vote", "head", "logreg_bal")
+            if ("reliability:" + fld.name, m) in result.confusions
+        }
+        if curves:
+            plots.reliability_figure(
+                curves, figures / f"reliability_{fld.name}.png", f"{fld.label}: reliability"
+            )
 
     plots.field_boxplots(
         result.metrics,
@@ -430,7 +542,9 @@ def write_report(
     )
     plots.loss_curves(result.histories, figures / "loss_curves.png")
     for fld in schema.fields:
-        for method in (best_model_method(result.metrics, fld.name), "logreg"):
+        for method in dict.fromkeys(
+            (SERVED, best_model_method(result.metrics, fld.name), "logreg")
+        ):
             cm = result.confusions.get((fld.name, method))
             if cm is None:
                 continue
@@ -464,7 +578,7 @@ def write_report(
 def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> str:
     table = result.metrics
     schema = cohort.schema
-    methods = [m for m in (*MODEL_METHODS, *BASELINES) if m in set(table.method)]
+    methods = [m for m in (*MODEL_METHODS, *BASELINES, *READER_METHODS) if m in set(table.method)]
     folds = table.fold.nunique()
     lines = []
     if cohort.simulated:
@@ -488,34 +602,61 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
     for fld in schema.fields:
         sub = table[table.field == fld.name]
         med = sub.groupby("method").macro_f1.median()
-        best = best_model_method(table, fld.name)
+        lead = SERVED if SERVED in med.index else best_model_method(table, fld.name)
         cells = []
         for m in methods:
-            cell = f"{med[m]:.3f}"
-            cells.append(f"**{cell}**" if m == best else cell)
+            cell = f"{med[m]:.3f}" if m in med.index else "–"
+            cells.append(f"**{cell}**" if m == lead else cell)
         unknown = int(sub[sub.method == methods[0]].n_unknown.sum())
         lines.append(f"| {fld.label} | " + " | ".join(cells) + f" | {unknown} |")
-        gap = med[best] - med["logreg"]
-        if gap < -0.005:
+        rivals = [m for m in (*STRONG_BASELINES, "logreg", "reader_loo") if m in med.index]
+        losses = [m for m in rivals if med[lead] - med[m] < -0.005]
+        against = ", ".join(f"{METHOD_NAMES[m]} {med[m]:.3f}" for m in rivals)
+        if losses:
             verdicts.append(
-                f"- **{fld.label}: the model's best mode ({METHOD_NAMES[best]}, "
-                f"{med[best]:.3f}) is worse than logistic regression "
-                f"({med['logreg']:.3f}) by {-gap:.3f}.**"
+                f"- **{fld.label}: {METHOD_NAMES[lead]} {med[lead]:.3f} loses to "
+                + ", ".join(f"{METHOD_NAMES[m]} (by {med[m] - med[lead]:.3f})" for m in losses)
+                + f".** ({against})"
             )
         else:
             verdicts.append(
-                f"- {fld.label}: {METHOD_NAMES[best]} {med[best]:.3f} vs logistic "
-                f"regression {med['logreg']:.3f} (no loss)."
+                f"- {fld.label}: {METHOD_NAMES[lead]} {med[lead]:.3f}, no loss ({against})."
             )
     lines += [
         "",
-        "Bold: the model's best prediction mode for the field.",
+        "Bold: the served read-out, declared before evaluation (fit and calibrated on inner "
+        "validation patients of each fold's training patients; never chosen on test folds). "
+        "Reader columns: radiologists against each other on the same bins and patients.",
         "",
-        "## Against the logistic-regression baseline",
+        "## Where the served answer loses",
         "",
         *verdicts,
         "",
     ]
+    cal = result.calibration
+    if len(cal):
+        cal_methods = [
+            m for m in (SERVED, "vote", "head", *STRONG_BASELINES) if m in set(cal.method)
+        ]
+        lines += [
+            "## Calibration of the stated probability (median ECE across folds, 15 bins)",
+            "",
+            "| field | " + " | ".join(METHOD_NAMES[m] for m in cal_methods) + " |",
+            "|---|" + "---|" * len(cal_methods),
+        ]
+        for fld in schema.fields:
+            med = cal[cal.field == fld.name].groupby("method").ece.median()
+            lines.append(
+                f"| {fld.label} | "
+                + " | ".join(f"{med[m]:.3f}" if m in med.index else "–" for m in cal_methods)
+                + " |"
+            )
+        lines += [
+            "",
+            "`calibration.csv` has ECE, Brier and NLL per fold; "
+            "`figures/reliability_*.png` the reliability diagrams.",
+            "",
+        ]
 
     ordinal = [f for f in schema.fields if f.ordinal]
     if ordinal and "qwk" in table.columns:
@@ -526,7 +667,9 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
             "|---|---|---|---|---|",
         ]
         for fld in ordinal:
-            for m in (best_model_method(table, fld.name), "logreg"):
+            for m in dict.fromkeys((SERVED, "logreg_bal")):
+                if m not in set(table.method):
+                    continue
                 sub = table[(table.field == fld.name) & (table.method == m)]
                 lines.append(
                     f"| {fld.label} | {METHOD_NAMES[m]} | {sub.accuracy.median():.3f} "

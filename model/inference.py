@@ -10,10 +10,12 @@ import torch
 from model.checkpoint import Checkpoint
 from model.clip import batch_slices, select_slices
 from model.retrieval import top1_fields, vote_fields, zero_shot
+from model.served import pooled_features, served_inputs
 from model.validation import MAX_SLICES_PER_CASE, InputError, check_slice_count
 
 LOW_SIMILARITY = 0.5  # fallback threshold for checkpoints that do not carry their own
-SPLIT_VOTE = 0.6  # a field whose winning share is under this -> low confidence
+SPLIT_VOTE = 0.6  # without a served read-out: a winning vote share under this -> low confidence
+LOW_PROBABILITY = 0.5  # a served answer whose calibrated probability is under this -> low
 
 
 def validate_features(
@@ -44,6 +46,19 @@ def validate_features(
             f"{', '.join(map(str, rows[:5]))}{'...' if len(rows) > 5 else ''}"
         )
     return array
+
+
+@dataclass(frozen=True)
+class _OneCase:
+    """One case's slices in the shape model.served.pooled_features reads."""
+
+    array: np.ndarray
+
+    def __len__(self) -> int:
+        return 1
+
+    def slices(self, i: int) -> np.ndarray:
+        return self.array
 
 
 @dataclass
@@ -79,6 +94,10 @@ class Explainer:
             emb, weights = ckpt.model.encode_image(slices, mask, want_weights=True)
             head_logits = ckpt.model.classify(emb)
         emb_np = emb.numpy()
+        served = None
+        if ckpt.served is not None:
+            pooled = pooled_features(_OneCase(array), cfg.max_slices)
+            served = ckpt.served.predict(served_inputs(pooled, emb_np))
 
         sims, ids = ckpt.catalog.search(emb_np, k)
         keep = ids[0] >= 0
@@ -109,9 +128,30 @@ class Explainer:
         scale = ckpt.model.scale.item()
         for j, f in enumerate(schema.fields):
             zs = zero_shot(emb_np, ckpt.zero_shot[f.name], scale)[0]
+            if served is not None:
+                value, probability = int(served[0][0, j]), float(served[1][0, j])
+                answer = {
+                    "value": f.values[value],
+                    "label": label(j, value),
+                    "probability": round(probability, 4),
+                    "calibrated": True,
+                    "distribution": {
+                        f.values[v]: round(float(served[2][j][0, v]), 4)
+                        for v in range(len(f.values))
+                    },
+                }
+            else:  # a checkpoint from before the served read-out: the vote, uncalibrated
+                answer = {
+                    "value": f.values[vote[0, j]] if vote[0, j] >= 0 else None,
+                    "label": label(j, int(vote[0, j])),
+                    "probability": round(float(share[0, j]), 4),
+                    "calibrated": False,
+                    "distribution": None,
+                }
             entry = {
                 "field": f.name,
                 "label": f.label,
+                "served": answer,
                 "vote": {
                     "value": f.values[vote[0, j]] if vote[0, j] >= 0 else None,
                     "label": label(j, int(vote[0, j])),
@@ -132,7 +172,12 @@ class Explainer:
             fields.append(entry)
 
         best = float(sims[0, 0]) if sims.size else 0.0
-        split = [fe["field"] for fe in fields if fe["vote"]["share"] < SPLIT_VOTE]
+        doubtful = [
+            fe["field"]
+            for fe in fields
+            if fe["served"]["probability"]
+            < (LOW_PROBABILITY if fe["served"]["calibrated"] else SPLIT_VOTE)
+        ]
         reasons = []
         threshold = float(ckpt.meta.get("low_similarity", LOW_SIMILARITY))
         if best < threshold:
@@ -140,8 +185,13 @@ class Explainer:
                 f"best similarity {best:.2f} is under {threshold:.2f}, which 90% of the "
                 "training cases reach"
             )
-        if split:
-            reasons.append(f"split vote on {', '.join(split)}")
+        if doubtful:
+            calibrated = served is not None
+            reasons.append(
+                f"probability under {LOW_PROBABILITY:.0%} for {', '.join(doubtful)}"
+                if calibrated
+                else f"split vote on {', '.join(doubtful)}"
+            )
 
         similar = []
         c_sims, c_ids = ckpt.cases.search(emb_np, n_similar)

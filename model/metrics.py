@@ -174,3 +174,60 @@ def _check_retrieval(
     if np.isnan(sim).any():
         raise ValueError("similarity contains NaN")
     return sim, truth
+
+
+def calibration(
+    y_true: np.ndarray,
+    confidence: np.ndarray,
+    pred: np.ndarray,
+    dist: np.ndarray | None = None,
+    bins: int = 15,
+) -> dict[str, float]:
+    """How far stated probabilities are from observed frequencies, over known labels.
+
+    `pred` is the class a method answers and `confidence` the probability it states for it;
+    `dist` [n, classes] the whole distribution when it has one. Returns "ece" (expected
+    calibration error of the top class, `bins` equal-width bins), and with `dist` "brier"
+    (multi-class, summed over classes) and "nll" (of the true class); NaN without known labels.
+    """
+    y_true = np.asarray(y_true)
+    known = y_true >= 0
+    out = {"ece": float("nan"), "brier": float("nan"), "nll": float("nan"), "n": int(known.sum())}
+    if not known.any():
+        return out
+    t, c, p = y_true[known], np.asarray(confidence, float)[known], np.asarray(pred)[known]
+    correct = (p == t).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(c, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - c[in_bin].mean())
+    out["ece"] = float(ece)
+    if dist is not None:
+        d = np.clip(np.asarray(dist, float)[known], 1e-12, 1.0)
+        onehot = np.zeros_like(d)
+        onehot[np.arange(len(t)), t] = 1.0
+        out["brier"] = float(((d - onehot) ** 2).sum(1).mean())
+        out["nll"] = float(-np.log(d[np.arange(len(t)), t]).mean())
+    return out
+
+
+def reliability_bins(
+    y_true: np.ndarray, confidence: np.ndarray, pred: np.ndarray, bins: int = 15
+) -> np.ndarray:
+    """float64 [3, bins]: per equal-width confidence bin, the count of known cases, the sum of
+    their stated probabilities and the number answered right (sums, so folds add up)."""
+    y_true = np.asarray(y_true)
+    known = y_true >= 0
+    c = np.asarray(confidence, float)[known]
+    correct = (np.asarray(pred)[known] == y_true[known]).astype(float)
+    which = np.clip(np.digitize(c, np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True), 0, bins - 1)
+    return np.stack(
+        [
+            np.bincount(which, minlength=bins).astype(float),
+            np.bincount(which, weights=c, minlength=bins),
+            np.bincount(which, weights=correct, minlength=bins),
+        ]
+    )

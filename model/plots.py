@@ -204,3 +204,39 @@ def _save(fig: Figure, out_path: Path) -> Path:
     FigureCanvasAgg(fig)  # attaches itself to the figure: PNG rendering without pyplot
     fig.savefig(out_path, format="png", dpi=DPI)
     return out_path
+
+
+def reliability_figure(
+    curves: Mapping[str, np.ndarray], out_path: Path, title: str = "Reliability"
+) -> Path:
+    """Observed accuracy against stated probability, one line per method.
+
+    curves: method label -> float [3, bins] (counts, summed probabilities, right answers per
+    equal-width bin, as metrics.reliability_bins); empty bins are skipped. The diagonal is
+    perfect calibration; marker area grows with the bin's share of cases.
+    """
+    fig = Figure(figsize=(4.6, 4.4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":", label="calibrated")
+    for (label, table), colour in zip(curves.items(), _colours(len(curves)), strict=True):
+        counts, conf, right = np.asarray(table, float)
+        used = counts > 0
+        if not used.any():
+            continue
+        share = counts[used] / counts.sum()
+        ax.plot(conf[used] / counts[used], right[used] / counts[used], color=colour, label=label)
+        ax.scatter(
+            conf[used] / counts[used],
+            right[used] / counts[used],
+            s=12 + 300 * share,
+            color=colour,
+            alpha=0.7,
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("stated probability of the answer")
+    ax.set_ylabel("share answered right")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, out_path)

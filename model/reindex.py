@@ -77,5 +77,12 @@ def with_added_cases(
         "added_case_ids": [str(c) for c in case_ids],
     }
     return Checkpoint(
-        model, schema, meta, catalog, cases_index, dict(base.zero_shot), base.outlines
+        model,
+        schema,
+        meta,
+        catalog,
+        cases_index,
+        dict(base.zero_shot),
+        base.outlines,
+        base.served,
     )
