@@ -103,7 +103,7 @@ def draw_outline(
     """
     if outline is not None and not isinstance(outline, NoduleOutline):
         outline = outline_from_json(outline)
-    if outline is None or not outline.slices:
+    if outline is None or not any(s.contours for s in outline.slices):
         return None
     x0, y0, x1, y1 = outline.bounds_mm()
     across = max(x1 - x0, y1 - y0)
