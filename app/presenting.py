@@ -14,9 +14,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import drawing
 from app.errors import NotFound
 from app.explaining import ExplanationInput, features_from_file
 from app.models import Explanation, ModelVersion
+from model.outline import OutlineStore
 from model.segmentation import from_contours
 from model.validation import InputError
 
@@ -145,8 +147,11 @@ def slice_chart(result: dict[str, Any]) -> SliceChart | None:
     return SliceChart(title, description, bars, len(points) * step, chart_height)
 
 
-def explanation_view(session: Session, row: Explanation) -> dict[str, Any]:
-    """Everything the results fragment renders, with LIDC's labels in place of codes."""
+def explanation_view(
+    session: Session, row: Explanation, outlines: OutlineStore | None = None
+) -> dict[str, Any]:
+    """Everything the results fragment renders, with LIDC's labels in place of codes;
+    `outlines` (the active checkpoint's training cases) draws the similar cases."""
     result = row.result
     labels = value_labels(session, row.model_version)
     fields = []
@@ -175,12 +180,64 @@ def explanation_view(session: Session, row: Explanation) -> dict[str, Any]:
         )
     field_labels = {f.name: f.label for f in fields}
     texts = [{**t, "pct": pct(t["similarity"])} for t in result.get("texts", [])]
+    chart = slice_chart(result)
+    similar_cases = result.get("similar_cases", [])
     return {
         "row": row,
         "result": result,
         "texts": texts,
         "fields": fields,
         "field_labels": field_labels,
-        "chart": slice_chart(result),
-        "similar_cases": result.get("similar_cases", []),
+        "chart": chart,
+        "similar_cases": similar_cases,
+        "outline": case_outline(row, chart),
+        "similar_outlines": similar_outlines(similar_cases, outlines),
     }
+
+
+# --- outlines ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaseOutline:
+    drawing: drawing.OutlineDrawing | None
+    missing: str | None  # why there is no picture, said plainly
+
+
+NO_OUTLINE_FEATURES = (
+    "This case was uploaded as features; send contours, a mask or a DICOM SEG to see its outline."
+)
+NO_OUTLINE_TRAINING = "No outline is kept for this training case."
+
+
+def case_outline(row: Explanation, chart: SliceChart | None) -> CaseOutline:
+    """The uploaded nodule per slice, each panel over its bar of the slice chart."""
+    kind = getattr(row, "input_kind", "features")  # rows stored before outlines were kept
+    stored = getattr(row, "outline", None)
+    if kind == "features" or not stored:
+        why = NO_OUTLINE_FEATURES if kind == "features" else "No outline was stored."
+        return CaseOutline(None, why)
+    evidence = None
+    if chart is not None:
+        kind = "attention" if chart.title == "Slice attention" else "evidence"
+        evidence = drawing.evidence_from_bars(chart.bars, chart.height, kind)
+    drawn = drawing.draw_outline(stored, evidence=evidence, subject="this nodule")
+    return CaseOutline(drawn, None if drawn else "The stored outline could not be drawn.")
+
+
+def similar_outlines(
+    similar_cases: list[dict[str, Any]], outlines: OutlineStore | None
+) -> dict[str, CaseOutline]:
+    """{case_id: its drawing} for the similar cases: a few middle slices, small."""
+    views = {}
+    for c in similar_cases:
+        case_id = str(c.get("case_id"))
+        outline = outlines.get(case_id) if outlines is not None else None
+        drawn = drawing.draw_outline(
+            outline,
+            panel=56,
+            max_panels=5,
+            middle=True,
+            subject=f"training case {case_id}",
+            css_class="outline small",
+        )
+        views[case_id] = CaseOutline(drawn, None if drawn else NO_OUTLINE_TRAINING)
+    return views

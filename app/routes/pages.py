@@ -15,8 +15,10 @@ from app.config import Settings
 from app.deps import AnyUser, Reviewer, ServingStateDep, SessionDep, SettingsDep, get_serving
 from app.errors import AppError, InvalidInput, NotFound
 from app.models import Explanation, FlagReason, FlagStatus, Role
+from app.serving import ServingState
 from app.upload import DEFAULT_K, read_explanation_request
 from app.web import is_htmx, render
+from model.outline import OutlineStore
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)
 
@@ -31,11 +33,17 @@ def _index_context(settings: Settings, error: AppError | None = None) -> dict:
     }
 
 
-def _created(request: Request, session: Session, row: Explanation) -> Response:
+def _training_outlines(state: ServingState) -> OutlineStore | None:
+    """The active checkpoint's outlines of its training cases, to draw similar cases."""
+    serving = state.current
+    return serving.checkpoint.outlines if serving is not None else None
+
+
+def _created(request: Request, session: Session, row: Explanation, state: ServingState) -> Response:
     """The fragment (htmx, which also moves the address bar), else a redirect to the page."""
     url = f"/explanations/{row.id}"
     if is_htmx(request):
-        context = presenting.explanation_view(session, row)
+        context = presenting.explanation_view(session, row, _training_outlines(state))
         return render(
             request,
             "explanation.html",
@@ -80,7 +88,7 @@ async def explain_upload(
         )
     except AppError as e:
         return _failed(request, settings, e)
-    return _created(request, session, row)
+    return _created(request, session, row, state)
 
 
 @router.post("/examples/{name}")
@@ -110,7 +118,7 @@ async def explain_example(
         )
     except AppError as e:
         return _failed(request, settings, e)
-    return _created(request, session, row)
+    return _created(request, session, row, state)
 
 
 @router.get("/explanations")
@@ -124,7 +132,11 @@ def recent(request: Request, session: SessionDep, caller: AnyUser) -> Response:
 
 @router.get("/explanations/{explanation_id}")
 def explanation(
-    explanation_id: str, request: Request, session: SessionDep, caller: AnyUser
+    explanation_id: str,
+    request: Request,
+    session: SessionDep,
+    state: ServingStateDep,
+    caller: AnyUser,
 ) -> Response:
     try:
         row = explaining.get_explanation(session, explanation_id, caller.explanation_owner_filter)
@@ -133,7 +145,7 @@ def explanation(
             audit.record_view(request, explanation_id, None)
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
     audit.record_view(request, explanation_id, row)
-    context = presenting.explanation_view(session, row)
+    context = presenting.explanation_view(session, row, _training_outlines(state))
     context["can_flag"] = caller.role in (Role.radiologist, Role.admin)
     context["flag_reasons"] = list(FlagReason)
     return render(request, "explanation.html", "_explanation.html", context)
