@@ -254,7 +254,9 @@ def balanced_baselines(
         if len(classes) < 2:
             p[:, int(classes[0]) if len(classes) else 0] = 1.0
         else:
-            clf = HistGradientBoostingClassifier(class_weight="balanced", random_state=seed)
+            clf = HistGradientBoostingClassifier(
+                class_weight="balanced", early_stopping=True, random_state=seed
+            )
             clf.fit(train_x[known], train_y[known, j])
             p[:, clf.classes_] = clf.predict_proba(test_x)
         probs.append(p)

@@ -67,8 +67,20 @@ def test_report_has_every_fold_field_and_method(report, lidc_small):
     assert {"fold", "field", "method", "macro_f1", "accuracy"} <= set(table.columns)
     assert set(table.fold) == {1, 2, 3}
     assert set(table.field) == set(lidc_small.schema.field_names)
-    assert set(table.method) == {"top1", "vote", "head", "probe", "majority", "logreg"}
-    assert len(table) == 3 * len(lidc_small.schema.fields) * 6
+    scored = {"served", "top1", "vote", "head", "probe", "majority", "logreg", "logreg_bal"}
+    scored |= {"histgb"}
+    assert set(table.method) == scored | {"reader_pair", "reader_loo"}
+    assert len(table[table.method.isin(scored)]) == 3 * len(lidc_small.schema.fields) * 9
+    # reader agreement: the test patients' nodules with two or more reads, per fold and field
+    readers = table[table.method.str.startswith("reader")]
+    assert readers.n.gt(0).all() and len(readers) <= 3 * len(lidc_small.schema.fields) * 2
+    calibration = pd.read_csv(out / "calibration.csv")
+    served = calibration[calibration.method == "served"]
+    assert len(served) == 3 * len(lidc_small.schema.fields)
+    assert served.ece.between(0, 1).all() and (served.nll > 0).all()
+    assert {"vote", "logreg_bal", "histgb"} <= set(calibration.method)
+    assert (out / "figures" / "reliability_shape.png").is_file()
+    assert "Where the served answer loses" in (out / "summary.md").read_text()
     assert table.macro_f1.between(0, 1).all() and table.accuracy.between(0, 1).all()
     ordinal = table[table.field == "malignancy"]
     assert ordinal.qwk.notna().all() and (ordinal.within1_accuracy >= ordinal.accuracy).all()
