@@ -19,6 +19,17 @@ from model.segmentation import Segmentation, check_voxels, from_mask
 from model.validation import InputError
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+PATIENT_STUDY = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
 
 
 def read_seg(data: bytes, *, max_voxels: int, max_slices: int) -> Segmentation:
@@ -143,4 +154,6 @@ def _reference(header, segment) -> dict:
         "segment_number": int(segment.get("SegmentNumber", 1)),
         "segment_label": text(segment, "SegmentLabel"),
         "source_series": source_series,
+        # the SEG's patient and study modules, as an SR in the same study must repeat them
+        "patient_study": {keyword: text(header, keyword) or "" for keyword in PATIENT_STUDY},
     }
