@@ -76,7 +76,7 @@ def get_explanation(
             "content": {"application/dicom": {}},
             "description": "A DICOM SR (TID 1500 Measurement Report) referencing the SEG",
         },
-        **_errors(401, 403, 422),
+        **_errors(401, 403, 422, 503),
         404: {
             "model": ErrorResponse,
             "description": "No such explanation, or no DICOM SEG behind it (the SR cites one)",
