@@ -6,6 +6,7 @@ carries the segmentation along to be stored and drawn."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from fastapi import Request
@@ -165,6 +166,7 @@ def _read_file(
     except InputError as e:
         raise InvalidInput(str(e)) from None
     if segmentation is not None:
+        identity = {**_seg_identity(segmentation.reference), **identity}  # given ones win
         return ExplanationInput(segmentation.features, k, segmentation, identity)
     features = features_from_file(
         data,
@@ -173,6 +175,24 @@ def _read_file(
         settings.max_upload_bytes,  # what it may inflate to: compression buys no room
     )
     return ExplanationInput(features, k, None, identity)
+
+
+def _seg_identity(reference: dict | None) -> dict[str, str]:
+    """A DICOM SEG's study and image series (the CT it was drawn on; the SEG's own series when
+    it names no single one) as the case identity, where they are valid UIDs."""
+    if not reference:
+        return {}
+    sources = reference.get("source_series") or []
+    series = sources[0].get("series_instance_uid") if len(sources) == 1 else None
+    found = {
+        "study_instance_uid": reference.get("study_instance_uid"),
+        "series_instance_uid": series or reference.get("series_instance_uid"),
+    }
+    identity = {}
+    for name, value in found.items():
+        with contextlib.suppress(InvalidInput):  # a malformed UID is no reason to refuse
+            identity.update(parse_identity({name: value}))
+    return identity
 
 
 def _read_json(body: bytes, max_slices: int) -> ExplanationInput:

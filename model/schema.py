@@ -34,8 +34,22 @@ class Field:
     clause: str = "{value}"  # this field's part of the sentence; also its zero-shot text
     ordinal: bool = False  # codes are ordered (±1 accuracy and weighted kappa apply)
     column: str = ""  # column of the cohort table holding the code; defaults to `name`
+    # Standard codes, for DICOM SR and FHIR exports: value -> (scheme, code, display), the
+    # scheme as a DICOM Coding Scheme Designator ("RADLEX", "SCT", "NCIt"); values without
+    # a confident standard code are left out (exporters fall back to a private scheme).
+    codes: Mapping[str, tuple[str, str, str]] = field(default_factory=dict, hash=False)
+    concept: tuple[str, str, str] | None = None  # the field itself (scheme, code, display)
 
     def __post_init__(self) -> None:
+        # from JSON, codes arrive as lists: kept as tuples so a saved schema loads back equal
+        object.__setattr__(
+            self, "codes", {str(v): _code(c, self.name) for v, c in dict(self.codes).items()}
+        )
+        if self.concept is not None:
+            object.__setattr__(self, "concept", _code(self.concept, self.name))
+        unknown = set(self.codes) - set(self.values)
+        if unknown:
+            raise SchemaError(f"field {self.name!r}: codes for unknown values {sorted(unknown)}")
         if len(self.values) != len(self.value_labels):
             raise SchemaError(
                 f"field {self.name!r}: {len(self.values)} values but "
@@ -63,9 +77,21 @@ class Field:
                 f"unknown value {code!r} for field {self.name!r}; allowed: {', '.join(self.values)}"
             ) from None
 
+    def code(self, value: str) -> tuple[str, str, str] | None:
+        """(scheme, code, display) of a stored value, or None where it has no standard code."""
+        return self.codes.get(value)
+
     def text_for(self, index: int, unknown_label: str) -> str:
         label = unknown_label if index == UNKNOWN else self.value_labels[index]
         return self.clause.format(value=label)
+
+
+def _code(code: object, field_name: str) -> tuple[str, str, str]:
+    if not (isinstance(code, (tuple, list)) and len(code) == 3):
+        raise SchemaError(f"field {field_name!r}: a code is (scheme, code, display), got {code!r}")
+    if not all(isinstance(part, str) and part for part in code):
+        raise SchemaError(f"field {field_name!r}: a code is three non-empty strings: {code!r}")
+    return (code[0], code[1], code[2])
 
 
 @dataclass(frozen=True)
@@ -187,7 +213,7 @@ class Schema:
             "description": self.description,
             "template": self.template,
             "unknown_label": self.unknown_label,
-            "fields": [asdict(f) for f in self.fields],
+            "fields": [_field_dict(f) for f in self.fields],
         }
 
     @classmethod
@@ -215,6 +241,16 @@ class Schema:
     @classmethod
     def load(cls, path: Path) -> Schema:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _field_dict(f: Field) -> dict:
+    """A field as JSON; without codes, exactly as schemas were saved before they had any."""
+    d = asdict(f)
+    if not f.codes:
+        del d["codes"]
+    if f.concept is None:
+        del d["concept"]
+    return d
 
 
 def builtin_schema(name: str) -> Schema:

@@ -1,4 +1,5 @@
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -88,3 +89,29 @@ def test_table_columns_read_back_as_floats_still_encode():
     row["rating_internal_structure"] = float("nan")
     labels = schema.encode_table([row])[0]
     assert labels[1] == UNKNOWN and (np.delete(labels, 1) == 0).all()
+
+
+def test_standard_codes_live_in_the_schema_and_survive_json():
+    schema = builtin_schema("lidc")
+    density = schema.field("density")
+    assert density.code("solid") == ("RADLEX", "RID5741", "solid")
+    assert schema.field("shape").code("lobulated") == ("RADLEX", "RID5711", "lobulated margin")
+    assert schema.field("margin").code("medium") is None  # no confident code: exporters' own
+    again = Schema.from_dict(json.loads(json.dumps(schema.to_dict())))
+    assert again == schema and again.field("density").code("solid") == density.code("solid")
+
+
+def test_schemas_saved_before_codes_still_load_and_save_unchanged():
+    old = builtin_schema("lidc").to_dict()
+    for f in old["fields"]:
+        f.pop("codes", None), f.pop("concept", None)
+    schema = Schema.from_dict(old)
+    assert schema.field("density").code("solid") is None
+    assert schema.to_dict() == old
+
+
+def test_codes_for_values_the_field_lacks_are_refused():
+    d = builtin_schema("lidc").to_dict()
+    d["fields"][0]["codes"] = {"fluffy": ["RADLEX", "RID1", "fluffy"]}
+    with pytest.raises(SchemaError, match="codes for unknown values"):
+        Schema.from_dict(d)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app import audit, explaining
+from app import audit, dicom_sr, explaining
 from app.deps import AnyUser, ServingDep, SessionDep
 from app.errors import NotFound
 from app.schemas import ErrorResponse, ExplanationOut, ExplanationSummary, Text
@@ -66,3 +66,44 @@ def get_explanation(
         raise
     audit.record_view(request, explanation_id, row)
     return ExplanationOut.from_row(row)
+
+
+@router.get(
+    "/{explanation_id}/sr",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/dicom": {}},
+            "description": "A DICOM SR (TID 1500 Measurement Report) referencing the SEG",
+        },
+        **_errors(401, 403, 422, 503),
+        404: {
+            "model": ErrorResponse,
+            "description": "No such explanation, or no DICOM SEG behind it (the SR cites one)",
+        },
+    },
+)
+def get_explanation_sr(
+    explanation_id: Text,
+    request: Request,
+    session: SessionDep,
+    serving: ServingDep,
+    caller: AnyUser,
+) -> Response:
+    """The explanation of a DICOM SEG as a DICOM SR: each descriptor's served value, coded,
+    in a Measurement Report that references the SEG's segment."""
+    try:
+        row = explaining.get_explanation(session, explanation_id, caller.explanation_owner_filter)
+    except NotFound:
+        audit.record_view(request, explanation_id, None)
+        raise
+    audit.record_view(request, explanation_id, row)
+    try:
+        data = dicom_sr.explanation_sr(row, dicom_sr.code_schemas(row, serving))
+    except dicom_sr.NoDicomSeg as e:
+        raise NotFound(str(e)) from None
+    return Response(
+        data,
+        media_type="application/dicom",
+        headers={"Content-Disposition": f'attachment; filename="explanation-{row.id}-sr.dcm"'},
+    )

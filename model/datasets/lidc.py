@@ -121,7 +121,13 @@ def ratings_schema() -> Schema:
 
 
 def binned_schema() -> Schema:
-    """Six binned descriptors derived from the ratings (see :func:`bin_ratings`)."""
+    """Six binned descriptors derived from the ratings (see :func:`bin_ratings`).
+
+    Standard codes (for DICOM SR and FHIR) only where they are confident, as the LIDC-IDRI
+    DICOM conversion in IDC (pylidc, dcmqi) coded the same ratings: RadLex values, NCIt
+    concept names; the rest (medium margin, malignancy, subtlety grades, ovoid or irregular)
+    have none and go out under the exporters' private scheme.
+    """
     fields = (
         Field(
             "density",
@@ -130,6 +136,12 @@ def binned_schema() -> Schema:
             ("ground-glass", "part-solid", "solid"),
             "{value} density",
             ordinal=True,
+            concept=("NCIt", "C41144", "Texture"),
+            codes={
+                "ground_glass": ("RADLEX", "RID46016", "non-solid"),
+                "part_solid": ("RADLEX", "RID46011", "partially solid"),
+                "solid": ("RADLEX", "RID5741", "solid"),
+            },
         ),
         Field(
             "shape",
@@ -137,6 +149,11 @@ def binned_schema() -> Schema:
             ("spiculated", "lobulated", "round", "ovoid_irregular"),
             ("spiculated", "lobulated", "round", "ovoid or irregular"),
             "{value} shape",
+            codes={
+                "spiculated": ("RADLEX", "RID5713", "spiculated margin"),
+                "lobulated": ("RADLEX", "RID5711", "lobulated margin"),
+                "round": ("RADLEX", "RID5799", "round"),
+            },
         ),
         Field(
             "margin",
@@ -145,6 +162,11 @@ def binned_schema() -> Schema:
             ("poorly defined", "medium", "sharp"),
             "{value} margin",
             ordinal=True,
+            concept=("NCIt", "C25563", "Margin"),
+            codes={
+                "poorly_defined": ("RADLEX", "RID5709", "indistinct margin"),
+                "sharp": ("RADLEX", "RID5707", "circumscribed margin"),
+            },
         ),
         Field(
             "malignancy",
@@ -160,6 +182,11 @@ def binned_schema() -> Schema:
             ("absent", "present"),
             ("absent", "present"),
             "calcification {value}",
+            concept=("NCIt", "C3672", "Calcification"),
+            codes={
+                "absent": ("RADLEX", "RID28473", "absent"),
+                "present": ("RADLEX", "RID28472", "present"),
+            },
         ),
         Field(
             "subtlety",
@@ -168,6 +195,7 @@ def binned_schema() -> Schema:
             ("subtle", "fairly subtle", "obvious"),
             "{value} to see",
             ordinal=True,
+            concept=("NCIt", "C45992", "Subtlety score"),
         ),
     )
     template = (
