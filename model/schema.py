@@ -20,6 +20,14 @@ import numpy as np
 
 UNKNOWN = -1  # label-matrix code of a missing value
 
+# A coded concept: (system URI, code, display), as FHIR Coding has it. DICOM SR writes the same
+# concept as (CodeValue, CodingSchemeDesignator, CodeMeaning): CODING_SCHEMES maps the system.
+Code = tuple[str, str, str]
+RADLEX = "http://radlex.org"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+CODING_SCHEMES = {RADLEX: "RADLEX", SNOMED: "SCT", LOINC: "LN"}  # system -> DICOM designator
+
 
 class SchemaError(ValueError):
     """A descriptor, text or schema file that does not fit the schema."""
@@ -34,6 +42,10 @@ class Field:
     clause: str = "{value}"  # this field's part of the sentence; also its zero-shot text
     ordinal: bool = False  # codes are ordered (±1 accuracy and weighted kappa apply)
     column: str = ""  # column of the cohort table holding the code; defaults to `name`
+    # Terminology codes of values (value -> Code) for exports (FHIR, DICOM SR); values without one
+    # are exported as text only. Not part of equality: a schema saved before codes is the same.
+    codes: dict[str, Code] = field(default_factory=dict, compare=False, hash=False)
+    concept: Code | None = field(default=None, compare=False)  # code of the field itself
 
     def __post_init__(self) -> None:
         if len(self.values) != len(self.value_labels):
@@ -47,6 +59,18 @@ class Field:
             raise SchemaError(f"field {self.name!r}: duplicate value labels")
         if "{value}" not in self.clause:
             raise SchemaError(f"field {self.name!r}: clause must contain {{value}}")
+        unknown = set(self.codes) - set(self.values)
+        if unknown:
+            raise SchemaError(f"field {self.name!r}: codes for unknown values {sorted(unknown)}")
+        for code in [*self.codes.values(), *([self.concept] if self.concept else [])]:
+            if len(code) != 3 or not all(isinstance(part, str) and part for part in code):
+                raise SchemaError(
+                    f"field {self.name!r}: a code is (system, code, display), got {code!r}"
+                )
+
+    def code(self, value: str | None) -> Code | None:
+        """The terminology code of a stored value, or None (then it is exported as text)."""
+        return None if value is None else self.codes.get(value)
 
     @property
     def source_column(self) -> str:
@@ -193,12 +217,7 @@ class Schema:
     @classmethod
     def from_dict(cls, d: Mapping) -> Schema:
         try:
-            fields = tuple(
-                Field(
-                    **{**f, "values": tuple(f["values"]), "value_labels": tuple(f["value_labels"])}
-                )
-                for f in d["fields"]
-            )
+            fields = tuple(_field_from_dict(f) for f in d["fields"])
             return cls(
                 name=d["name"],
                 fields=fields,
@@ -215,6 +234,22 @@ class Schema:
     @classmethod
     def load(cls, path: Path) -> Schema:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _field_from_dict(f: Mapping) -> Field:
+    """A field as saved by :meth:`Schema.to_dict` (JSON lists back to tuples; files written
+    before codes existed have neither `codes` nor `concept`)."""
+    codes = {value: tuple(code) for value, code in (f.get("codes") or {}).items()}
+    concept = f.get("concept")
+    return Field(
+        **{
+            **f,
+            "values": tuple(f["values"]),
+            "value_labels": tuple(f["value_labels"]),
+            "codes": codes,
+            "concept": tuple(concept) if concept else None,
+        }
+    )
 
 
 def builtin_schema(name: str) -> Schema:

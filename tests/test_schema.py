@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from model.schema import UNKNOWN, Schema, SchemaError, builtin_schema
+from model.schema import UNKNOWN, Field, Schema, SchemaError, builtin_schema
 
 SCHEMAS = ["lidc", "lidc-ratings", "thesis"]
 
@@ -88,3 +88,30 @@ def test_table_columns_read_back_as_floats_still_encode():
     row["rating_internal_structure"] = float("nan")
     labels = schema.encode_table([row])[0]
     assert labels[1] == UNKNOWN and (np.delete(labels, 1) == 0).all()
+
+
+def test_codes_survive_json_and_old_files_without_them_still_load(tmp_path):
+    schema = builtin_schema("lidc")
+    density = schema.field("density")
+    assert density.code("solid") == ("http://radlex.org", "RID5741", "solid")
+    assert density.code("part_solid")[1] == "RID46011"
+    assert density.code("ground_glass")[1] == "RID46016"
+    assert schema.field("malignancy").code("suspicious") is None  # text only
+    assert density.code(None) is None
+    schema.save(tmp_path / "schema.json")
+    again = Schema.load(tmp_path / "schema.json")
+    assert [f.codes for f in again.fields] == [f.codes for f in schema.fields]
+    assert [f.concept for f in again.fields] == [f.concept for f in schema.fields]
+    old = schema.to_dict()
+    for f in old["fields"]:
+        del f["codes"], f["concept"]
+    loaded = Schema.from_dict(old)
+    assert loaded == schema  # codes are not part of a schema's identity
+    assert loaded.field("density").code("solid") is None
+
+
+def test_codes_must_name_known_values_and_be_triples():
+    with pytest.raises(SchemaError, match="codes for unknown values"):
+        Field("f", "F", ("a",), ("A",), codes={"b": ("s", "c", "d")})
+    with pytest.raises(SchemaError, match=r"\(system, code, display\)"):
+        Field("f", "F", ("a",), ("A",), codes={"a": ("s", "c")})

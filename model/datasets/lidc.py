@@ -33,7 +33,7 @@ from model.datasets.morphometry import (
     parse_coords,
 )
 from model.outline import NoduleOutline, OutlineStore, SliceOutline
-from model.schema import Field, Schema
+from model.schema import RADLEX, SNOMED, Field, Schema
 
 # Official LIDC rating labels (LIDC-IDRI annotation documentation, as used by pylidc).
 RATINGS: dict[str, tuple[str, tuple[str, ...], bool]] = {
@@ -121,7 +121,12 @@ def ratings_schema() -> Schema:
 
 
 def binned_schema() -> Schema:
-    """Six binned descriptors derived from the ratings (see :func:`bin_ratings`)."""
+    """Six binned descriptors derived from the ratings (see :func:`bin_ratings`).
+
+    Codes (for FHIR and DICOM SR exports) only where the concept was checked: RadLex density
+    values and attenuation characteristic (as DICOM SR TID 1500 examples code them), RadLex
+    spiculated, SNOMED CT radiographic lesion margin. Everything else is exported as text.
+    """
     fields = (
         Field(
             "density",
@@ -130,6 +135,12 @@ def binned_schema() -> Schema:
             ("ground-glass", "part-solid", "solid"),
             "{value} density",
             ordinal=True,
+            codes={
+                "ground_glass": (RADLEX, "RID46016", "ground-glass"),
+                "part_solid": (RADLEX, "RID46011", "part-solid"),
+                "solid": (RADLEX, "RID5741", "solid"),
+            },
+            concept=(RADLEX, "RID6037", "Attenuation Characteristic"),
         ),
         Field(
             "shape",
@@ -137,6 +148,7 @@ def binned_schema() -> Schema:
             ("spiculated", "lobulated", "round", "ovoid_irregular"),
             ("spiculated", "lobulated", "round", "ovoid or irregular"),
             "{value} shape",
+            codes={"spiculated": (RADLEX, "RID5713", "spiculated")},
         ),
         Field(
             "margin",
@@ -145,6 +157,7 @@ def binned_schema() -> Schema:
             ("poorly defined", "medium", "sharp"),
             "{value} margin",
             ordinal=True,
+            concept=(SNOMED, "129737002", "Radiographic lesion margin"),
         ),
         Field(
             "malignancy",
