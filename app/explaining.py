@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,12 +164,20 @@ def get_explanation(
 
 
 def recent_explanations(
-    session: Session, limit: int, owner_id: int | None = None
+    session: Session,
+    limit: int,
+    owner_id: int | None = None,
+    identity: Mapping[str, str] | None = None,
 ) -> list[Explanation]:
-    """Newest first; with `owner_id`, only theirs."""
+    """Newest first; with `owner_id`, only theirs; `identity` (IDENTITY_FIELDS, already
+    validated) matched exactly."""
     query = select(Explanation).order_by(Explanation.created_at.desc()).limit(limit)
     if owner_id is not None:
         query = query.where(Explanation.owner_id == owner_id)
+    for name, value in (identity or {}).items():
+        if name not in IDENTITY_FIELDS:
+            raise ValueError(f"not an identity field: {name!r}")
+        query = query.where(getattr(Explanation, name) == value)
     return list(session.scalars(query))
 
 
