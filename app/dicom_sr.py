@@ -1,7 +1,7 @@
 """An explanation of a DICOM SEG as a DICOM SR: a TID 1500 Measurement Report in the SEG's study.
 
 One volumetric ROI group references the SEG's segment (and the CT series it was drawn on) and
-holds one qualitative evaluation per descriptor field, valued with the served vote. Codes come
+holds one qualitative evaluation per descriptor field, valued with its served answer. Codes come
 from the descriptor schema (Field.concept, Field.code); what has no standard code there goes
 out under the private scheme PRIVATE_SCHEME, with the field or value name as its code. The
 model and catalog versions are the algorithm identification of the group and of the observer
@@ -18,6 +18,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from app.explaining import served_answer
 from app.models import Explanation
 from app.serving import Serving
 from model.dicom_seg import PATIENT_STUDY
@@ -110,9 +111,9 @@ def explanation_sr(row: Explanation, schemas: list[Schema]) -> bytes:
 
 
 def _evaluation(evidence: dict, schemas: list[Schema]) -> hd.sr.QualitativeEvaluation | None:
-    """One field's served value as a coded evaluation (None when the vote found no value)."""
-    name, vote = evidence.get("field"), evidence.get("vote") or {}
-    value = vote.get("value")
+    """One field's served value as a coded evaluation (None when there is no value)."""
+    name, answer = evidence.get("field"), served_answer(evidence)
+    value = answer.get("value")
     if not name or value is None:
         return None
     concept, code = None, None
@@ -124,7 +125,7 @@ def _evaluation(evidence: dict, schemas: list[Schema]) -> hd.sr.QualitativeEvalu
     label = evidence.get("label") or name
     return hd.sr.QualitativeEvaluation(
         name=coded(concept) if concept else private(name[:16], label),
-        value=coded(code) if code else private(value[:16], vote.get("label") or value),
+        value=coded(code) if code else private(value[:16], answer.get("label") or value),
     )
 
 

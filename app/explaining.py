@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -164,15 +165,39 @@ def get_explanation(
 
 
 def recent_explanations(
-    session: Session, limit: int, owner_id: int | None = None
+    session: Session,
+    limit: int,
+    owner_id: int | None = None,
+    identity: Mapping[str, str] | None = None,
 ) -> list[Explanation]:
-    """Newest first; with `owner_id`, only theirs."""
+    """Newest first; with `owner_id`, only theirs; `identity` (IDENTITY_FIELDS, already
+    validated) matched exactly."""
     query = select(Explanation).order_by(Explanation.created_at.desc()).limit(limit)
     if owner_id is not None:
         query = query.where(Explanation.owner_id == owner_id)
+    for name, value in (identity or {}).items():
+        if name not in IDENTITY_FIELDS:
+            raise ValueError(f"not an identity field: {name!r}")
+        query = query.where(getattr(Explanation, name) == value)
     return list(session.scalars(query))
 
 
 def stored_features(row: Explanation) -> np.ndarray:
     """The validated features of a stored explanation, to re-explain or review them."""
     return np.load(io.BytesIO(row.features_npy), allow_pickle=False)
+
+
+def served_answer(evidence: dict[str, Any]) -> dict[str, Any]:
+    """A field's answer in a stored result, the one the screen, FHIR and DICOM SR lead with:
+    its calibrated served read-out; in results from before it, the vote and its share."""
+    served = evidence.get("served")
+    if served:
+        return served
+    vote = evidence.get("vote") or {}
+    return {
+        "value": vote.get("value"),
+        "label": vote.get("label"),
+        "probability": float(vote.get("share", 0.0)),
+        "calibrated": False,
+        "distribution": None,
+    }

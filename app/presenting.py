@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app import drawing
 from app.errors import NotFound
-from app.explaining import ExplanationInput, features_from_file
+from app.explaining import ExplanationInput, features_from_file, served_answer
 from app.models import Explanation, ModelVersion
 from model.outline import OutlineStore
 from model.segmentation import from_contours
@@ -159,11 +159,7 @@ def explanation_view(
         codes = labels.get(f["field"], {})
         vote = f.get("vote", {})
         head = f.get("head")
-        served = f.get("served") or {
-            "label": vote.get("label"),
-            "probability": vote.get("share", 0.0),
-            "calibrated": False,
-        }
+        served = served_answer(f)
         fields.append(
             FieldView(
                 name=f["field"],

@@ -214,6 +214,8 @@ class ExplanationSummary(BaseModel):
     model_version: str
     catalog_version: str
     top_text: str | None = Field(description="The best-ranked retrieved text")
+    input_kind: str = Field(description="What was uploaded: features or a segmentation kind")
+    identity: CaseIdentity
 
     @classmethod
     def from_row(cls, row: Explanation) -> ExplanationSummary:
@@ -226,6 +228,8 @@ class ExplanationSummary(BaseModel):
             model_version=row.model_version,
             catalog_version=row.catalog_version,
             top_text=texts[0]["text"] if texts else None,
+            input_kind=row.input_kind,
+            identity=CaseIdentity.from_row(row),
         )
 
 

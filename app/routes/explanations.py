@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import audit, dicom_sr, explaining
-from app.deps import AnyUser, ServingDep, SessionDep
+from app import audit, dicom_sr, explaining, fhir
+from app.deps import AnyUser, Principal, ServingDep, SessionDep
 from app.errors import NotFound
+from app.identity import parse_identity
+from app.models import Explanation
 from app.schemas import ErrorResponse, ExplanationOut, ExplanationSummary, Text
 from app.upload import REQUEST_BODY_OPENAPI, read_explanation_request
 
@@ -45,10 +49,23 @@ async def create_explanation(
 
 @router.get("", response_model=list[ExplanationSummary], responses=_errors(401, 403, 422))
 def list_explanations(
-    session: SessionDep, caller: AnyUser, limit: Annotated[int, Query(ge=1, le=200)] = 20
+    session: SessionDep,
+    caller: AnyUser,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    study_instance_uid: Annotated[str | None, Query(max_length=64)] = None,
+    patient_pseudonym: Annotated[str | None, Query(max_length=64)] = None,
+    nodule_label: Annotated[str | None, Query(max_length=64)] = None,
 ) -> list[ExplanationSummary]:
-    """The most recent explanations, newest first (a clinician's own only)."""
-    rows = explaining.recent_explanations(session, limit, caller.explanation_owner_filter)
+    """The most recent explanations, newest first (a clinician's own only); the identity
+    filters match exactly and must have the upload's forms (else 422)."""
+    identity = parse_identity(
+        {
+            "study_instance_uid": study_instance_uid,
+            "patient_pseudonym": patient_pseudonym,
+            "nodule_label": nodule_label,
+        }
+    )
+    rows = explaining.recent_explanations(session, limit, caller.explanation_owner_filter, identity)
     return [ExplanationSummary.from_row(row) for row in rows]
 
 
@@ -59,13 +76,29 @@ def get_explanation(
     explanation_id: Text, request: Request, session: SessionDep, caller: AnyUser
 ) -> ExplanationOut:
     """One stored explanation, as it was returned when it was made."""
-    try:
-        row = explaining.get_explanation(session, explanation_id, caller.explanation_owner_filter)
-    except NotFound:
-        audit.record_view(request, explanation_id, None)
-        raise
-    audit.record_view(request, explanation_id, row)
-    return ExplanationOut.from_row(row)
+    return ExplanationOut.from_row(_viewed(explanation_id, request, session, caller))
+
+
+@router.get(
+    "/{explanation_id}/fhir",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {fhir.MEDIA_TYPE: {"schema": {"type": "object"}}},
+            "description": "A FHIR R4 Bundle (collection): DiagnosticReport, one Observation "
+            "per descriptor field, Device, and Patient/ImagingStudy when the identity was given",
+        },
+        **_errors(401, 403, 404, 422),
+    },
+)
+def get_explanation_fhir(
+    explanation_id: Text, request: Request, session: SessionDep, caller: AnyUser
+) -> Response:
+    """One stored explanation as a FHIR R4 Bundle (research output, status preliminary)."""
+    row = _viewed(explanation_id, request, session, caller)
+    schema = fhir.export_schema(row.result.get("schema", ""))
+    bundle = fhir.explanation_bundle(row, schema)
+    return Response(json.dumps(bundle), media_type=fhir.MEDIA_TYPE)
 
 
 @router.get(
@@ -92,12 +125,7 @@ def get_explanation_sr(
 ) -> Response:
     """The explanation of a DICOM SEG as a DICOM SR: each descriptor's served value, coded,
     in a Measurement Report that references the SEG's segment."""
-    try:
-        row = explaining.get_explanation(session, explanation_id, caller.explanation_owner_filter)
-    except NotFound:
-        audit.record_view(request, explanation_id, None)
-        raise
-    audit.record_view(request, explanation_id, row)
+    row = _viewed(explanation_id, request, session, caller)
     try:
         data = dicom_sr.explanation_sr(row, dicom_sr.code_schemas(row, serving))
     except dicom_sr.NoDicomSeg as e:
@@ -107,3 +135,16 @@ def get_explanation_sr(
         media_type="application/dicom",
         headers={"Content-Disposition": f'attachment; filename="explanation-{row.id}-sr.dcm"'},
     )
+
+
+def _viewed(
+    explanation_id: str, request: Request, session: Session, caller: Principal
+) -> Explanation:
+    """The caller's explanation, its view audited either way (not found includes not theirs)."""
+    try:
+        row = explaining.get_explanation(session, explanation_id, caller.explanation_owner_filter)
+    except NotFound:
+        audit.record_view(request, explanation_id, None)
+        raise
+    audit.record_view(request, explanation_id, row)
+    return row

@@ -14,6 +14,7 @@ from app.admin_views import compare_metrics
 from app.config import Settings
 from app.deps import AnyUser, Reviewer, ServingStateDep, SessionDep, SettingsDep, get_serving
 from app.errors import AppError, InvalidInput, NotFound
+from app.identity import parse_identity
 from app.models import Explanation, FlagReason, FlagStatus, Role
 from app.serving import ServingState
 from app.upload import DEFAULT_K, read_explanation_request
@@ -122,12 +123,29 @@ async def explain_example(
 
 
 @router.get("/explanations")
-def recent(request: Request, session: SessionDep, caller: AnyUser) -> Response:
-    rows = explaining.recent_explanations(session, RECENT_LIMIT, caller.explanation_owner_filter)
+def recent(
+    request: Request,
+    session: SessionDep,
+    caller: AnyUser,
+    study_instance_uid: str = "",
+    patient_pseudonym: str = "",
+) -> Response:
+    """Newest first, optionally only one study or patient (the filter form: GET, htmx swaps
+    the list and pushes the address)."""
+    filters = {"study_instance_uid": study_instance_uid, "patient_pseudonym": patient_pseudonym}
+    try:
+        identity = parse_identity(filters)
+    except AppError as e:
+        context = {"items": [], "filters": filters, "error": e}
+        return render(request, "explanations.html", "_recent.html", context, e.status_code)
+    rows = explaining.recent_explanations(
+        session, RECENT_LIMIT, caller.explanation_owner_filter, identity
+    )
     items = [
         {"row": row, "top_text": (row.result.get("texts") or [{}])[0].get("text")} for row in rows
     ]
-    return render(request, "explanations.html", "_recent.html", {"items": items})
+    context = {"items": items, "filters": filters}
+    return render(request, "explanations.html", "_recent.html", context)
 
 
 @router.get("/explanations/{explanation_id}")

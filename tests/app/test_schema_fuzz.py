@@ -340,6 +340,8 @@ def test_valid_requests_get_documented_answers(operations, callers, service, rol
     explanation = made.json() if made else {"id": "x", "explanation": {"fields": [{"field": "x"}]}}
     by_id = {"explanation_id": explanation["id"]}
     send("GET", f"{explanations}/{{explanation_id}}", 200, path_parameters=by_id)
+    send("GET", f"{explanations}/{{explanation_id}}/fhir", 200, path_parameters=by_id)
+    send("GET", explanations, 200, query={"patient_pseudonym": "P-1", "study_instance_uid": "1.2"})
 
     field = explanation["explanation"]["fields"][0]["field"]
     flag = {"field": field, "reason": "wrong_value", "corrected_value": "1", "comment": "fuzz"}
