@@ -97,7 +97,8 @@ def test_fhir_bundle_validates_and_carries_the_served_values(client_as):
         )
         if evidence["field"] == "density":  # every density value has a RadLex code
             assert codings[0]["system"] == "http://radlex.org"
-            assert observation["code"]["coding"][0]["code"] == "RID6037"
+            concept = schema.field("density").concept
+            assert observation["code"]["coding"][0]["code"] == concept[1]
 
     (report,) = resources(bundle, "DiagnosticReport")
     assert report["code"]["coding"][0] == {
