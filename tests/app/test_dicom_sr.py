@@ -92,7 +92,7 @@ def test_sr_references_the_seg_and_codes_every_served_value(as_role, seg):
     assert source[0].SeriesInstanceUID in uids_in(sr)
 
     schema = builtin_schema("lidc")
-    served = {f["field"]: f["vote"]["value"] for f in body["explanation"]["fields"]}
+    served = {f["field"]: f["served"]["value"] for f in body["explanation"]["fields"]}
     coded = [value for _, value in coded_items(sr)]
     for name, value in served.items():
         if value is None:
