@@ -20,6 +20,7 @@ import torch
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from model import metrics
 from model.clip import batch_slices
@@ -133,9 +134,16 @@ def fit_served(
     calibration fitted on the validation patients' predictions; the served model is the one
     fitted on the other patients (refitting on all would change what was calibrated).
     """
+    x = np.asarray(x, np.float64)
+    # One thread: scikit-learn's OpenMP loss loops on a busy 2-core machine (a web server, a
+    # worker) spin far longer than they compute: 0.2 s per fit with one thread, 10 s without.
+    with threadpool_limits(1):
+        return _fit_served(x, y, groups, n_classes, seed, val_fraction)
+
+
+def _fit_served(x, y, groups, n_classes, seed, val_fraction) -> ServedHead:
     from model.train import split_by_patient  # train imports the model package widely
 
-    x = np.asarray(x, np.float64)
     fit_idx, val_idx = split_by_patient(np.asarray(groups), val_fraction, seed)
     scaler = StandardScaler().fit(x[fit_idx])
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
