@@ -46,6 +46,7 @@ from app.routes import (
     pages,
     tokens,
 )
+from app.security_headers import SecurityHeaders
 from app.serving import ServingState
 from app.web import STATIC_DIR, is_htmx, render
 
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ObserveRequests, metrics=app.state.metrics)  # inside RequestId: its id
     app.add_middleware(RequestId)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, error pages included
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(models.router)
@@ -199,5 +201,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs.router)
     app.include_router(admin.router)
     app.include_router(admin_jobs.router)
+    app.mount(docs.SWAGGER_UI_URL, docs.SwaggerUIAssets(), name="swagger-ui")  # before /static
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
