@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
-import time
-from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 
 from pwdlib import PasswordHash
@@ -15,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import as_utc
-from app.errors import InvalidInput, NotAuthenticated, NotFound, TooManyAttempts
+from app.errors import InvalidInput, NotAuthenticated, NotFound
 from app.models import ApiToken, Role, User, WebSession
 
 PASSWORDS = PasswordHash.recommended()  # argon2id with the library's current parameters
@@ -161,41 +158,3 @@ def find_web_session(session: Session, session_id: str) -> tuple[WebSession, Use
 def end_web_session(session: Session, session_id: str) -> None:
     session.execute(delete(WebSession).where(WebSession.id_sha256 == sha256(session_id)))
     session.commit()
-
-
-class LoginThrottle:
-    """Failed logins per username in a sliding window; past the limit, 429 until one ages out.
-
-    Per process: enough for one server; several workers each keep their own count.
-    """
-
-    def __init__(self, max_failures: int = 5, window_s: float = 300.0) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def _recent(self, username: str, now: float) -> deque[float]:
-        failures = self._failures[username]
-        while failures and failures[0] <= now - self.window_s:
-            failures.popleft()
-        return failures
-
-    def check(self, username: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            failures = self._recent(username, now)
-            if len(failures) >= self.max_failures:
-                retry_after = max(1, int(failures[0] + self.window_s - now) + 1)
-                raise TooManyAttempts(
-                    f"too many failed logins for {username!r}; try again in {retry_after} s",
-                    retry_after,
-                )
-
-    def failed(self, username: str) -> None:
-        with self._lock:
-            self._failures[username].append(time.monotonic())
-
-    def succeeded(self, username: str) -> None:
-        with self._lock:
-            self._failures.pop(username, None)

@@ -78,6 +78,17 @@ class Settings(BaseSettings):
     # inside the deployment network).
     metrics_token: SecretStr = SecretStr("")
 
+    # Failed logins before 429: for one username from one address, and from one address over
+    # any usernames, within this many seconds (app.throttle; counted in the database).
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=30, ge=1)
+    login_window_seconds: float = Field(default=300.0, gt=0)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto `clipmed serve` believes
+    # (addresses or networks, comma-separated; "*" = any): the client address (login throttle,
+    # logs) and the https scheme (Secure cookies, HSTS) then come from them. Empty = none: the
+    # TCP peer is the client and the connection's scheme is the scheme.
+    forwarded_allow_ips: str = ""
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:
@@ -93,6 +104,15 @@ class Settings(BaseSettings):
         """The folder `clipmed demo` trains; registered by `clipmed serve` on an empty registry."""
         assert self.checkpoints_dir is not None
         return self.checkpoints_dir / "default"
+
+    @property
+    def uvicorn_proxy_options(self) -> dict[str, bool | str]:
+        """uvicorn's proxy settings for this service: header rewriting only for the proxies
+        named in forwarded_allow_ips, off when there are none."""
+        return {
+            "proxy_headers": bool(self.forwarded_allow_ips),
+            "forwarded_allow_ips": self.forwarded_allow_ips,
+        }
 
     @property
     def runs_embedded_worker(self) -> bool:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DataError, DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import accounts, registry
+from app import registry
 from app.audit import RequestId
 from app.config import Settings
 from app.db import database_unavailable, make_engine, make_session_factory
@@ -48,6 +48,7 @@ from app.routes import (
 )
 from app.security_headers import SecurityHeaders
 from app.serving import ServingState
+from app.throttle import LoginThrottle
 from app.web import STATIC_DIR, is_htmx, render
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = sessions
     app.state.serving = state
     app.state.metrics = Metrics(sessions, state)
-    app.state.login_throttle = accounts.LoginThrottle()
+    app.state.login_throttle = LoginThrottle.from_settings(settings)
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> Response:

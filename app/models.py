@@ -296,3 +296,16 @@ class EvaluationReport(Base):
     # field -> method -> median macro-F1 across folds
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
     path: Mapped[str] = mapped_column(String(1024))
+
+
+class LoginAttempt(Base):
+    """A failed login, kept for the throttle's window (app.throttle): in the database, so every
+    replica counts the same failures and a restart forgets none."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_address_username_at", "address", "username", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    username: Mapped[str] = mapped_column(String(64))  # as typed (an unknown name counts too)
+    address: Mapped[str] = mapped_column(String(64))  # the client's, as app.throttle says

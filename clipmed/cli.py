@@ -480,6 +480,8 @@ def serve_cmd(
             access_log=False,
             # SIGTERM: stop accepting, let requests in flight finish for up to this long.
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+            # X-Forwarded-* believed only from CLIPMED_FORWARDED_ALLOW_IPS (none by default).
+            **settings.uvicorn_proxy_options,
         )
     finally:
         # Reached on Ctrl-C; on SIGTERM uvicorn re-raises the signal after its shutdown, and

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app import accounts, audit
 from app.deps import SESSION_COOKIE, AnyUser, SessionDep
 from app.errors import AppError, Forbidden, TooManyAttempts
+from app.throttle import LoginThrottle, client_address
 from app.web import render
 
 router = APIRouter(tags=["auth"], include_in_schema=False, default_response_class=HTMLResponse)
@@ -67,19 +68,20 @@ async def login(
     if not expected or not secrets.compare_digest(csrf_token, expected):
         await _audit_login(request, username, "csrf_failed")
         return _login_page(request, Forbidden("the form expired; try again"), next_, 403)
-    throttle: accounts.LoginThrottle = request.app.state.login_throttle
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = client_address(request)
     try:
-        throttle.check(username)
+        await run_in_threadpool(throttle.check, session, username, address)
     except TooManyAttempts as e:
         await _audit_login(request, username, "throttled")
         return _login_page(request, e, next_, 429)
     user = await run_in_threadpool(accounts.check_password, session, username, password)
     if user is None:
-        throttle.failed(username)
+        await run_in_threadpool(throttle.failed, session, username, address)
         await _audit_login(request, username, "failed")
         error = AppError("unknown username or wrong password")
         return _login_page(request, error, next_, 401)
-    throttle.succeeded(username)
+    await run_in_threadpool(throttle.succeeded, session, username, address)
     await run_in_threadpool(audit.record_request, request, "login", "success", user=user)
     session_id = accounts.create_web_session(session, user)
     response = RedirectResponse(next_, status_code=303)

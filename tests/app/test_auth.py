@@ -218,15 +218,87 @@ def test_state_changing_requests_need_the_csrf_token(service):
         )
 
 
+def from_address(service, address: str) -> httpx.Client:
+    """A browser behind the (trusted, local) proxy that names its address in X-Forwarded-For."""
+    return httpx.Client(base_url=service.url, headers={"X-Forwarded-For": address})
+
+
 def test_repeated_failed_logins_are_slowed_down(service):
     add_user(service.app.state.sessions, "throttled", "clinician")
-    with httpx.Client(base_url=service.url) as http:
+    with from_address(service, "192.0.2.10") as http:
         limit = service.app.state.login_throttle.max_failures
         for _ in range(limit):
             assert log_in(http, "throttled", "wrong password").status_code == 401
         refused = log_in(http, "throttled")  # even the right password, until the window passes
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert "too many failed logins for &#39;throttled&#39; from your address" in refused.text
         assert log_in(http, "clinician").status_code == 303  # other users are not affected
+
+
+def test_a_flood_from_one_address_does_not_lock_the_user_out_elsewhere(service):
+    add_user(service.app.state.sessions, "victim", "radiologist")
+    throttle = service.app.state.login_throttle
+    with from_address(service, "198.51.100.7") as attacker:
+        for _ in range(throttle.max_failures + 3):
+            assert log_in(attacker, "victim", "guess").status_code in (401, 429)
+        assert log_in(attacker, "victim").status_code == 429
+    with from_address(service, "203.0.113.9") as user:
+        assert log_in(user, "victim").status_code == 303
+    # a success clears that address's failures for the name, not the attacker's
+    with from_address(service, "198.51.100.7") as attacker:
+        assert log_in(attacker, "victim").status_code == 429
+
+
+def test_one_address_trying_many_usernames_is_stopped(service):
+    add_user(service.app.state.sessions, "sprayed", "clinician")
+    throttle = service.app.state.login_throttle
+    assert throttle.max_failures < throttle.max_failures_per_address
+    with from_address(service, "198.51.100.99") as sprayer:
+        for i in range(throttle.max_failures_per_address):
+            assert log_in(sprayer, f"guess-{i}", "password1").status_code == 401
+        refused = log_in(sprayer, "sprayed")  # a name it never failed on, the right password
+        assert refused.status_code == 429 and "from your address" in refused.text
+    with from_address(service, "198.51.100.100") as neighbour:
+        assert log_in(neighbour, "sprayed").status_code == 303
+
+
+def test_failed_logins_are_counted_in_the_database(service, tmp_path):
+    """Another replica (or the same service restarted) on the database sees the same count."""
+    from service_support import running_server, service_settings
+
+    from app.main import create_app
+
+    add_user(service.app.state.sessions, "replicated", "clinician")
+    with from_address(service, "192.0.2.77") as http:
+        for _ in range(service.app.state.login_throttle.max_failures):
+            assert log_in(http, "replicated", "wrong password").status_code == 401
+    settings = service_settings(tmp_path, service.app.state.settings.database_url)
+    with running_server(create_app(settings)) as other:
+        with httpx.Client(base_url=other, headers={"X-Forwarded-For": "192.0.2.77"}) as http:
+            assert log_in(http, "replicated").status_code == 429
+        with httpx.Client(base_url=other, headers={"X-Forwarded-For": "192.0.2.78"}) as http:
+            assert log_in(http, "replicated").status_code == 303
+
+
+def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted(service, tmp_path):
+    """By default (no CLIPMED_FORWARDED_ALLOW_IPS) a client cannot pick its own address: every
+    request here comes from 127.0.0.1, whatever X-Forwarded-For says."""
+    from service_support import running_server, service_settings
+
+    from app.main import create_app
+
+    add_user(service.app.state.sessions, "untrusting", "clinician")
+    settings = service_settings(
+        tmp_path, service.app.state.settings.database_url, forwarded_allow_ips=""
+    )
+    with running_server(create_app(settings)) as url:
+        for i in range(settings.login_max_failures):
+            with httpx.Client(base_url=url, headers={"X-Forwarded-For": f"192.0.2.{i}"}) as http:
+                assert log_in(http, "untrusting", "wrong password").status_code == 401
+        with httpx.Client(base_url=url, headers={"X-Forwarded-For": "192.0.2.200"}) as http:
+            assert log_in(http, "untrusting").status_code == 429
+        with httpx.Client(base_url=url, headers={"X-Forwarded-Proto": "https"}) as http:
+            assert "Secure" not in http.get("/login").headers["set-cookie"]
 
 
 def test_clipmed_users_create_and_token(tmp_path):
