@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -88,9 +89,19 @@ class Settings(BaseSettings):
     # logs) and the https scheme (Secure cookies, HSTS) then come from them. Empty = none: the
     # TCP peer is the client and the connection's scheme is the scheme.
     forwarded_allow_ips: str = ""
+    # The address users reach the service at, e.g. "https://clipmed.example.org": browser
+    # requests that change state must come from it (app.origin). Empty = the request's own
+    # scheme and Host.
+    public_origin: str = ""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
+        if self.public_origin:
+            parts = urlsplit(self.public_origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+                raise ValueError(
+                    f"public_origin must be scheme://host[:port], not {self.public_origin!r}"
+                )
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'clipmed.db'}"
         if self.checkpoints_dir is None:

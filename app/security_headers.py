@@ -29,7 +29,10 @@ ALWAYS = (
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # Not no-referrer: under it a browser sends `Origin: null` on our own form posts, and the
+    # origin check (app.origin) could not tell them from a forged one. same-origin sends
+    # nothing to other sites (there are none on our pages anyway: CSP 'self').
+    (b"referrer-policy", b"same-origin"),
 )
 
 

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app import accounts, audit
 from app.deps import SESSION_COOKIE, AnyUser, SessionDep
 from app.errors import AppError, Forbidden, TooManyAttempts
+from app.origin import check_origin
 from app.throttle import LoginThrottle, client_address
 from app.web import render
 
@@ -64,6 +65,11 @@ async def login(
     next: Annotated[str, Form()] = "/",  # noqa: A002
 ) -> Response:
     next_ = _safe_next(next)
+    try:
+        check_origin(request)
+    except Forbidden as e:
+        await _audit_login(request, username, "origin_refused")
+        return _login_page(request, e, next_, 403)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(csrf_token, expected):
         await _audit_login(request, username, "csrf_failed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -155,6 +156,9 @@ def test_owners_and_admins_create_and_revoke_tokens(service, client_as):
 
 
 def log_in(http: httpx.Client, username: str, password: str = TEST_PASSWORD) -> httpx.Response:
+    """Logs in through the form as a browser does: from then on the client sends this site's
+    Origin on every request (app.origin checks it on state-changing ones)."""
+    http.headers.setdefault("Origin", str(http.base_url).rstrip("/"))
     form = http.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
     data = {"username": username, "password": password, "csrf_token": token}
@@ -192,7 +196,10 @@ def test_the_cookie_is_secure_over_https(service):
         response = http.post(
             "/login",
             data={"username": "radiologist", "password": TEST_PASSWORD, "csrf_token": token},
-            headers={"Cookie": f"clipmed_login_csrf={token}"},
+            headers={
+                "Cookie": f"clipmed_login_csrf={token}",
+                "Origin": service.url.replace("http://", "https://"),
+            },
         )
         assert response.status_code == 303
         assert "Secure" in response.headers["set-cookie"]
@@ -216,6 +223,74 @@ def test_state_changing_requests_need_the_csrf_token(service):
         assert forged.status_code == 403 and SESSION_COOKIE not in forged.headers.get(
             "set-cookie", ""
         )
+
+
+def said(response: httpx.Response) -> str:
+    """A page's text with HTML entities undone (quotes in a message are escaped)."""
+    return html.unescape(response.text)
+
+
+def test_browser_requests_that_change_state_must_come_from_this_site(service):
+    with httpx.Client(base_url=service.url) as http:
+        log_in(http, "admin")
+        csrf = page_csrf(http.get("/").text)
+        del http.headers["Origin"]
+        form = {"csrf_token": csrf}
+        cases = {
+            "https://evil.example": "Origin 'https://evil.example' is not this site",
+            "null": "Origin 'null' is not this site",
+            service.url.replace("http://", "https://"): "is not this site",  # scheme differs
+            service.url.rsplit(":", 1)[0] + ":1": "is not this site",  # port differs
+        }
+        for origin, problem in cases.items():
+            refused = http.post("/logout", data=form, headers={"Origin": origin})
+            assert refused.status_code == 403 and problem in said(refused), origin
+        foreign_referer = {"Referer": "https://evil.example/page"}
+        refused = http.post("/logout", data=form, headers=foreign_referer)
+        assert refused.status_code == 403 and "Referer 'https://evil.example/page'" in said(refused)
+        neither = http.post("/logout", data=form)
+        assert neither.status_code == 403 and "needs an Origin or Referer header" in said(neither)
+        refused_api = http.post("/api/v1/tokens", headers={"X-CSRF-Token": csrf})
+        assert refused_api.status_code == 403
+        assert "Origin or Referer" in refused_api.json()["detail"]
+        assert http.get("/").status_code == 200  # all refused: still logged in
+        # this site's Referer (no Origin) will do, as will its Origin
+        own_referer = {"X-CSRF-Token": csrf, "Referer": f"{service.url}/"}
+        assert http.post("/api/v1/tokens", headers=own_referer).status_code == 201
+        kept = http.post("/logout", data=form, headers={"Origin": service.url})
+        assert kept.status_code == 303
+    # a bearer token needs neither (another site cannot make a browser send it)
+    with httpx.Client(base_url=service.url, headers=bearer(service.tokens["admin"])) as api:
+        elsewhere = {"Origin": "https://evil.example"}
+        assert api.post("/api/v1/tokens", headers=elsewhere).status_code == 201
+    # nor can another site post the login form
+    with httpx.Client(base_url=service.url) as http:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
+        data = {"username": "admin", "password": TEST_PASSWORD, "csrf_token": token}
+        forged = http.post("/login", data=data, headers={"Origin": "https://evil.example"})
+        assert forged.status_code == 403 and "is not this site" in said(forged)
+        assert SESSION_COOKIE not in forged.headers.get("set-cookie", "")
+
+
+def test_the_public_origin_setting_names_this_site(service, tmp_path):
+    from pydantic import ValidationError
+    from service_support import running_server, service_settings
+
+    from app.main import create_app
+
+    url = service.app.state.settings.database_url
+    public = "https://clipmed.example.org"
+    settings = service_settings(tmp_path, url, public_origin=public)
+    with running_server(create_app(settings)) as base, httpx.Client(base_url=base) as http:
+        http.headers["Origin"] = public
+        assert log_in(http, "clinician").status_code == 303
+        own_host = http.post(
+            "/logout", data={"csrf_token": page_csrf(http.get("/").text)}, headers={"Origin": base}
+        )
+        assert own_host.status_code == 403 and public in said(own_host)
+    for wrong in ("clipmed.example.org", "https://clipmed.example.org/app", "ftp://x"):
+        with pytest.raises(ValidationError, match="public_origin"):
+            service_settings(tmp_path, url, public_origin=wrong)
 
 
 def from_address(service, address: str) -> httpx.Client:

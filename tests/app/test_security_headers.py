@@ -49,7 +49,7 @@ def assert_security_headers(response, cacheable: bool) -> None:
     assert csp["script-src"] == "'self'" and csp["frame-ancestors"] == "'none'"
     assert headers["x-frame-options"] == "DENY", where
     assert headers["x-content-type-options"] == "nosniff", where
-    assert headers["referrer-policy"] == "no-referrer", where
+    assert headers["referrer-policy"] == "same-origin", where
     if cacheable:
         assert "no-store" not in headers.get("cache-control", ""), where
     else:
