@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 
 from app.db import as_utc
 from app.errors import InvalidInput, NotAuthenticated, NotFound
-from app.models import ApiToken, Role, User, WebSession
+from app.models import ApiToken, LoginForm, Role, User, WebSession
 
 PASSWORDS = PasswordHash.recommended()  # argon2id with the library's current parameters
 SESSION_LIFETIME = timedelta(hours=12)
+LOGIN_FORM_LIFETIME = timedelta(minutes=30)
 TOKEN_PREFIX = "clipmed_"
 
 # Checked against an unknown username too, so a miss takes as long as a wrong password.
@@ -158,3 +159,27 @@ def find_web_session(session: Session, session_id: str) -> tuple[WebSession, Use
 def end_web_session(session: Session, session_id: str) -> None:
     session.execute(delete(WebSession).where(WebSession.id_sha256 == sha256(session_id)))
     session.commit()
+
+
+def start_login_form(session: Session) -> tuple[str, str]:
+    """A new login form: (the id its cookie carries, the CSRF token the form carries)."""
+    now = datetime.now(UTC)
+    session.execute(delete(LoginForm).where(LoginForm.expires_at < now))  # keep the table small
+    form_id, token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    session.add(
+        LoginForm(id_sha256=sha256(form_id), csrf_token=token, expires_at=now + LOGIN_FORM_LIFETIME)
+    )
+    session.commit()
+    return form_id, token
+
+
+def use_login_form(session: Session, form_id: str, token: str) -> bool:
+    """True when `token` is the one this server gave the form whose cookie says `form_id`, and
+    that form has not expired; the form is used up either way."""
+    row = session.get(LoginForm, sha256(form_id)) if form_id else None
+    if row is None:
+        return False
+    session.delete(row)
+    session.commit()
+    fresh = as_utc(row.expires_at) > datetime.now(UTC)
+    return fresh and bool(token) and secrets.compare_digest(token, row.csrf_token)

@@ -192,17 +192,63 @@ def test_the_cookie_is_secure_over_https(service):
         form = http.get("/login")
         assert "Secure" in form.headers["set-cookie"]
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        form_cookie = re.search(r"clipmed_login_form=([^;]+)", form.headers["set-cookie"])[1]
         http.cookies.clear()  # httpx keeps Secure cookies off plain http; send it by hand
         response = http.post(
             "/login",
             data={"username": "radiologist", "password": TEST_PASSWORD, "csrf_token": token},
             headers={
-                "Cookie": f"clipmed_login_csrf={token}",
+                "Cookie": f"clipmed_login_form={form_cookie}",
                 "Origin": service.url.replace("http://", "https://"),
             },
         )
         assert response.status_code == 303
         assert "Secure" in response.headers["set-cookie"]
+
+
+def login_form(http: httpx.Client) -> tuple[str, str]:
+    """(the form's cookie, its CSRF token) of a fresh login form."""
+    page = http.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return page.cookies["clipmed_login_form"], token
+
+
+def test_the_login_form_token_is_checked_against_the_server_not_the_cookie(service):
+    credentials = {"username": "clinician", "password": TEST_PASSWORD}
+    with httpx.Client(base_url=service.url, headers={"Origin": service.url}) as http:
+
+        def post(cookie: str, token: str) -> httpx.Response:
+            http.cookies.clear()
+            headers = {"Cookie": f"clipmed_login_form={cookie}"}
+            return http.post("/login", data=credentials | {"csrf_token": token}, headers=headers)
+
+        # a planted cookie with a matching token of the attacker's choosing (double submit)
+        planted = post("attacker-chosen", "attacker-chosen")
+        assert planted.status_code == 403 and "the form expired" in planted.text
+        assert SESSION_COOKIE not in planted.headers.get("set-cookie", "")
+        # a real form's cookie with another real form's token
+        (cookie_a, token_a), (_, token_b) = login_form(http), login_form(http)
+        assert post(cookie_a, token_b).status_code == 403
+        assert post(cookie_a, token_a).status_code == 403  # any attempt uses the form up
+        # a form's token used as its own cookie
+        _, token_c = login_form(http)
+        assert post(token_c, token_c).status_code == 403
+        # the real pair works once; the form cannot be replayed
+        cookie_d, token_d = login_form(http)
+        assert post(cookie_d, token_d).status_code == 303
+        assert post(cookie_d, token_d).status_code == 403
+    outcomes = [e.outcome for e in events_of(service, "login", "clinician")]
+    assert outcomes.count("csrf_failed") >= 5 and "success" in outcomes
+
+
+def events_of(service, action: str, actor: str) -> list:
+    from sqlalchemy import select
+
+    from app.models import AuditEvent
+
+    with service.session() as session:
+        query = select(AuditEvent).where(AuditEvent.action == action, AuditEvent.actor == actor)
+        return list(session.scalars(query))
 
 
 def test_state_changing_requests_need_the_csrf_token(service):
