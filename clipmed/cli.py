@@ -499,7 +499,7 @@ def bootstrap_model(settings, session) -> None:
     queue a first training (activated when done) for the workers, once."""
     from sqlalchemy import select
 
-    from app import jobs, registry
+    from app import audit, jobs, registry
     from app.models import Job
     from app.schemas import TrainParams
 
@@ -508,7 +508,16 @@ def bootstrap_model(settings, session) -> None:
     default = settings.default_checkpoint
     if (default / "checkpoint.json").is_file():
         row = registry.register_checkpoint(session, default)
-        registry.activate_version(session, row.version)
+        # Audited like an admin's activation, committed with it; the actor is this command.
+        event = audit.make_event(
+            "model.activate",
+            "success",
+            actor="clipmed serve",
+            target_type="model",
+            target_id=row.version,
+            model_version=row.version,
+        )
+        registry.activate_version(session, row.version, audit_event=event)
         typer.echo(f"registered and activated {row.version} from {default}", err=True)
         return
     if not settings.bootstrap_train:

@@ -6,9 +6,11 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -63,6 +65,12 @@ def test_serve_registers_the_default_checkpoint_and_answers(tmp_path, small_chec
             (small_checkpoints.first_version[0], True)
         ]
         assert (data / "clipmed.db").is_file()
+        with closing(sqlite3.connect(data / "clipmed.db")) as db:  # the first activation: audited
+            activations = db.execute(
+                "SELECT actor, target_id, outcome FROM audit_events WHERE action = ?",
+                ("model.activate",),
+            ).fetchall()
+        assert activations == [("clipmed serve", small_checkpoints.first_version[0], "success")]
 
         # SQLite: the same command runs a job worker too
         job = httpx.post(
