@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
-import time
-from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 
 from pwdlib import PasswordHash
@@ -15,11 +12,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import as_utc
-from app.errors import InvalidInput, NotAuthenticated, NotFound, TooManyAttempts
-from app.models import ApiToken, Role, User, WebSession
+from app.errors import InvalidInput, NotAuthenticated, NotFound
+from app.models import ApiToken, LoginForm, Role, User, WebSession
 
 PASSWORDS = PasswordHash.recommended()  # argon2id with the library's current parameters
 SESSION_LIFETIME = timedelta(hours=12)
+LOGIN_FORM_LIFETIME = timedelta(minutes=30)
 TOKEN_PREFIX = "clipmed_"
 
 # Checked against an unknown username too, so a miss takes as long as a wrong password.
@@ -163,39 +161,25 @@ def end_web_session(session: Session, session_id: str) -> None:
     session.commit()
 
 
-class LoginThrottle:
-    """Failed logins per username in a sliding window; past the limit, 429 until one ages out.
+def start_login_form(session: Session) -> tuple[str, str]:
+    """A new login form: (the id its cookie carries, the CSRF token the form carries)."""
+    now = datetime.now(UTC)
+    session.execute(delete(LoginForm).where(LoginForm.expires_at < now))  # keep the table small
+    form_id, token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    session.add(
+        LoginForm(id_sha256=sha256(form_id), csrf_token=token, expires_at=now + LOGIN_FORM_LIFETIME)
+    )
+    session.commit()
+    return form_id, token
 
-    Per process: enough for one server; several workers each keep their own count.
-    """
 
-    def __init__(self, max_failures: int = 5, window_s: float = 300.0) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def _recent(self, username: str, now: float) -> deque[float]:
-        failures = self._failures[username]
-        while failures and failures[0] <= now - self.window_s:
-            failures.popleft()
-        return failures
-
-    def check(self, username: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            failures = self._recent(username, now)
-            if len(failures) >= self.max_failures:
-                retry_after = max(1, int(failures[0] + self.window_s - now) + 1)
-                raise TooManyAttempts(
-                    f"too many failed logins for {username!r}; try again in {retry_after} s",
-                    retry_after,
-                )
-
-    def failed(self, username: str) -> None:
-        with self._lock:
-            self._failures[username].append(time.monotonic())
-
-    def succeeded(self, username: str) -> None:
-        with self._lock:
-            self._failures.pop(username, None)
+def use_login_form(session: Session, form_id: str, token: str) -> bool:
+    """True when `token` is the one this server gave the form whose cookie says `form_id`, and
+    that form has not expired; the form is used up either way."""
+    row = session.get(LoginForm, sha256(form_id)) if form_id else None
+    if row is None:
+        return False
+    session.delete(row)
+    session.commit()
+    fresh = as_utc(row.expires_at) > datetime.now(UTC)
+    return fresh and bool(token) and secrets.compare_digest(token, row.csrf_token)

@@ -6,8 +6,6 @@ leaves its trace. There is deliberately no update or delete here.
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -17,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import logs
+from app import csv_export, logs
 from app.models import AuditEvent, User
 
 CSV_COLUMNS = (
@@ -85,14 +83,11 @@ def search(
 
 
 def to_csv(events: Iterable[AuditEvent]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    for event in events:
-        row = [getattr(event, column) for column in CSV_COLUMNS]
-        row[0] = event.at.isoformat()
-        writer.writerow(["" if value is None else value for value in row])
-    return buffer.getvalue()
+    rows = (
+        {column: getattr(event, column) for column in CSV_COLUMNS} | {"at": event.at.isoformat()}
+        for event in events
+    )
+    return csv_export.to_csv(CSV_COLUMNS, rows)
 
 
 class RequestId:

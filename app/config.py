@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,8 +79,29 @@ class Settings(BaseSettings):
     # inside the deployment network).
     metrics_token: SecretStr = SecretStr("")
 
+    # Failed logins before 429: for one username from one address, and from one address over
+    # any usernames, within this many seconds (app.throttle; counted in the database).
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=30, ge=1)
+    login_window_seconds: float = Field(default=300.0, gt=0)
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto `clipmed serve` believes
+    # (addresses or networks, comma-separated; "*" = any): the client address (login throttle,
+    # logs) and the https scheme (Secure cookies, HSTS) then come from them. Empty = none: the
+    # TCP peer is the client and the connection's scheme is the scheme.
+    forwarded_allow_ips: str = ""
+    # The address users reach the service at, e.g. "https://clipmed.example.org": browser
+    # requests that change state must come from it (app.origin). Empty = the request's own
+    # scheme and Host.
+    public_origin: str = ""
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
+        if self.public_origin:
+            parts = urlsplit(self.public_origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+                raise ValueError(
+                    f"public_origin must be scheme://host[:port], not {self.public_origin!r}"
+                )
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'clipmed.db'}"
         if self.checkpoints_dir is None:
@@ -93,6 +115,15 @@ class Settings(BaseSettings):
         """The folder `clipmed demo` trains; registered by `clipmed serve` on an empty registry."""
         assert self.checkpoints_dir is not None
         return self.checkpoints_dir / "default"
+
+    @property
+    def uvicorn_proxy_options(self) -> dict[str, bool | str]:
+        """uvicorn's proxy settings for this service: header rewriting only for the proxies
+        named in forwarded_allow_ips, off when there are none."""
+        return {
+            "proxy_headers": bool(self.forwarded_allow_ips),
+            "forwarded_allow_ips": self.forwarded_allow_ips,
+        }
 
     @property
     def runs_embedded_worker(self) -> bool:

@@ -15,6 +15,7 @@ from app import accounts, audit
 from app.config import Settings
 from app.errors import Forbidden, NoActiveModel, NotAuthenticated
 from app.models import Role, User
+from app.origin import check_origin
 from app.serving import Serving, ServingState
 
 SESSION_COOKIE = "clipmed_session"
@@ -76,10 +77,12 @@ def identify(request: Request, session: Session) -> Principal | None:
 
 
 async def check_csrf(request: Request, principal: Principal) -> None:
-    """State-changing browser requests carry the session's token (header from htmx, else a
-    hidden form field). Bearer-token requests cannot be forged by another site."""
+    """State-changing browser requests come from this site (app.origin) and carry the
+    session's token (header from htmx, else a hidden form field). Bearer-token requests cannot
+    be forged by another site."""
     if principal.csrf_token is None or request.method in SAFE_METHODS:
         return
+    check_origin(request)
     sent = request.headers.get(CSRF_HEADER)
     content_type = request.headers.get("content-type", "")
     form = None

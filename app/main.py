@@ -19,7 +19,7 @@ from sqlalchemy.exc import DataError, DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import accounts, registry
+from app import registry
 from app.audit import RequestId
 from app.config import Settings
 from app.db import database_unavailable, make_engine, make_session_factory
@@ -46,7 +46,9 @@ from app.routes import (
     pages,
     tokens,
 )
+from app.security_headers import SecurityHeaders
 from app.serving import ServingState
+from app.throttle import LoginThrottle
 from app.web import STATIC_DIR, is_htmx, render
 
 log = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = sessions
     app.state.serving = state
     app.state.metrics = Metrics(sessions, state)
-    app.state.login_throttle = accounts.LoginThrottle()
+    app.state.login_throttle = LoginThrottle.from_settings(settings)
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> Response:
@@ -187,6 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ObserveRequests, metrics=app.state.metrics)  # inside RequestId: its id
     app.add_middleware(RequestId)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, error pages included
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(models.router)
@@ -199,5 +202,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs.router)
     app.include_router(admin.router)
     app.include_router(admin_jobs.router)
+    app.mount(docs.SWAGGER_UI_URL, docs.SwaggerUIAssets(), name="swagger-ui")  # before /static
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

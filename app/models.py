@@ -296,3 +296,29 @@ class EvaluationReport(Base):
     # field -> method -> median macro-F1 across folds
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
     path: Mapped[str] = mapped_column(String(1024))
+
+
+class LoginAttempt(Base):
+    """A failed login, kept for the throttle's window (app.throttle): in the database, so every
+    replica counts the same failures and a restart forgets none."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_address_username_at", "address", "username", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    username: Mapped[str] = mapped_column(String(64))  # as typed (an unknown name counts too)
+    address: Mapped[str] = mapped_column(String(64))  # the client's, as app.throttle says
+
+
+class LoginForm(Base):
+    """A login form handed out (pre-session): its cookie carries a random id, stored here as
+    its SHA-256 beside the form's CSRF token. The token is checked against this row, not
+    against the cookie, so a cookie planted by another site or subdomain proves nothing; one
+    use each, and short-lived."""
+
+    __tablename__ = "login_forms"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -236,7 +236,9 @@ class ExplanationSummary(BaseModel):
 class ModelVersionOut(BaseModel):
     version: str
     catalog_version: str
-    path: str
+    # Where the checkpoint lies on the server: shown to admins only (a filesystem layout helps
+    # an attacker and tells a clinician nothing).
+    path: str | None = Field(default=None, description="checkpoint folder; admins only")
     created_at: UtcDatetime
     is_active: bool
     feature_dim: int | None
@@ -245,11 +247,11 @@ class ModelVersionOut(BaseModel):
     metrics: dict
 
     @classmethod
-    def from_row(cls, row: ModelVersion) -> ModelVersionOut:
-        return cls(
+    def from_row(cls, row: ModelVersion, with_path: bool = True) -> ModelVersionOut:
+        """`with_path=False` leaves `path` unset, so the answer (exclude_unset) has no key."""
+        out = cls(
             version=row.version,
             catalog_version=row.catalog_version,
-            path=row.path,
             created_at=row.created_at,
             is_active=row.is_active,
             feature_dim=row.config.get("feature_dim"),
@@ -257,6 +259,9 @@ class ModelVersionOut(BaseModel):
             schema_name=row.schema_.get("name"),
             metrics=row.metrics,
         )
+        if with_path:
+            out.path = row.path
+        return out
 
 
 class Health(BaseModel):

@@ -437,6 +437,8 @@ def serve_cmd(
     default checkpoint, or queue a first training; create the first admin; serve the API (and,
     on SQLite, run a job worker beside it)."""
 
+    import os
+
     import uvicorn
 
     from app.db import make_engine, make_session_factory
@@ -447,8 +449,6 @@ def serve_cmd(
     settings = service_settings(host=host, port=port)
     configure_logging(settings.log_format, settings.log_level)
     if settings.text_encoder:
-        import os
-
         os.environ.setdefault("TEXT_ENCODER", settings.text_encoder)
     migrate_database(settings)
     engine = make_engine(settings.database_url)
@@ -467,7 +467,10 @@ def serve_cmd(
         # (training must not take the web server's CPU time slices from inside its process).
         import subprocess
 
-        worker = subprocess.Popen([sys.executable, "-m", "clipmed", "worker", "--exit-with-parent"])
+        # The worker is told our pid: it stops when we are gone, even if we die before it has
+        # started up (it cannot tell who its parent was once it has been re-parented).
+        command = [sys.executable, "-m", "clipmed", "worker", "--parent-pid", str(os.getpid())]
+        worker = subprocess.Popen(command)
         typer.echo(f"started a job worker (pid {worker.pid})", err=True)
     try:
         uvicorn.run(
@@ -480,10 +483,13 @@ def serve_cmd(
             access_log=False,
             # SIGTERM: stop accepting, let requests in flight finish for up to this long.
             timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+            # X-Forwarded-* believed only from CLIPMED_FORWARDED_ALLOW_IPS (none by default).
+            **settings.uvicorn_proxy_options,
         )
     finally:
-        # Reached on Ctrl-C; on SIGTERM uvicorn re-raises the signal after its shutdown, and
-        # the worker, started with --exit-with-parent, stops by itself within a second.
+        # Reached on Ctrl-C; on SIGTERM uvicorn re-raises the signal after its shutdown (and
+        # on SIGKILL nothing runs here): the worker, started with --parent-pid, then gets
+        # SIGTERM from the kernel on Linux, or sees its parent gone within a second.
         if worker is not None:
             stop_process(worker)
 
@@ -493,7 +499,7 @@ def bootstrap_model(settings, session) -> None:
     queue a first training (activated when done) for the workers, once."""
     from sqlalchemy import select
 
-    from app import jobs, registry
+    from app import audit, jobs, registry
     from app.models import Job
     from app.schemas import TrainParams
 
@@ -502,7 +508,16 @@ def bootstrap_model(settings, session) -> None:
     default = settings.default_checkpoint
     if (default / "checkpoint.json").is_file():
         row = registry.register_checkpoint(session, default)
-        registry.activate_version(session, row.version)
+        # Audited like an admin's activation, committed with it; the actor is this command.
+        event = audit.make_event(
+            "model.activate",
+            "success",
+            actor="clipmed serve",
+            target_type="model",
+            target_id=row.version,
+            model_version=row.version,
+        )
+        registry.activate_version(session, row.version, audit_event=event)
         typer.echo(f"registered and activated {row.version} from {default}", err=True)
         return
     if not settings.bootstrap_train:
@@ -571,15 +586,22 @@ def worker_cmd(
     max_jobs: Annotated[
         int | None, typer.Option(help="Stop after this many jobs (default: run until stopped).")
     ] = None,
-    exit_with_parent: Annotated[
-        bool, typer.Option(help="Stop when the process that started this one ends.")
-    ] = False,
+    parent_pid: Annotated[
+        int | None,
+        typer.Option(help="Stop when this process (the one starting the worker) ends.", min=1),
+    ] = None,
 ) -> None:
     """Run admin jobs (train, evaluate, reindex) from the queue, one at a time, until stopped.
     SIGTERM or Ctrl-C hands the running job back to the queue at its next progress point."""
     import os
     import signal
     import threading
+
+    # First, before the slow imports: a parent dying from here on sends us SIGTERM (below, it
+    # stops the worker; until then, it ends the process).
+    if parent_pid is not None and not stop_with_parent(parent_pid):
+        typer.echo(f"the parent process {parent_pid} has gone; not starting", err=True)
+        raise typer.Exit(0)
 
     from app.db import make_engine, make_session_factory
     from app.logs import configure_logging
@@ -592,12 +614,11 @@ def worker_cmd(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    if exit_with_parent:
-        parent = os.getppid()
+    if parent_pid is not None:
 
-        def watch_parent() -> None:
+        def watch_parent() -> None:  # where there is no parent-death signal (not Linux)
             while not stop.wait(1.0):
-                if os.getppid() != parent:
+                if os.getppid() != parent_pid:
                     stop.set()
 
         threading.Thread(target=watch_parent, daemon=True).start()
@@ -610,6 +631,24 @@ def worker_cmd(
         Worker(settings, make_session_factory(engine), stop=stop).run(max_jobs)
     finally:
         engine.dispose()
+
+
+def stop_with_parent(parent_pid: int) -> bool:
+    """Asks Linux to send us SIGTERM when our parent dies (PR_SET_PDEATHSIG), then checks that
+    the parent is still `parent_pid`: had it died before the request, we are an orphan already
+    and no signal will come. False when the parent has gone."""
+    import os
+    import signal
+    import sys
+
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    return os.getppid() == parent_pid
 
 
 def _users_session(settings):

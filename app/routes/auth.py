@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import accounts, audit
 from app.deps import SESSION_COOKIE, AnyUser, SessionDep
 from app.errors import AppError, Forbidden, TooManyAttempts
+from app.origin import check_origin
+from app.throttle import LoginThrottle, client_address
 from app.web import render
 
 router = APIRouter(tags=["auth"], include_in_schema=False, default_response_class=HTMLResponse)
 
-LOGIN_CSRF_COOKIE = "clipmed_login_csrf"
+LOGIN_FORM_COOKIE = "clipmed_login_form"
 
 
 def _is_https(request: Request) -> bool:
@@ -30,14 +32,18 @@ def _safe_next(target: str | None) -> str:
     return "/"
 
 
-def _login_page(request: Request, error: AppError | None, next_: str, status: int) -> Response:
-    # Login CSRF: a double-submit token, since there is no session yet to hold one.
-    token = secrets.token_urlsafe(32)
+def _login_page(
+    request: Request, session: Session, error: AppError | None, next_: str, status: int
+) -> Response:
+    # Login CSRF: no session yet to hold a token, so a pre-session row does (accounts.
+    # start_login_form); the cookie only names that row, and the origin check comes first.
+    form_id, token = accounts.start_login_form(session)
     context = {"login_csrf": token, "error": error, "next": next_}
     response = render(request, "login.html", "login.html", context, status)
     response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        token,
+        LOGIN_FORM_COOKIE,
+        form_id,
+        max_age=int(accounts.LOGIN_FORM_LIFETIME.total_seconds()),
         httponly=True,
         samesite="lax",
         secure=_is_https(request),
@@ -49,8 +55,8 @@ def _login_page(request: Request, error: AppError | None, next_: str, status: in
 
 
 @router.get("/login")
-def login_form(request: Request, next: str = "/") -> Response:  # noqa: A002 (query name)
-    return _login_page(request, None, _safe_next(next), 200)
+def login_form(request: Request, session: SessionDep, next: str = "/") -> Response:  # noqa: A002
+    return _login_page(request, session, None, _safe_next(next), 200)
 
 
 @router.post("/login")
@@ -63,23 +69,32 @@ async def login(
     next: Annotated[str, Form()] = "/",  # noqa: A002
 ) -> Response:
     next_ = _safe_next(next)
-    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not expected or not secrets.compare_digest(csrf_token, expected):
-        await _audit_login(request, username, "csrf_failed")
-        return _login_page(request, Forbidden("the form expired; try again"), next_, 403)
-    throttle: accounts.LoginThrottle = request.app.state.login_throttle
+
+    async def refuse(error: AppError, status: int) -> Response:
+        return await run_in_threadpool(_login_page, request, session, error, next_, status)
+
     try:
-        throttle.check(username)
+        check_origin(request)
+    except Forbidden as e:
+        await _audit_login(request, username, "origin_refused")
+        return await refuse(e, 403)
+    form_id = request.cookies.get(LOGIN_FORM_COOKIE, "")
+    if not await run_in_threadpool(accounts.use_login_form, session, form_id, csrf_token):
+        await _audit_login(request, username, "csrf_failed")
+        return await refuse(Forbidden("the form expired; try again"), 403)
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = client_address(request)
+    try:
+        await run_in_threadpool(throttle.check, session, username, address)
     except TooManyAttempts as e:
         await _audit_login(request, username, "throttled")
-        return _login_page(request, e, next_, 429)
+        return await refuse(e, 429)
     user = await run_in_threadpool(accounts.check_password, session, username, password)
     if user is None:
-        throttle.failed(username)
+        await run_in_threadpool(throttle.failed, session, username, address)
         await _audit_login(request, username, "failed")
-        error = AppError("unknown username or wrong password")
-        return _login_page(request, error, next_, 401)
-    throttle.succeeded(username)
+        return await refuse(AppError("unknown username or wrong password"), 401)
+    await run_in_threadpool(throttle.succeeded, session, username, address)
     await run_in_threadpool(audit.record_request, request, "login", "success", user=user)
     session_id = accounts.create_web_session(session, user)
     response = RedirectResponse(next_, status_code=303)
@@ -91,7 +106,7 @@ async def login(
         samesite="lax",
         secure=_is_https(request),
     )
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    response.delete_cookie(LOGIN_FORM_COOKIE, path="/login")
     return response
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Annotated, Literal
 
@@ -11,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from app import audit, explaining, flagging
+from app import audit, csv_export, explaining, flagging
 from app.deps import Reviewer, SessionDep
 from app.models import Flag, FlagReason, FlagStatus
 from app.schemas import ErrorResponse, RowId, Text, UtcDatetime
@@ -122,8 +120,5 @@ def corrections(
     rows = flagging.accepted_corrections(session)
     if format == "json":
         return Response(json.dumps(rows), media_type="application/json")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=flagging.CORRECTION_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")
+    text = csv_export.to_csv(flagging.CORRECTION_COLUMNS, rows)
+    return Response(text, media_type="text/csv; charset=utf-8")

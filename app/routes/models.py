@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import audit, registry
 from app.deps import Admin, AnyUser, ServingStateDep, SessionDep
+from app.models import Role
 from app.schemas import ErrorResponse, ModelEventOut, ModelVersionOut, Text
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
@@ -14,10 +15,14 @@ router = APIRouter(prefix="/api/v1/models", tags=["models"])
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 
-@router.get("", response_model=list[ModelVersionOut], responses=ERRORS)
-def list_models(session: SessionDep, _: AnyUser) -> list[ModelVersionOut]:
-    """Registered model versions, newest first, with the active one flagged."""
-    return [ModelVersionOut.from_row(row) for row in registry.list_versions(session)]
+@router.get(
+    "", response_model=list[ModelVersionOut], response_model_exclude_unset=True, responses=ERRORS
+)
+def list_models(session: SessionDep, caller: AnyUser) -> list[ModelVersionOut]:
+    """Registered model versions, newest first, with the active one flagged. Only admins see
+    each checkpoint's folder (`path`)."""
+    with_path = caller.role == Role.admin
+    return [ModelVersionOut.from_row(row, with_path) for row in registry.list_versions(session)]
 
 
 @router.get("/history", response_model=list[ModelEventOut], responses=ERRORS)

@@ -22,9 +22,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("explanations", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column(
-                "input_kind", sa.String(length=16), nullable=False, server_default="features"
-            )
+            sa.Column("input_kind", sa.String(length=16), nullable=False, server_default="features")
         )
         batch_op.add_column(sa.Column("feature_extractor", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("outline", sa.JSON(), nullable=True))

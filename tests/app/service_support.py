@@ -137,8 +137,10 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def service_settings(tmp_dir: Path, database_url: str) -> Settings:
-    return Settings(data_dir=tmp_dir, database_url=database_url, max_upload_bytes=MAX_UPLOAD_BYTES)
+def service_settings(tmp_dir: Path, database_url: str, **overrides) -> Settings:
+    # The test client plays a local reverse proxy: X-Forwarded-For/-Proto from 127.0.0.1 count.
+    fields = {"max_upload_bytes": MAX_UPLOAD_BYTES, "forwarded_allow_ips": "127.0.0.1"}
+    return Settings(data_dir=tmp_dir, database_url=database_url, **(fields | overrides))
 
 
 @contextmanager
@@ -150,7 +152,8 @@ def running_server(app) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    proxy = app.state.settings.uvicorn_proxy_options  # as `clipmed serve` runs it
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **proxy))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

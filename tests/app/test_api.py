@@ -343,3 +343,19 @@ def test_openapi_documents_every_route(client):
     assert {"multipart/form-data", "application/json"} <= set(post["requestBody"]["content"])
     assert {"201", "413", "415", "422"} <= set(post["responses"])
     assert json.dumps(spec)  # serialisable as served
+
+
+def test_only_admins_see_where_checkpoints_lie(service, client_as):
+    admin = client_as("admin").get("/api/v1/models").json()
+    assert admin and all(m["path"] for m in admin)
+    assert {m["path"] for m in admin} == {
+        str(service.checkpoints.first),
+        str(service.checkpoints.second),
+    }
+    for role in ("clinician", "radiologist"):
+        answer = client_as(role).get("/api/v1/models")
+        assert answer.status_code == 200
+        assert str(service.checkpoints.first) not in answer.text, role
+        models = answer.json()
+        assert [{k: v for k, v in m.items() if k != "path"} for m in admin] == models, role
+        assert all("path" not in m for m in models), role

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import subprocess
@@ -155,6 +156,9 @@ def test_owners_and_admins_create_and_revoke_tokens(service, client_as):
 
 
 def log_in(http: httpx.Client, username: str, password: str = TEST_PASSWORD) -> httpx.Response:
+    """Logs in through the form as a browser does: from then on the client sends this site's
+    Origin on every request (app.origin checks it on state-changing ones)."""
+    http.headers.setdefault("Origin", str(http.base_url).rstrip("/"))
     form = http.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
     data = {"username": username, "password": password, "csrf_token": token}
@@ -188,14 +192,63 @@ def test_the_cookie_is_secure_over_https(service):
         form = http.get("/login")
         assert "Secure" in form.headers["set-cookie"]
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        form_cookie = re.search(r"clipmed_login_form=([^;]+)", form.headers["set-cookie"])[1]
         http.cookies.clear()  # httpx keeps Secure cookies off plain http; send it by hand
         response = http.post(
             "/login",
             data={"username": "radiologist", "password": TEST_PASSWORD, "csrf_token": token},
-            headers={"Cookie": f"clipmed_login_csrf={token}"},
+            headers={
+                "Cookie": f"clipmed_login_form={form_cookie}",
+                "Origin": service.url.replace("http://", "https://"),
+            },
         )
         assert response.status_code == 303
         assert "Secure" in response.headers["set-cookie"]
+
+
+def login_form(http: httpx.Client) -> tuple[str, str]:
+    """(the form's cookie, its CSRF token) of a fresh login form."""
+    page = http.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    return page.cookies["clipmed_login_form"], token
+
+
+def test_the_login_form_token_is_checked_against_the_server_not_the_cookie(service):
+    credentials = {"username": "clinician", "password": TEST_PASSWORD}
+    with httpx.Client(base_url=service.url, headers={"Origin": service.url}) as http:
+
+        def post(cookie: str, token: str) -> httpx.Response:
+            http.cookies.clear()
+            headers = {"Cookie": f"clipmed_login_form={cookie}"}
+            return http.post("/login", data=credentials | {"csrf_token": token}, headers=headers)
+
+        # a planted cookie with a matching token of the attacker's choosing (double submit)
+        planted = post("attacker-chosen", "attacker-chosen")
+        assert planted.status_code == 403 and "the form expired" in planted.text
+        assert SESSION_COOKIE not in planted.headers.get("set-cookie", "")
+        # a real form's cookie with another real form's token
+        (cookie_a, token_a), (_, token_b) = login_form(http), login_form(http)
+        assert post(cookie_a, token_b).status_code == 403
+        assert post(cookie_a, token_a).status_code == 403  # any attempt uses the form up
+        # a form's token used as its own cookie
+        _, token_c = login_form(http)
+        assert post(token_c, token_c).status_code == 403
+        # the real pair works once; the form cannot be replayed
+        cookie_d, token_d = login_form(http)
+        assert post(cookie_d, token_d).status_code == 303
+        assert post(cookie_d, token_d).status_code == 403
+    outcomes = [e.outcome for e in events_of(service, "login", "clinician")]
+    assert outcomes.count("csrf_failed") >= 5 and "success" in outcomes
+
+
+def events_of(service, action: str, actor: str) -> list:
+    from sqlalchemy import select
+
+    from app.models import AuditEvent
+
+    with service.session() as session:
+        query = select(AuditEvent).where(AuditEvent.action == action, AuditEvent.actor == actor)
+        return list(session.scalars(query))
 
 
 def test_state_changing_requests_need_the_csrf_token(service):
@@ -218,15 +271,155 @@ def test_state_changing_requests_need_the_csrf_token(service):
         )
 
 
+def said(response: httpx.Response) -> str:
+    """A page's text with HTML entities undone (quotes in a message are escaped)."""
+    return html.unescape(response.text)
+
+
+def test_browser_requests_that_change_state_must_come_from_this_site(service):
+    with httpx.Client(base_url=service.url) as http:
+        log_in(http, "admin")
+        csrf = page_csrf(http.get("/").text)
+        del http.headers["Origin"]
+        form = {"csrf_token": csrf}
+        cases = {
+            "https://evil.example": "Origin 'https://evil.example' is not this site",
+            "null": "Origin 'null' is not this site",
+            service.url.replace("http://", "https://"): "is not this site",  # scheme differs
+            service.url.rsplit(":", 1)[0] + ":1": "is not this site",  # port differs
+        }
+        for origin, problem in cases.items():
+            refused = http.post("/logout", data=form, headers={"Origin": origin})
+            assert refused.status_code == 403 and problem in said(refused), origin
+        foreign_referer = {"Referer": "https://evil.example/page"}
+        refused = http.post("/logout", data=form, headers=foreign_referer)
+        assert refused.status_code == 403 and "Referer 'https://evil.example/page'" in said(refused)
+        neither = http.post("/logout", data=form)
+        assert neither.status_code == 403 and "needs an Origin or Referer header" in said(neither)
+        refused_api = http.post("/api/v1/tokens", headers={"X-CSRF-Token": csrf})
+        assert refused_api.status_code == 403
+        assert "Origin or Referer" in refused_api.json()["detail"]
+        assert http.get("/").status_code == 200  # all refused: still logged in
+        # this site's Referer (no Origin) will do, as will its Origin
+        own_referer = {"X-CSRF-Token": csrf, "Referer": f"{service.url}/"}
+        assert http.post("/api/v1/tokens", headers=own_referer).status_code == 201
+        kept = http.post("/logout", data=form, headers={"Origin": service.url})
+        assert kept.status_code == 303
+    # a bearer token needs neither (another site cannot make a browser send it)
+    with httpx.Client(base_url=service.url, headers=bearer(service.tokens["admin"])) as api:
+        elsewhere = {"Origin": "https://evil.example"}
+        assert api.post("/api/v1/tokens", headers=elsewhere).status_code == 201
+    # nor can another site post the login form
+    with httpx.Client(base_url=service.url) as http:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/login").text).group(1)
+        data = {"username": "admin", "password": TEST_PASSWORD, "csrf_token": token}
+        forged = http.post("/login", data=data, headers={"Origin": "https://evil.example"})
+        assert forged.status_code == 403 and "is not this site" in said(forged)
+        assert SESSION_COOKIE not in forged.headers.get("set-cookie", "")
+
+
+def test_the_public_origin_setting_names_this_site(service, tmp_path):
+    from pydantic import ValidationError
+    from service_support import running_server, service_settings
+
+    from app.main import create_app
+
+    url = service.app.state.settings.database_url
+    public = "https://clipmed.example.org"
+    settings = service_settings(tmp_path, url, public_origin=public)
+    with running_server(create_app(settings)) as base, httpx.Client(base_url=base) as http:
+        http.headers["Origin"] = public
+        assert log_in(http, "clinician").status_code == 303
+        own_host = http.post(
+            "/logout", data={"csrf_token": page_csrf(http.get("/").text)}, headers={"Origin": base}
+        )
+        assert own_host.status_code == 403 and public in said(own_host)
+    for wrong in ("clipmed.example.org", "https://clipmed.example.org/app", "ftp://x"):
+        with pytest.raises(ValidationError, match="public_origin"):
+            service_settings(tmp_path, url, public_origin=wrong)
+
+
+def from_address(service, address: str) -> httpx.Client:
+    """A browser behind the (trusted, local) proxy that names its address in X-Forwarded-For."""
+    return httpx.Client(base_url=service.url, headers={"X-Forwarded-For": address})
+
+
 def test_repeated_failed_logins_are_slowed_down(service):
     add_user(service.app.state.sessions, "throttled", "clinician")
-    with httpx.Client(base_url=service.url) as http:
+    with from_address(service, "192.0.2.10") as http:
         limit = service.app.state.login_throttle.max_failures
         for _ in range(limit):
             assert log_in(http, "throttled", "wrong password").status_code == 401
         refused = log_in(http, "throttled")  # even the right password, until the window passes
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert "too many failed logins for &#39;throttled&#39; from your address" in refused.text
         assert log_in(http, "clinician").status_code == 303  # other users are not affected
+
+
+def test_a_flood_from_one_address_does_not_lock_the_user_out_elsewhere(service):
+    add_user(service.app.state.sessions, "victim", "radiologist")
+    throttle = service.app.state.login_throttle
+    with from_address(service, "198.51.100.7") as attacker:
+        for _ in range(throttle.max_failures + 3):
+            assert log_in(attacker, "victim", "guess").status_code in (401, 429)
+        assert log_in(attacker, "victim").status_code == 429
+    with from_address(service, "203.0.113.9") as user:
+        assert log_in(user, "victim").status_code == 303
+    # a success clears that address's failures for the name, not the attacker's
+    with from_address(service, "198.51.100.7") as attacker:
+        assert log_in(attacker, "victim").status_code == 429
+
+
+def test_one_address_trying_many_usernames_is_stopped(service):
+    add_user(service.app.state.sessions, "sprayed", "clinician")
+    throttle = service.app.state.login_throttle
+    assert throttle.max_failures < throttle.max_failures_per_address
+    with from_address(service, "198.51.100.99") as sprayer:
+        for i in range(throttle.max_failures_per_address):
+            assert log_in(sprayer, f"guess-{i}", "password1").status_code == 401
+        refused = log_in(sprayer, "sprayed")  # a name it never failed on, the right password
+        assert refused.status_code == 429 and "from your address" in refused.text
+    with from_address(service, "198.51.100.100") as neighbour:
+        assert log_in(neighbour, "sprayed").status_code == 303
+
+
+def test_failed_logins_are_counted_in_the_database(service, tmp_path):
+    """Another replica (or the same service restarted) on the database sees the same count."""
+    from service_support import running_server, service_settings
+
+    from app.main import create_app
+
+    add_user(service.app.state.sessions, "replicated", "clinician")
+    with from_address(service, "192.0.2.77") as http:
+        for _ in range(service.app.state.login_throttle.max_failures):
+            assert log_in(http, "replicated", "wrong password").status_code == 401
+    settings = service_settings(tmp_path, service.app.state.settings.database_url)
+    with running_server(create_app(settings)) as other:
+        with httpx.Client(base_url=other, headers={"X-Forwarded-For": "192.0.2.77"}) as http:
+            assert log_in(http, "replicated").status_code == 429
+        with httpx.Client(base_url=other, headers={"X-Forwarded-For": "192.0.2.78"}) as http:
+            assert log_in(http, "replicated").status_code == 303
+
+
+def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted(service, tmp_path):
+    """By default (no CLIPMED_FORWARDED_ALLOW_IPS) a client cannot pick its own address: every
+    request here comes from 127.0.0.1, whatever X-Forwarded-For says."""
+    from service_support import running_server, service_settings
+
+    from app.main import create_app
+
+    add_user(service.app.state.sessions, "untrusting", "clinician")
+    settings = service_settings(
+        tmp_path, service.app.state.settings.database_url, forwarded_allow_ips=""
+    )
+    with running_server(create_app(settings)) as url:
+        for i in range(settings.login_max_failures):
+            with httpx.Client(base_url=url, headers={"X-Forwarded-For": f"192.0.2.{i}"}) as http:
+                assert log_in(http, "untrusting", "wrong password").status_code == 401
+        with httpx.Client(base_url=url, headers={"X-Forwarded-For": "192.0.2.200"}) as http:
+            assert log_in(http, "untrusting").status_code == 429
+        with httpx.Client(base_url=url, headers={"X-Forwarded-Proto": "https"}) as http:
+            assert "Secure" not in http.get("/login").headers["set-cookie"]
 
 
 def test_clipmed_users_create_and_token(tmp_path):

@@ -148,3 +148,23 @@ def test_radiologist_flags_a_field_and_an_admin_accepts_it(browser, service, cli
     assert {(row["explanation_id"], row["field"], row["corrected_value"]) for row in exported} >= {
         (created["id"], field, "corrected-by-browser")
     }
+
+
+def test_pages_and_the_api_viewer_run_under_the_content_security_policy(page, service):
+    refused = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    for path in ("/", "/explanations", "/models", "/review", "/admin/jobs", "/admin/audit"):
+        page.goto(path)
+        page.locator("main#main").wait_for()
+    # Swagger UI from the app's own files, started by a static script, lists the operations
+    page.goto("/docs")
+    operations = page.locator(".opblock")
+    operations.first.wait_for()
+    assert operations.count() >= 10
+    assert page.get_by_text("/api/v1/explanations").first.is_visible()
+    assert refused == []

@@ -186,7 +186,8 @@ def run_writers_through_outages(pg, url: str, tokens: dict[str, str]):
         assert log_in(browser, "radiologist").status_code == 303
         api = client("admin")
         login_form = client(None)
-        form = login_form.get("/login")  # the form itself needs no database
+        login_form.headers["Origin"] = str(login_form.base_url).rstrip("/")  # as a browser does
+        form = login_form.get("/login")  # handed out (a row in the database) before the outage
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
 
         for n in range(EXPLAINERS):

