@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import drawing
+from app import drawing, registry
 from app.errors import NotFound
 from app.explaining import ExplanationInput, features_from_file, served_answer
-from app.models import Explanation, ModelVersion
+from app.models import Explanation
 from model.outline import OutlineStore
 from model.segmentation import from_contours
 from model.validation import InputError
@@ -76,6 +75,7 @@ class FieldView:
     top1_label: str | None
     zero_shot: list[Bar]
     head: list[Bar] | None
+    values: tuple[tuple[str, str], ...] = ()  # (code, label) per valid value, for corrections
 
 
 @dataclass(frozen=True)
@@ -102,15 +102,7 @@ def pct(value: float) -> int:
 
 def value_labels(session: Session, model_version: str) -> dict[str, dict[str, str]]:
     """{field: {code: human label}} from the registered schema of the version that answered."""
-    schema = session.scalar(
-        select(ModelVersion.schema_).where(ModelVersion.version == model_version)
-    )
-    if not schema:
-        return {}
-    return {
-        f["name"]: dict(zip(f["values"], f["value_labels"], strict=True))
-        for f in schema.get("fields", [])
-    }
+    return registry.field_values(session, model_version)
 
 
 def _distribution(scores: dict[str, float], labels: dict[str, str]) -> list[Bar]:
@@ -172,6 +164,7 @@ def explanation_view(
                 top1_label=(f.get("top1") or {}).get("label"),
                 zero_shot=_distribution(f.get("zero_shot", {}), codes),
                 head=_distribution(head, codes) if head else None,
+                values=tuple(codes.items()),
             )
         )
     field_labels = {f.name: f.label for f in fields}

@@ -180,12 +180,20 @@ def flag_explanation(
     corrected_value: Annotated[str, Form(max_length=255)] = "",
     comment: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    """The flag form on an explanation page: `target` is "field:<name>" or "text:<rank>"."""
+    """The flag form on an explanation page: `target` is "field:<name>" or "text:<rank>";
+    `corrected_value` is "<field>=<code>" (one select for all fields: it names its field)."""
     kind, _, value = target.partition(":")
     try:
         row = explaining.get_explanation(session, explanation_id)
         if kind not in ("field", "text") or (kind == "text" and not value.isdigit()):
             raise InvalidInput(f"unknown flag target {target!r}")
+        if "=" in corrected_value:
+            value_field, _, corrected_value = corrected_value.partition("=")
+            if kind != "field" or value_field != value:
+                raise InvalidInput(
+                    f"the correct value chosen is one of {value_field!r}, not of the flagged "
+                    f"{value!r}"
+                )
         flagging.create_flag(
             session,
             row,

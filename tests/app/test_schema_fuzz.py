@@ -344,7 +344,8 @@ def test_valid_requests_get_documented_answers(operations, callers, service, rol
     send("GET", explanations, 200, query={"patient_pseudonym": "P-1", "study_instance_uid": "1.2"})
 
     field = explanation["explanation"]["fields"][0]["field"]
-    flag = {"field": field, "reason": "wrong_value", "corrected_value": "1", "comment": "fuzz"}
+    served = explanation["explanation"]["fields"][0].get("vote", {}).get("value")  # a valid code
+    flag = {"field": field, "reason": "wrong_value", "corrected_value": served, "comment": "fuzz"}
     path = f"{explanations}/{{explanation_id}}/flags"
     flagged = send("POST", path, 201, path_parameters=by_id, body=flag)
     flag_id = {"flag_id": flagged.json()["id"] if flagged else 1}
