@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import registry
-from app.errors import InvalidInput, NotFound
+from app.errors import Forbidden, InvalidInput, NotFound
 from app.models import AuditEvent, Explanation, Flag, FlagReason, FlagStatus, User
 
 CORRECTION_COLUMNS = (
@@ -116,10 +116,21 @@ def review(
     accept: bool,
     note: str,
     audit_event: Callable[[Flag], AuditEvent] | None = None,
+    audit_refusal: Callable[[Flag], AuditEvent] | None = None,
 ) -> Flag:
+    """Separation of duties: whoever raised a flag (an admin too) never decides it; the
+    refusal is audited (`audit_refusal`) before it is raised."""
     flag = session.get(Flag, flag_id)
     if flag is None:
         raise NotFound(f"no flag {flag_id}")
+    if flag.created_by == reviewer.id:
+        if audit_refusal is not None:
+            session.add(audit_refusal(flag))
+            session.commit()
+        raise Forbidden(
+            f"flag {flag_id} was raised by you: another reviewer must accept or reject it "
+            "(separation of duties)"
+        )
     if flag.status != FlagStatus.open:
         raise InvalidInput(f"flag {flag_id} was already {flag.status.value}")
     flag.status = FlagStatus.accepted if accept else FlagStatus.rejected
@@ -130,6 +141,13 @@ def review(
         session.add(audit_event(flag))
     session.commit()
     return flag
+
+
+def flags_of(session: Session, explanation_id: str) -> list[Flag]:
+    """An explanation's flags, oldest first."""
+    return list(
+        session.scalars(select(Flag).where(Flag.explanation_id == explanation_id).order_by(Flag.id))
+    )
 
 
 def accepted_corrections(session: Session) -> list[dict[str, Any]]:

@@ -101,7 +101,7 @@ def review_queue(
 def review_flag(
     flag_id: RowId, body: ReviewIn, request: Request, session: SessionDep, caller: Reviewer
 ) -> FlagOut:
-    """Accept or reject an open flag, with a note."""
+    """Accept or reject an open flag, with a note; never one's own flag (403)."""
     flag = flagging.review(
         session,
         flag_id,
@@ -109,6 +109,7 @@ def review_flag(
         body.decision == "accept",
         body.note,
         audit.flag_action(request, f"flag.{body.decision}"),
+        audit.flag_action(request, f"flag.{body.decision}", "forbidden"),
     )
     return FlagOut.from_row(flag)
 

@@ -165,6 +165,7 @@ def explanation(
     audit.record_view(request, explanation_id, row)
     context = presenting.explanation_view(session, row, _training_outlines(state))
     context["can_flag"] = caller.role in (Role.radiologist, Role.admin)
+    context["flags"] = presenting.flag_views(session, flagging.flags_of(session, row.id))
     context["flag_reasons"] = list(FlagReason)
     return render(request, "explanation.html", "_explanation.html", context)
 
@@ -229,10 +230,15 @@ def models_page(request: Request, session: SessionDep, caller: AnyUser) -> Respo
 
 @router.get("/review")
 def review_queue(
-    request: Request, session: SessionDep, _: Reviewer, status: FlagStatus = FlagStatus.open
+    request: Request, session: SessionDep, caller: Reviewer, status: FlagStatus = FlagStatus.open
 ) -> Response:
-    flags = flagging.review_queue(session, status=status)
-    context = {"flags": flags, "status": status, "statuses": list(FlagStatus)}
+    flags = presenting.flag_views(session, flagging.review_queue(session, status=status))
+    context = {
+        "flags": flags,
+        "status": status,
+        "statuses": list(FlagStatus),
+        "me": caller.user.id,
+    }
     return render(request, "review.html", "review.html", context)
 
 
@@ -253,6 +259,7 @@ def review_flag(
             decision == "accept",
             note,
             audit.flag_action(request, f"flag.{decision}"),
+            audit.flag_action(request, f"flag.{decision}", "forbidden"),
         )
     except AppError as e:
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)

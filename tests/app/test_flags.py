@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from sqlalchemy import select
 from test_api import case, post_json
@@ -154,3 +155,34 @@ def test_the_models_page_shows_flag_rates_per_field(service, client_as):
     assert row is not None, page.text
     flag_rate, accepted_rate = map(float, row.groups())
     assert flag_rate > 0 and 0 < accepted_rate <= flag_rate
+
+
+def test_the_queue_and_the_explanation_show_who_flagged_what_against_what(service, client_as):
+    radiologist, admin = client_as("radiologist"), client_as("admin")
+    body = explained(client_as("clinician"))
+    evidence = body["explanation"]["fields"][0]
+    field = evidence["field"]
+    with service.session() as session:
+        labels = registry.field_values(session, body["model_version"])[field]
+    served = evidence.get("served") or evidence["vote"]
+    proposed = next(code for code in labels if code != served["value"])
+    url = f"/api/v1/explanations/{body['id']}/flags"
+    flag = radiologist.post(
+        url, json={"field": field, "reason": "wrong_value", "corrected_value": proposed}
+    ).json()
+
+    queue = admin.get("/review")
+    assert queue.status_code == 200
+    row = re.search(rf'<tr class="flag" data-flag="{flag["id"]}">(.*?)</tr>', queue.text, re.S)
+    assert row is not None, queue.text
+    assert '<td class="flagged-by">radiologist<br><time datetime="' in row.group(1)
+    assert f'<td class="served">{served["label"]}</td>' in row.group(1)
+    assert f'<td class="proposed">{labels[proposed]}</td>' in row.group(1)
+    assert 'value="accept"' in row.group(1)  # the admin may decide it
+
+    page = client_as("clinician").get(f"/explanations/{body['id']}")
+    listed = re.search(
+        r'<table class="flags" id="explanation-flags">(.*?)</table>', page.text, re.S
+    )
+    assert listed is not None, page.text
+    assert f'data-flag="{flag["id"]}"' in listed.group(1) and labels[proposed] in listed.group(1)
