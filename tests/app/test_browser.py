@@ -156,3 +156,18 @@ def test_radiologist_flags_a_field_and_an_admin_accepts_it(browser, service, cli
     assert {(row["explanation_id"], row["field"], row["corrected_value"]) for row in exported} >= {
         (created["id"], field, code)
     }
+
+
+def test_the_audit_export_follows_the_filter_htmx_swapped_in(page, client_as):
+    page.goto("/admin/audit")
+    assert page.get_attribute("#audit-export", "href") == "/admin/audit.csv"
+    page.fill("#f-action", "login")
+    page.fill("#f-outcome", "success")
+    page.click("#audit-filter button[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/audit\?.*action=login"))  # htmx pushed the filters
+    export = page.locator("#audit-export[href*='action=login']")
+    export.wait_for()
+    href = export.get_attribute("href")
+    assert href == "/admin/audit.csv?action=login&outcome=success"
+    rows = client_as("admin").get(href).text.splitlines()[1:]
+    assert rows and all(",login," in row and ",success," in row for row in rows)
