@@ -67,7 +67,8 @@ async def activate_model(
         )
     except AppError as e:
         return render_error(request, e, f"Could not activate model {version}")
-    return RedirectResponse("/models", status_code=303)
+    # the models page says what happened (only while it is still true: see `models_page`)
+    return RedirectResponse(f"/models?{urlencode({'activated': version})}", status_code=303)
 
 
 # --- evaluation reports -----------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -212,12 +212,24 @@ def flag_explanation(
 
 
 @router.get("/models")
-def models_page(request: Request, session: SessionDep, caller: AnyUser) -> Response:
+def models_page(
+    request: Request,
+    session: SessionDep,
+    caller: AnyUser,
+    activated: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
     """Registered versions, their validation metrics side by side, each field's flag and
-    accepted-correction rates; admins also get activation buttons and the history."""
+    accepted-correction rates; admins also get activation buttons and the history. After an
+    activation (`activated`), a notice says which version is now served."""
     versions = registry.list_versions(session)
     is_admin = caller.role == Role.admin
+    active = next((v for v in versions if v.is_active), None)
     context = {
+        "notice": (
+            f"Model {activated} is now served."
+            if activated and active is not None and active.version == activated
+            else None
+        ),
         "models": versions,
         "metrics": compare_metrics(versions),
         "rates": flagging.rates_by_model(session),
