@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app import audit, jobs, reports
-from app.admin_views import JobForm, job_params, usernames
+from app.admin_views import JobForm, job_params, split_traceback, usernames
 from app.cohorts import available_cohorts, check_cohort
 from app.config import Settings
 from app.deps import Admin, SessionDep, SettingsDep
@@ -51,8 +51,11 @@ def _list_context(
 def _job_context(session: Session, job_id: int) -> dict:
     job = jobs.get(session, job_id)
     children = jobs.children(session, job.id)
+    log, traceback = split_traceback(job.log)
     return {
         "job": job,
+        "log": log,
+        "traceback": traceback,
         "children": children,
         "parent": jobs.get(session, job.parent_id) if job.parent_id is not None else None,
         "users": usernames(session, [job]),

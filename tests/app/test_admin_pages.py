@@ -8,6 +8,7 @@ claim takes exactly the job the test made.
 
 from __future__ import annotations
 
+import html
 import re
 import secrets
 from collections.abc import Iterator
@@ -153,6 +154,29 @@ def test_the_job_page_shows_params_folds_their_progress_and_the_log(service, cli
 
     missing = client.get("/admin/jobs/999999")
     assert missing.status_code == 404 and "Could not show job 999999" in missing.text
+
+
+def test_a_failed_job_shows_one_line_and_folds_the_traceback_away(service, client):
+    job_id, kind = new_job(service)
+    token = claim(service, job_id, kind)
+    log = (
+        "10:00:00 loading the cohort\n"
+        "10:00:01 Traceback (most recent call last):\n"
+        '  File "app/tasks.py", line 55, in load_cohort\n'
+        "ValueError: disk on fire\n"
+        "10:00:02 giving up"
+    )
+    with service.session() as session:
+        jobs.finish(
+            session, job_id, token, JobStatus.failed, error="ValueError: disk on fire", log=log
+        )
+
+    page = client.get(f"/admin/jobs/{job_id}").text
+    assert '<p class="job-error">ValueError: disk on fire</p>' in page
+    folded = re.search(r'<details class="traceback">(.*?)</details>', page, re.S)
+    assert folded and 'File "app/tasks.py", line 55' in html.unescape(folded.group(1))
+    shown = re.search(r'<pre class="log" id="job-log">(.*?)</pre>', page, re.S).group(1)
+    assert "loading the cohort" in shown and "giving up" in shown and "Traceback" not in shown
 
 
 def test_the_jobs_table_stops_polling_once_every_job_has_ended(service, client):
