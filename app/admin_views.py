@@ -92,6 +92,24 @@ def usernames(session: Session, jobs: Iterable[Job]) -> dict[int, str]:
 
 # --- model versions side by side ----------------------------------------------------------------
 # train's validation metrics: "val/<field>/<mode>_macro_f1" (model.evaluate.validation_metrics)
+STAMPED_LINE = re.compile(r"^\d\d:\d\d:\d\d ", re.M)  # how `JobContext.log` starts a line
+TRACEBACK = "Traceback (most recent call last):"
+
+
+def split_traceback(log: str | None) -> tuple[str, str | None]:
+    """(the log with its tracebacks cut out, the tracebacks): the page shows the one-line
+    error and the log, and keeps the traceback folded away for whoever needs it."""
+    if not log or TRACEBACK not in log:
+        return log or "", None
+    kept, traces = [], []
+    starts = [m.start() for m in STAMPED_LINE.finditer(log)]
+    bounds = zip(starts or [0], [*starts[1:], len(log)], strict=True)
+    for begin, end in bounds:
+        entry = log[begin:end].rstrip("\n")
+        (traces if TRACEBACK in entry.split("\n", 1)[0] else kept).append(entry)
+    return "\n".join(kept), "\n".join(traces) or None
+
+
 FIELD_METRIC = re.compile(r"^val/(?P<field>[^/]+)/(?P<mode>[^/]+)_macro_f1$")
 
 

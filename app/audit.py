@@ -150,13 +150,14 @@ def explanation_created(request) -> Callable[[Any], AuditEvent]:
     )
 
 
-def flag_action(request, action: str) -> Callable[[Any], AuditEvent]:
+def flag_action(request, action: str, outcome: str = "success") -> Callable[[Any], AuditEvent]:
     """For `flagging.create_flag` and `review`: a flag action (create, accept, reject),
-    committed with the flag itself, the same from the API and the pages."""
+    committed with the flag itself, the same from the API and the pages; or its refusal
+    (outcome "forbidden": a reviewer deciding their own flag)."""
     return lambda flag: request_event(
         request,
         action,
-        "success",
+        outcome,
         target_type="flag",
         target_id=str(flag.id),
         model_version=flag.model_version,

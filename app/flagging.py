@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput, NotFound
+from app import registry
+from app.errors import Forbidden, InvalidInput, NotFound
 from app.models import AuditEvent, Explanation, Flag, FlagReason, FlagStatus, User
 
 CORRECTION_COLUMNS = (
@@ -42,10 +43,11 @@ def create_flag(
     """Exactly one of `field` (a field of the explanation) or `text_rank` (a retrieved text)."""
     if (field is None) == (text_rank is None):
         raise InvalidInput("flag either one field or one retrieved text (give field or text_rank)")
+    corrected_value = (corrected_value or "").strip() or None
     flag = Flag(
         explanation_id=explanation.id,
         reason=reason,
-        corrected_value=(corrected_value or "").strip() or None,
+        corrected_value=corrected_value,
         comment=comment,
         model_version=explanation.model_version,
         catalog_version=explanation.catalog_version,
@@ -56,8 +58,17 @@ def create_flag(
         known = [f["field"] for f in explanation.result.get("fields") or []]
         if field not in known:
             raise InvalidInput(f"the explanation has no field {field!r}; one of {known}")
+        if corrected_value is not None:
+            allowed = registry.field_values(session, explanation.model_version).get(field, {})
+            if corrected_value not in allowed:
+                raise InvalidInput(
+                    f"{corrected_value!r} is not a value of {field!r}; "
+                    f"allowed values: {describe_values(allowed)}"
+                )
         flag.target, flag.field = "field", field
     else:
+        if corrected_value is not None:
+            raise InvalidInput("a flagged retrieved text takes no corrected value")
         texts = {t["rank"]: t["text"] for t in explanation.result.get("texts") or []}
         if text_rank not in texts:
             raise InvalidInput(f"the explanation has no retrieved text of rank {text_rank}")
@@ -68,6 +79,13 @@ def create_flag(
         session.add(audit_event(flag))
     session.commit()
     return flag
+
+
+def describe_values(allowed: dict[str, str]) -> str:
+    """`1 (Very subtle), 2 (Moderately subtle)`: the codes to send, with what they mean."""
+    if not allowed:
+        return "none (the model version's schema is not registered)"
+    return ", ".join(f"{code} ({label})" for code, label in allowed.items())
 
 
 def review_queue(
@@ -98,10 +116,21 @@ def review(
     accept: bool,
     note: str,
     audit_event: Callable[[Flag], AuditEvent] | None = None,
+    audit_refusal: Callable[[Flag], AuditEvent] | None = None,
 ) -> Flag:
+    """Separation of duties: whoever raised a flag (an admin too) never decides it; the
+    refusal is audited (`audit_refusal`) before it is raised."""
     flag = session.get(Flag, flag_id)
     if flag is None:
         raise NotFound(f"no flag {flag_id}")
+    if flag.created_by == reviewer.id:
+        if audit_refusal is not None:
+            session.add(audit_refusal(flag))
+            session.commit()
+        raise Forbidden(
+            f"flag {flag_id} was raised by you: another reviewer must accept or reject it "
+            "(separation of duties)"
+        )
     if flag.status != FlagStatus.open:
         raise InvalidInput(f"flag {flag_id} was already {flag.status.value}")
     flag.status = FlagStatus.accepted if accept else FlagStatus.rejected
@@ -114,17 +143,38 @@ def review(
     return flag
 
 
+def flags_of(session: Session, explanation_id: str) -> list[Flag]:
+    """An explanation's flags, oldest first."""
+    return list(
+        session.scalars(select(Flag).where(Flag.explanation_id == explanation_id).order_by(Flag.id))
+    )
+
+
 def accepted_corrections(session: Session) -> list[dict[str, Any]]:
     """What the next training run reads: per accepted flag, the case (by input hash) and either
-    a label override (field, corrected value) or a hard-negative text."""
+    a label override (field, a valid code of it) or a hard-negative text. Accepted field flags
+    without a valid code of their version's schema are left out (see `skipped_corrections`)."""
+    return partition_corrections(session)[0]
+
+
+def skipped_corrections(session: Session) -> list[dict[str, Any]]:
+    """Accepted field flags that cannot be trained on (no value, or one the schema of their
+    model version does not have, e.g. free text from before the values were checked)."""
+    return partition_corrections(session)[1]
+
+
+def partition_corrections(session: Session) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(exported, skipped) accepted corrections; a skipped row says why in `skipped_because`."""
     rows = session.execute(
         select(Flag, Explanation.input_sha256)
         .join(Explanation, Explanation.id == Flag.explanation_id)
         .where(Flag.status == FlagStatus.accepted)
         .order_by(Flag.id)
     )
-    return [
-        {
+    schemas: dict[str, dict[str, dict[str, str]]] = {}
+    exported, skipped = [], []
+    for flag, input_sha256 in rows:
+        row = {
             "flag_id": flag.id,
             "explanation_id": flag.explanation_id,
             "input_sha256": input_sha256,
@@ -136,8 +186,19 @@ def accepted_corrections(session: Session) -> list[dict[str, Any]]:
             "text": flag.text,
             "reason": flag.reason.value,
         }
-        for flag, input_sha256 in rows
-    ]
+        if flag.target == "field":
+            if flag.model_version not in schemas:
+                schemas[flag.model_version] = registry.field_values(session, flag.model_version)
+            allowed = schemas[flag.model_version].get(flag.field or "", {})
+            if flag.corrected_value is None:
+                skipped.append({**row, "skipped_because": "no corrected value"})
+                continue
+            if flag.corrected_value not in allowed:
+                why = f"{flag.corrected_value!r} is not a value of {flag.field!r}"
+                skipped.append({**row, "skipped_because": why})
+                continue
+        exported.append(row)
+    return exported, skipped
 
 
 def rates_by_model(session: Session) -> dict[str, dict[str, dict[str, float]]]:

@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import drawing
+from app import drawing, registry
 from app.errors import NotFound
 from app.explaining import ExplanationInput, features_from_file, served_answer
-from app.models import Explanation, ModelVersion
+from app.models import Explanation, Flag, User
 from model.outline import OutlineStore
 from model.segmentation import from_contours
 from model.validation import InputError
@@ -76,6 +76,7 @@ class FieldView:
     top1_label: str | None
     zero_shot: list[Bar]
     head: list[Bar] | None
+    values: tuple[tuple[str, str], ...] = ()  # (code, label) per valid value, for corrections
 
 
 @dataclass(frozen=True)
@@ -102,15 +103,7 @@ def pct(value: float) -> int:
 
 def value_labels(session: Session, model_version: str) -> dict[str, dict[str, str]]:
     """{field: {code: human label}} from the registered schema of the version that answered."""
-    schema = session.scalar(
-        select(ModelVersion.schema_).where(ModelVersion.version == model_version)
-    )
-    if not schema:
-        return {}
-    return {
-        f["name"]: dict(zip(f["values"], f["value_labels"], strict=True))
-        for f in schema.get("fields", [])
-    }
+    return registry.field_values(session, model_version)
 
 
 def _distribution(scores: dict[str, float], labels: dict[str, str]) -> list[Bar]:
@@ -172,6 +165,7 @@ def explanation_view(
                 top1_label=(f.get("top1") or {}).get("label"),
                 zero_shot=_distribution(f.get("zero_shot", {}), codes),
                 head=_distribution(head, codes) if head else None,
+                values=tuple(codes.items()),
             )
         )
     field_labels = {f.name: f.label for f in fields}
@@ -189,6 +183,48 @@ def explanation_view(
         "outline": case_outline(row, chart),
         "similar_outlines": similar_outlines(similar_cases, outlines),
     }
+
+
+# --- flags as view data ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlagView:
+    flag: Flag
+    flagged_by: str  # the username
+    served: str | None  # what the model answered for the flagged field (its label)
+    proposed: str | None  # the correct value proposed (its label; the code when unknown)
+
+
+def flag_views(session: Session, flags: list[Flag]) -> list[FlagView]:
+    """What a reviewer needs to decide a flag: who raised it, what the model served (its
+    served read-out; the vote in older explanations) and what is proposed instead."""
+    if not flags:
+        return []
+    names = dict(
+        session.execute(
+            select(User.id, User.username).where(User.id.in_({f.created_by for f in flags}))
+        ).all()
+    )
+    results = dict(
+        session.execute(
+            select(Explanation.id, Explanation.result).where(
+                Explanation.id.in_({f.explanation_id for f in flags})
+            )
+        ).all()
+    )
+    labels = {v: value_labels(session, v) for v in {f.model_version for f in flags}}
+    views = []
+    for flag in flags:
+        served = None
+        if flag.field is not None:
+            fields = (results.get(flag.explanation_id) or {}).get("fields") or []
+            evidence = next((f for f in fields if f.get("field") == flag.field), None)
+            if evidence is not None:
+                answer = served_answer(evidence)
+                served = answer.get("label") or answer.get("value")
+        codes = labels[flag.model_version].get(flag.field or "", {})
+        proposed = codes.get(flag.corrected_value or "", flag.corrected_value)
+        views.append(FlagView(flag, names.get(flag.created_by, "?"), served, proposed))
+    return views
 
 
 # --- outlines ---------------------------------------------------------------------------------

@@ -26,6 +26,17 @@ def get_version(session: Session, version: str) -> ModelVersion:
     return row
 
 
+def field_values(session: Session, version: str) -> dict[str, dict[str, str]]:
+    """{field: {code: human label}} from the registered schema of `version` ({} when unknown)."""
+    schema = session.scalar(select(ModelVersion.schema_).where(ModelVersion.version == version))
+    if not schema:
+        return {}
+    return {
+        f["name"]: dict(zip(f["values"], f["value_labels"], strict=True))
+        for f in schema.get("fields", [])
+    }
+
+
 def get_active(session: Session) -> ModelVersion | None:
     return session.scalar(select(ModelVersion).where(ModelVersion.is_active))
 

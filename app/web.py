@@ -40,10 +40,12 @@ templates.env.globals["csrf_field"] = csrf_field
 
 
 def is_htmx(request: Request) -> bool:
-    # htmx sends "true"; a history-restore request wants the full page.
+    # htmx sends "true"; a history-restore request, or a boosted form (a confirmed admin
+    # action, its redirect followed), wants the full page.
     return (
         request.headers.get("hx-request") == "true"
         and request.headers.get("hx-history-restore-request") != "true"
+        and request.headers.get("hx-boosted") != "true"
     )
 
 

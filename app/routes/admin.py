@@ -4,8 +4,9 @@ and evaluation reports with their figures and files."""
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -20,30 +21,28 @@ router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
 FilterParam = Annotated[str | None, Query(max_length=64)]
 
 
+def audit_filters(
+    action: FilterParam = None, actor: FilterParam = None, outcome: FilterParam = None
+) -> dict[str, str | None]:
+    """The audit page's filters, taken the same by its CSV export."""
+    return {"action": action, "actor": actor, "outcome": outcome}
+
+
+AuditFilters = Annotated[dict[str, str | None], Depends(audit_filters)]
+
+
 @router.get("/audit", response_class=HTMLResponse)
-def audit_page(
-    request: Request,
-    session: SessionDep,
-    _: Admin,
-    action: FilterParam = None,
-    actor: FilterParam = None,
-    outcome: FilterParam = None,
-) -> Response:
-    filters = {"action": action, "actor": actor, "outcome": outcome}
+def audit_page(request: Request, session: SessionDep, _: Admin, filters: AuditFilters) -> Response:
     events = audit.search(session, **filters)
-    context = {"events": events, "filters": filters}
+    # the export link lives in the swapped fragment, so it follows every htmx filter change
+    export = "/admin/audit.csv?" + urlencode({k: v for k, v in filters.items() if v})
+    context = {"events": events, "filters": filters, "export_url": export.rstrip("?")}
     return render(request, "audit.html", "_audit.html", context)
 
 
 @router.get("/audit.csv")
-def audit_csv(
-    session: SessionDep,
-    _: Admin,
-    action: FilterParam = None,
-    actor: FilterParam = None,
-    outcome: FilterParam = None,
-) -> Response:
-    events = audit.search(session, action=action, actor=actor, outcome=outcome, limit=100_000)
+def audit_csv(session: SessionDep, _: Admin, filters: AuditFilters) -> Response:
+    events = audit.search(session, **filters, limit=100_000)
     return Response(
         audit.to_csv(events),
         media_type="text/csv; charset=utf-8",
@@ -68,7 +67,8 @@ async def activate_model(
         )
     except AppError as e:
         return render_error(request, e, f"Could not activate model {version}")
-    return RedirectResponse("/models", status_code=303)
+    # the models page says what happened (only while it is still true: see `models_page`)
+    return RedirectResponse(f"/models?{urlencode({'activated': version})}", status_code=303)
 
 
 # --- evaluation reports -----------------------------------------------------------------------

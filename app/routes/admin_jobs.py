@@ -14,8 +14,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app import audit, jobs, reports
-from app.admin_views import JobForm, job_params, usernames
-from app.deps import Admin, SessionDep
+from app.admin_views import JobForm, job_params, split_traceback, usernames
+from app.cohorts import available_cohorts, check_cohort
+from app.config import Settings
+from app.deps import Admin, SessionDep, SettingsDep
 from app.errors import AppError, InvalidInput
 from app.schemas import RowId
 from app.web import render, render_error
@@ -31,9 +33,12 @@ FormText = Annotated[str, Form(max_length=255)]
 Checkbox = Annotated[str | None, Form(max_length=8)]  # present ("on") when ticked
 
 
-def _list_context(session: Session, form: JobForm, error: InvalidInput | None = None) -> dict:
+def _list_context(
+    session: Session, settings: Settings, form: JobForm, error: InvalidInput | None = None
+) -> dict:
     rows = jobs.list_jobs(session)
     return {
+        "cohorts": available_cohorts(settings.data_dir),
         "jobs": rows,
         "users": usernames(session, rows),
         # the table refreshes itself while anything in it can still change
@@ -46,8 +51,11 @@ def _list_context(session: Session, form: JobForm, error: InvalidInput | None = 
 def _job_context(session: Session, job_id: int) -> dict:
     job = jobs.get(session, job_id)
     children = jobs.children(session, job.id)
+    log, traceback = split_traceback(job.log)
     return {
         "job": job,
+        "log": log,
+        "traceback": traceback,
         "children": children,
         "parent": jobs.get(session, job.parent_id) if job.parent_id is not None else None,
         "users": usernames(session, [job]),
@@ -56,15 +64,17 @@ def _job_context(session: Session, job_id: int) -> dict:
 
 
 @router.get("")
-def jobs_page(request: Request, session: SessionDep, _: Admin) -> Response:
+def jobs_page(request: Request, session: SessionDep, settings: SettingsDep, _: Admin) -> Response:
     """The jobs, newest first; htmx gets the table alone (it polls it while jobs run)."""
-    return render(request, "jobs.html", "_jobs_table.html", _list_context(session, JobForm()))
+    context = _list_context(session, settings, JobForm())
+    return render(request, "jobs.html", "_jobs_table.html", context)
 
 
 @router.post("")
 def start_job(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     caller: Admin,
     kind: FormText = "",
     cohort: FormText = "",
@@ -86,8 +96,9 @@ def start_job(
     )
     try:
         params = job_params(form)
+        check_cohort(settings.data_dir, params)
     except InvalidInput as e:
-        context = _list_context(session, form, e)
+        context = _list_context(session, settings, form, e)
         return render(request, "jobs.html", "_job_form.html", context, e.status_code)
     job = jobs.enqueue(session, params.kind, params.model_dump(), requested_by=caller.user)
     audit.record_request(request, "job.start", "success", target_type="job", target_id=str(job.id))

@@ -23,7 +23,11 @@ class FlagIn(BaseModel):
     field: Text | None = Field(default=None, max_length=64, description="A field to flag")
     text_rank: int | None = Field(default=None, ge=1, description="Or a retrieved text's rank")
     reason: FlagReason
-    corrected_value: Text | None = Field(default=None, max_length=255)
+    corrected_value: Text | None = Field(
+        default=None,
+        max_length=255,
+        description="For a field: one of its codes in the model version's schema",
+    )
     comment: Text = Field(default="", max_length=2000)
 
 
@@ -95,7 +99,7 @@ def review_queue(
 def review_flag(
     flag_id: RowId, body: ReviewIn, request: Request, session: SessionDep, caller: Reviewer
 ) -> FlagOut:
-    """Accept or reject an open flag, with a note."""
+    """Accept or reject an open flag, with a note; never one's own flag (403)."""
     flag = flagging.review(
         session,
         flag_id,
@@ -103,6 +107,7 @@ def review_flag(
         body.decision == "accept",
         body.note,
         audit.flag_action(request, f"flag.{body.decision}"),
+        audit.flag_action(request, f"flag.{body.decision}", "forbidden"),
     )
     return FlagOut.from_row(flag)
 
@@ -116,9 +121,12 @@ def corrections(
     _: Reviewer,
     format: Literal["json", "csv"] = "json",  # noqa: A002
 ) -> Response:
-    """Accepted corrections for training: label overrides and hard-negative texts."""
-    rows = flagging.accepted_corrections(session)
+    """Accepted corrections for training: label overrides (valid codes of the field only) and
+    hard-negative texts. Accepted field flags without a valid code are left out and counted in
+    the `X-Skipped-Corrections` header."""
+    rows, skipped = flagging.partition_corrections(session)
+    headers = {"X-Skipped-Corrections": str(len(skipped))}
     if format == "json":
-        return Response(json.dumps(rows), media_type="application/json")
+        return Response(json.dumps(rows), media_type="application/json", headers=headers)
     text = csv_export.to_csv(flagging.CORRECTION_COLUMNS, rows)
-    return Response(text, media_type="text/csv; charset=utf-8")
+    return Response(text, media_type="text/csv; charset=utf-8", headers=headers)

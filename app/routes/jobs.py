@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app import audit, jobs
-from app.deps import Admin, SessionDep
+from app.cohorts import check_cohort
+from app.deps import Admin, SessionDep, SettingsDep
 from app.models import JobStatus
 from app.schemas import ErrorResponse, JobCreate, JobOut, RowId
 
@@ -17,9 +18,11 @@ ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422)}
 
 @router.post("", status_code=202, response_model=JobOut, responses=ERRORS)
 def start_job(
-    body: JobCreate, request: Request, session: SessionDep, caller: Admin
+    body: JobCreate, request: Request, session: SessionDep, settings: SettingsDep, caller: Admin
 ) -> JSONResponse:
-    """Queue a train, evaluate or reindex job; a worker picks it up. Follow it at Location."""
+    """Queue a train, evaluate or reindex job; a worker picks it up. Follow it at Location.
+    An unknown cohort is refused (422, listing the available ones)."""
+    check_cohort(settings.data_dir, body)
     job = jobs.enqueue(session, body.kind, body.model_dump(), requested_by=caller.user)
     audit.record_request(request, "job.start", "success", target_type="job", target_id=str(job.id))
     out = JobOut.from_row(job)

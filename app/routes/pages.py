@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -165,6 +165,7 @@ def explanation(
     audit.record_view(request, explanation_id, row)
     context = presenting.explanation_view(session, row, _training_outlines(state))
     context["can_flag"] = caller.role in (Role.radiologist, Role.admin)
+    context["flags"] = presenting.flag_views(session, flagging.flags_of(session, row.id))
     context["flag_reasons"] = list(FlagReason)
     return render(request, "explanation.html", "_explanation.html", context)
 
@@ -180,12 +181,20 @@ def flag_explanation(
     corrected_value: Annotated[str, Form(max_length=255)] = "",
     comment: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    """The flag form on an explanation page: `target` is "field:<name>" or "text:<rank>"."""
+    """The flag form on an explanation page: `target` is "field:<name>" or "text:<rank>";
+    `corrected_value` is "<field>=<code>" (one select for all fields: it names its field)."""
     kind, _, value = target.partition(":")
     try:
         row = explaining.get_explanation(session, explanation_id)
         if kind not in ("field", "text") or (kind == "text" and not value.isdigit()):
             raise InvalidInput(f"unknown flag target {target!r}")
+        if "=" in corrected_value:
+            value_field, _, corrected_value = corrected_value.partition("=")
+            if kind != "field" or value_field != value:
+                raise InvalidInput(
+                    f"the correct value chosen is one of {value_field!r}, not of the flagged "
+                    f"{value!r}"
+                )
         flagging.create_flag(
             session,
             row,
@@ -203,12 +212,24 @@ def flag_explanation(
 
 
 @router.get("/models")
-def models_page(request: Request, session: SessionDep, caller: AnyUser) -> Response:
+def models_page(
+    request: Request,
+    session: SessionDep,
+    caller: AnyUser,
+    activated: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
     """Registered versions, their validation metrics side by side, each field's flag and
-    accepted-correction rates; admins also get activation buttons and the history."""
+    accepted-correction rates; admins also get activation buttons and the history. After an
+    activation (`activated`), a notice says which version is now served."""
     versions = registry.list_versions(session)
     is_admin = caller.role == Role.admin
+    active = next((v for v in versions if v.is_active), None)
     context = {
+        "notice": (
+            f"Model {activated} is now served."
+            if activated and active is not None and active.version == activated
+            else None
+        ),
         "models": versions,
         "metrics": compare_metrics(versions),
         "rates": flagging.rates_by_model(session),
@@ -221,10 +242,15 @@ def models_page(request: Request, session: SessionDep, caller: AnyUser) -> Respo
 
 @router.get("/review")
 def review_queue(
-    request: Request, session: SessionDep, _: Reviewer, status: FlagStatus = FlagStatus.open
+    request: Request, session: SessionDep, caller: Reviewer, status: FlagStatus = FlagStatus.open
 ) -> Response:
-    flags = flagging.review_queue(session, status=status)
-    context = {"flags": flags, "status": status, "statuses": list(FlagStatus)}
+    flags = presenting.flag_views(session, flagging.review_queue(session, status=status))
+    context = {
+        "flags": flags,
+        "status": status,
+        "statuses": list(FlagStatus),
+        "me": caller.user.id,
+    }
     return render(request, "review.html", "review.html", context)
 
 
@@ -245,6 +271,7 @@ def review_flag(
             decision == "accept",
             note,
             audit.flag_action(request, f"flag.{decision}"),
+            audit.flag_action(request, f"flag.{decision}", "forbidden"),
         )
     except AppError as e:
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)

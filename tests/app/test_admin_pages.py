@@ -8,6 +8,7 @@ claim takes exactly the job the test made.
 
 from __future__ import annotations
 
+import html
 import re
 import secrets
 from collections.abc import Iterator
@@ -155,6 +156,29 @@ def test_the_job_page_shows_params_folds_their_progress_and_the_log(service, cli
     assert missing.status_code == 404 and "Could not show job 999999" in missing.text
 
 
+def test_a_failed_job_shows_one_line_and_folds_the_traceback_away(service, client):
+    job_id, kind = new_job(service)
+    token = claim(service, job_id, kind)
+    log = (
+        "10:00:00 loading the cohort\n"
+        "10:00:01 Traceback (most recent call last):\n"
+        '  File "app/tasks.py", line 55, in load_cohort\n'
+        "ValueError: disk on fire\n"
+        "10:00:02 giving up"
+    )
+    with service.session() as session:
+        jobs.finish(
+            session, job_id, token, JobStatus.failed, error="ValueError: disk on fire", log=log
+        )
+
+    page = client.get(f"/admin/jobs/{job_id}").text
+    assert '<p class="job-error">ValueError: disk on fire</p>' in page
+    folded = re.search(r'<details class="traceback">(.*?)</details>', page, re.S)
+    assert folded and 'File "app/tasks.py", line 55' in html.unescape(folded.group(1))
+    shown = re.search(r'<pre class="log" id="job-log">(.*?)</pre>', page, re.S).group(1)
+    assert "loading the cohort" in shown and "giving up" in shown and "Traceback" not in shown
+
+
 def test_the_jobs_table_stops_polling_once_every_job_has_ended(service, client):
     new_job(service)
     assert 'hx-trigger="every 2s"' in client.get("/admin/jobs", headers=HX).text
@@ -185,6 +209,8 @@ def test_start_a_job_from_the_form_then_cancel_it(service, admin_browser):
     assert f'name="csrf_token" value="{csrf}"' in form_page
     for preset_name in ("lidc", "lidc-attn", "thesis"):
         assert f'<option value="{preset_name}"' in form_page
+    cohorts = re.search(r'<datalist id="job-cohorts">(.*?)</datalist>', form_page).group(1)
+    assert '<option value="lidc">' in cohorts
 
     fields = {"kind": "evaluate", "cohort": "lidc", "preset": "lidc-attn", "folds": "3"}
     fields |= {"epochs": "7", "include_corrections": "on"}
@@ -225,6 +251,8 @@ def test_start_a_job_from_the_form_then_cancel_it(service, admin_browser):
 
     page = http.get(f"/admin/jobs/{job_id}")
     assert 'id="cancel-form"' in page.text and polls(live_root(page.text))
+    cancel_form = re.search(r'<form id="cancel-form"[^>]*>', page.text).group(0)
+    assert 'hx-boost="true"' in cancel_form and f'hx-confirm="Cancel job #{job_id}' in cancel_form
     cancelled = http.post(f"/admin/jobs/{job_id}/cancel", data={"csrf_token": csrf})
     assert cancelled.status_code == 303
     assert cancelled.headers["location"] == f"/admin/jobs/{job_id}"
@@ -244,6 +272,7 @@ def test_start_a_job_from_the_form_then_cancel_it(service, admin_browser):
         ({"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "many"}, "folds:"),
         ({"kind": "train", "cohort": "../etc", "preset": "lidc"}, "cohort:"),
         ({"kind": "train", "cohort": "lidc", "preset": "no-such"}, "preset:"),
+        ({"kind": "train", "cohort": "no-such-cohort", "preset": "lidc"}, "available: lidc"),
         ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "-3"}, "epochs must"),
         ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "2.5"}, "epochs must"),
         ({"kind": "shutdown"}, "choose the kind of job"),
@@ -263,6 +292,19 @@ def test_a_refused_form_comes_back_with_422_naming_the_problem(service, client, 
     fragment = client.post("/admin/jobs", data=fields, headers=HX)
     assert fragment.status_code == 422
     assert fragment.text.lstrip().startswith('<form id="job-form"')
+    with service.session() as session:
+        assert session.scalar(select(Job.id).order_by(Job.id.desc()).limit(1)) == before
+
+
+def test_the_api_refuses_an_unknown_cohort_listing_the_available_ones(service, client_as):
+    with service.session() as session:
+        before = session.scalar(select(Job.id).order_by(Job.id.desc()).limit(1))
+    refused = client_as("admin").post(
+        "/api/v1/admin/jobs", json={"kind": "train", "cohort": "no-such-cohort"}
+    )
+    assert refused.status_code == 422
+    assert "no-such-cohort" in refused.json()["detail"]
+    assert "available: lidc" in refused.json()["detail"]
     with service.session() as session:
         assert session.scalar(select(Job.id).order_by(Job.id.desc()).limit(1)) == before
 
@@ -298,8 +340,16 @@ def test_activation_from_the_models_page_switches_the_served_model(
     assert re.search(r'data-field="val/cases">.*?12\.000', page, re.S)
     assert '<table class="history">' in page
 
+    # the button asks first (htmx's confirm on a boosted form: no inline script)
+    form = re.search(rf'<form class="activate"[^>]*{re.escape(second)}/activate"[^>]*>', page)
+    assert form and 'hx-boost="true"' in form.group(0) and "hx-confirm=" in form.group(0)
     activated = http.post(f"/admin/models/{second}/activate", data={"csrf_token": csrf})
-    assert activated.status_code == 303 and activated.headers["location"] == "/models"
+    assert activated.status_code == 303
+    assert activated.headers["location"] == f"/models?activated={second}"
+    said = http.get(activated.headers["location"]).text
+    assert (
+        f'<p class="notice" role="status" id="models-notice">Model {second} is now served.' in said
+    )
     try:
         assert http.get("/readyz").json()["model_version"] == second
         with service.session() as session:
@@ -320,9 +370,12 @@ def test_activation_from_the_models_page_switches_the_served_model(
         assert f'data-version="{second}"' in history and "admin" in history
         # the first version was registered before the one now active: going back is a rollback
         rollback = re.search(
-            rf'action="/admin/models/{first}/activate">.*?</form>', page, re.S
+            rf'action="/admin/models/{first}/activate"[^>]*>.*?</form>', page, re.S
         ).group(0)
-        assert "Roll back to this" in rollback
+        assert (
+            "Roll back to this" in rollback
+            and f'hx-confirm="Roll back to model {first}?' in rollback
+        )
 
         for role in ("clinician", "radiologist"):
             other = client_as(role)

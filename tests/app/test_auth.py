@@ -102,6 +102,34 @@ def test_route_by_role_matrix(service, client_as, route):
     assert got == EXPECTED[route]
 
 
+@pytest.mark.parametrize("flagger", ["radiologist", "admin"])
+def test_nobody_reviews_their_own_flag(service, client_as, flagger):
+    """Separation of duties, in the service layer: the API and the page refuse (403) and audit
+    it, whatever the role; the other reviewer decides."""
+    from test_audit import events
+
+    own = client_as(flagger)
+    created = post_json(own, case().tolist())
+    field = created.json()["explanation"]["fields"][0]["field"]
+    url = f"/api/v1/explanations/{created.json()['id']}/flags"
+    flag_id = own.post(url, json={"field": field, "reason": "ambiguous"}).json()["id"]
+
+    api = own.post(f"/api/v1/flags/{flag_id}/review", json={"decision": "accept"})
+    assert api.status_code == 403 and "separation of duties" in api.json()["detail"]
+    page = own.post(f"/review/{flag_id}", data={"decision": "reject"})
+    assert page.status_code == 403 and "another reviewer" in page.text
+    refusals = events(service, target_type="flag", target_id=str(flag_id), outcome="forbidden")
+    assert [(e.action, e.actor) for e in refusals] == [
+        ("flag.accept", flagger),
+        ("flag.reject", flagger),
+    ]
+    assert "Raised by you" in own.get("/review").text
+
+    other = client_as("admin" if flagger == "radiologist" else "radiologist")
+    decided = other.post(f"/api/v1/flags/{flag_id}/review", json={"decision": "accept"})
+    assert decided.status_code == 200 and decided.json()["status"] == "accepted"
+
+
 def test_only_radiologists_and_admins_read_other_peoples_explanations(service, client_as):
     other_token = add_user(service.app.state.sessions, "clinician-b", "clinician")
     owner = client_as("clinician")

@@ -111,8 +111,14 @@ def test_clicking_an_example_explains_it(page, service):
 def test_radiologist_flags_a_field_and_an_admin_accepts_it(browser, service, client):
     from test_api import case, post_json
 
+    from app import registry
+
     created = post_json(client, case().tolist(), k=3).json()
     field = created["explanation"]["fields"][0]["field"]
+    with service.session() as session:
+        code, label = list(registry.field_values(session, created["model_version"])[field].items())[
+            -1
+        ]
 
     def session_as(username: str):
         context = browser.new_context(base_url=service.url)
@@ -126,7 +132,8 @@ def test_radiologist_flags_a_field_and_an_admin_accepts_it(browser, service, cli
         tab.goto(f"/explanations/{created['id']}")
         tab.select_option("#flag-target", f"field:{field}")
         tab.select_option("#flag-reason", "wrong_value")
-        tab.fill("#flag-value", "corrected-by-browser")
+        # the correct value is picked by its label from the field's valid values
+        tab.select_option("#flag-value", label=label)
         tab.fill("#flag-comment", "margin is spiculated on slice 2")
         tab.click("#flag-form button[type=submit]")
         tab.wait_for_url(re.compile(rf"/explanations/{created['id']}$"))
@@ -136,17 +143,18 @@ def test_radiologist_flags_a_field_and_an_admin_accepts_it(browser, service, cli
     context, tab = session_as("admin")
     try:
         tab.goto("/review")
-        row = tab.locator("tr.flag", has_text="corrected-by-browser")
+        row = tab.locator("tr.flag", has_text="margin is spiculated on slice 2")
         row.locator("input[name=note]").fill("agreed")
         row.get_by_role("button", name="Accept").click()
         tab.wait_for_url(re.compile(r"/review$"))
-        assert tab.locator("tr.flag", has_text="corrected-by-browser").count() == 0  # not open
+        gone = tab.locator("tr.flag", has_text="margin is spiculated on slice 2")
+        assert gone.count() == 0  # not open
     finally:
         context.close()
 
     exported = client.get("/api/v1/corrections").json()
     assert {(row["explanation_id"], row["field"], row["corrected_value"]) for row in exported} >= {
-        (created["id"], field, "corrected-by-browser")
+        (created["id"], field, code)
     }
 
 
@@ -168,3 +176,18 @@ def test_pages_and_the_api_viewer_run_under_the_content_security_policy(page, se
     assert operations.count() >= 10
     assert page.get_by_text("/api/v1/explanations").first.is_visible()
     assert refused == []
+
+
+def test_the_audit_export_follows_the_filter_htmx_swapped_in(page, client_as):
+    page.goto("/admin/audit")
+    assert page.get_attribute("#audit-export", "href") == "/admin/audit.csv"
+    page.fill("#f-action", "login")
+    page.fill("#f-outcome", "success")
+    page.click("#audit-filter button[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/audit\?.*action=login"))  # htmx pushed the filters
+    export = page.locator("#audit-export[href*='action=login']")
+    export.wait_for()
+    href = export.get_attribute("href")
+    assert href == "/admin/audit.csv?action=login&outcome=success"
+    rows = client_as("admin").get(href).text.splitlines()[1:]
+    assert rows and all(",login," in row and ",success," in row for row in rows)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
+from sqlalchemy import select
 from test_api import case, post_json
 from test_audit import events
+
+from app import registry
+from app.models import Explanation, Flag, FlagReason, FlagStatus, User
 
 
 def explained(client) -> dict:
@@ -15,12 +20,18 @@ def explained(client) -> dict:
     return response.json()
 
 
+def valid_codes(service, model_version: str, field: str) -> list[str]:
+    with service.session() as session:
+        return list(registry.field_values(session, model_version)[field])
+
+
 def test_flag_review_and_export(service, client_as):
     radiologist, admin = client_as("radiologist"), client_as("admin")
     body = explained(client_as("clinician"))
     explanation_id = body["id"]
     field = body["explanation"]["fields"][0]["field"]
     url = f"/api/v1/explanations/{explanation_id}/flags"
+    code = valid_codes(service, body["model_version"], field)[-1]
 
     assert (
         client_as("clinician").post(url, json={"field": field, "reason": "other"}).status_code
@@ -31,13 +42,13 @@ def test_flag_review_and_export(service, client_as):
         json={
             "field": field,
             "reason": "wrong_value",
-            "corrected_value": "7",
+            "corrected_value": code,
             "comment": "see slice 3",
         },
     )
     assert made.status_code == 201, made.text
     flag = made.json()
-    assert (flag["status"], flag["field"], flag["corrected_value"]) == ("open", field, "7")
+    assert (flag["status"], flag["field"], flag["corrected_value"]) == ("open", field, code)
     assert flag["model_version"] == body["model_version"]
     assert flag["catalog_version"] == body["catalog_version"]
     text = radiologist.post(url, json={"text_rank": 1, "reason": "not_visible"}).json()
@@ -47,6 +58,18 @@ def test_flag_review_and_export(service, client_as):
     both = radiologist.post(url, json={"field": field, "text_rank": 1, "reason": "other"})
     unknown = radiologist.post(url, json={"field": "no-such-field", "reason": "other"})
     assert both.status_code == unknown.status_code == 422
+    # a correction is one of the field's codes, never free text: the refusal lists them
+    invalid = radiologist.post(
+        url, json={"field": field, "reason": "wrong_value", "corrected_value": "7"}
+    )
+    assert invalid.status_code == 422
+    assert all(
+        c in invalid.json()["detail"] for c in valid_codes(service, body["model_version"], field)
+    )
+    on_text = radiologist.post(
+        url, json={"text_rank": 1, "reason": "other", "corrected_value": code}
+    )
+    assert on_text.status_code == 422
 
     queue = radiologist.get("/api/v1/flags", params={"status": "open", "field": field}).json()
     assert flag["id"] in [f["id"] for f in queue]
@@ -63,7 +86,7 @@ def test_flag_review_and_export(service, client_as):
     exported = radiologist.get("/api/v1/corrections").json()
     mine = [row for row in exported if row["explanation_id"] == explanation_id]
     assert [(r["kind"], r["field"], r["corrected_value"], r["text"]) for r in mine] == [
-        ("label_override", field, "7", None),
+        ("label_override", field, code, None),
         ("hard_negative", None, None, text["text"]),
     ]
     rows = list(csv.DictReader(io.StringIO(admin.get("/api/v1/corrections?format=csv").text)))
@@ -72,6 +95,43 @@ def test_flag_review_and_export(service, client_as):
 
     actions = [e.action for e in events(service, target_type="flag", target_id=str(flag["id"]))]
     assert actions == ["flag.create", "flag.accept"]
+
+
+def test_accepted_free_text_from_before_is_never_exported(service, client_as):
+    """Rows stored before values were checked: reported in a header, never in the export."""
+    body = explained(client_as("clinician"))
+    field = body["explanation"]["fields"][0]["field"]
+    with service.session() as session:
+        row = session.get(Explanation, body["id"])
+        radiologist = session.scalar(select(User).where(User.username == "radiologist"))
+        legacy = [
+            Flag(
+                explanation_id=row.id,
+                target="field",
+                field=field,
+                reason=FlagReason.wrong_value,
+                corrected_value=value,
+                model_version=row.model_version,
+                catalog_version=row.catalog_version,
+                created_by=radiologist.id,
+                status=FlagStatus.accepted,
+            )
+            for value in ("looks spiculated to me", None)
+        ]
+        session.add_all(legacy)
+        session.commit()
+        ids = {flag.id for flag in legacy}
+
+    for format in ("json", "csv"):
+        exported = client_as("radiologist").get("/api/v1/corrections", params={"format": format})
+        assert exported.status_code == 200
+        assert int(exported.headers["x-skipped-corrections"]) >= 2
+        flag_ids = (
+            {row["flag_id"] for row in exported.json()}
+            if format == "json"
+            else {int(row["flag_id"]) for row in csv.DictReader(io.StringIO(exported.text))}
+        )
+        assert not flag_ids & ids
 
 
 def test_the_models_page_shows_flag_rates_per_field(service, client_as):
@@ -95,3 +155,34 @@ def test_the_models_page_shows_flag_rates_per_field(service, client_as):
     assert row is not None, page.text
     flag_rate, accepted_rate = map(float, row.groups())
     assert flag_rate > 0 and 0 < accepted_rate <= flag_rate
+
+
+def test_the_queue_and_the_explanation_show_who_flagged_what_against_what(service, client_as):
+    radiologist, admin = client_as("radiologist"), client_as("admin")
+    body = explained(client_as("clinician"))
+    evidence = body["explanation"]["fields"][0]
+    field = evidence["field"]
+    with service.session() as session:
+        labels = registry.field_values(session, body["model_version"])[field]
+    served = evidence.get("served") or evidence["vote"]
+    proposed = next(code for code in labels if code != served["value"])
+    url = f"/api/v1/explanations/{body['id']}/flags"
+    flag = radiologist.post(
+        url, json={"field": field, "reason": "wrong_value", "corrected_value": proposed}
+    ).json()
+
+    queue = admin.get("/review")
+    assert queue.status_code == 200
+    row = re.search(rf'<tr class="flag" data-flag="{flag["id"]}">(.*?)</tr>', queue.text, re.S)
+    assert row is not None, queue.text
+    assert '<td class="flagged-by">radiologist<br><time datetime="' in row.group(1)
+    assert f'<td class="served">{served["label"]}</td>' in row.group(1)
+    assert f'<td class="proposed">{labels[proposed]}</td>' in row.group(1)
+    assert 'value="accept"' in row.group(1)  # the admin may decide it
+
+    page = client_as("clinician").get(f"/explanations/{body['id']}")
+    listed = re.search(
+        r'<table class="flags" id="explanation-flags">(.*?)</table>', page.text, re.S
+    )
+    assert listed is not None, page.text
+    assert f'data-flag="{flag["id"]}"' in listed.group(1) and labels[proposed] in listed.group(1)
