@@ -341,6 +341,8 @@ def test_valid_requests_get_documented_answers(operations, callers, service, rol
     by_id = {"explanation_id": explanation["id"]}
     send("GET", f"{explanations}/{{explanation_id}}", 200, path_parameters=by_id)
     send("GET", f"{explanations}/{{explanation_id}}/fhir", 200, path_parameters=by_id)
+    # made from features, not a DICOM SEG: the SR it would cite does not exist (documented 404)
+    send("GET", f"{explanations}/{{explanation_id}}/sr", 404, path_parameters=by_id)
     send("GET", explanations, 200, query={"patient_pseudonym": "P-1", "study_instance_uid": "1.2"})
 
     field = explanation["explanation"]["fields"][0]["field"]
