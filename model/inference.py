@@ -73,6 +73,7 @@ class Explainer:
     def __post_init__(self) -> None:
         # The training cases as the explanation shows them, built once rather than per request.
         schema = self.checkpoint.schema
+        self._text_cache: dict[int, tuple[str, int, dict]] = {}  # filled by _catalog_texts
         self._training_cases = [
             {
                 "case_id": row["case_id"],
@@ -137,22 +138,22 @@ class Explainer:
         def label(j: int, v: int) -> str | None:
             return None if v < 0 else schema.fields[j].value_labels[v]
 
+        catalog_texts = self._catalog_texts(set(ids.ravel().tolist()))
+
         results = []
         for i, array in enumerate(arrays):
-            texts = []
-            for rank, (s, t) in enumerate(zip(sims[i].tolist(), ids[i].tolist(), strict=True), 1):
-                row = ckpt.catalog.labels[t].tolist()
-                texts.append(
-                    {
-                        "rank": rank,
-                        "text": ckpt.catalog.texts[t],
-                        "similarity": round(s, 4),
-                        "training_cases": int(ckpt.catalog.counts[t]),
-                        "descriptors": {
-                            f.name: label(j, row[j]) for j, f in enumerate(schema.fields)
-                        },
-                    }
+            texts = [
+                {
+                    "rank": rank,
+                    "text": catalog_texts[t][0],
+                    "similarity": round(s, 4),
+                    "training_cases": catalog_texts[t][1],
+                    "descriptors": dict(catalog_texts[t][2]),
+                }
+                for rank, (s, t) in enumerate(
+                    zip(sims[i].tolist(), ids[i].tolist(), strict=True), 1
                 )
+            ]
 
             fields = []
             for j, f in enumerate(schema.fields):
@@ -249,6 +250,22 @@ class Explainer:
                 }
             )
         return results
+
+    def _catalog_texts(self, rows: set[int]) -> dict[int, tuple[str, int, dict]]:
+        """(text, training cases, descriptors) of catalog rows, built once per row."""
+        cache = self._text_cache
+        fields = self.checkpoint.schema.fields
+        for t in rows - cache.keys():
+            labels = self.checkpoint.catalog.labels[t].tolist()
+            cache[t] = (
+                self.checkpoint.catalog.texts[t],
+                int(self.checkpoint.catalog.counts[t]),
+                {
+                    f.name: None if v < 0 else f.value_labels[v]
+                    for f, v in zip(fields, labels, strict=True)
+                },
+            )
+        return {t: cache[t] for t in rows}
 
     def _slice_evidence(
         self, slices: Sequence[np.ndarray], used: Sequence[np.ndarray], top_rows: np.ndarray
