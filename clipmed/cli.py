@@ -287,13 +287,16 @@ def explain_cmd(
         Path | None, typer.Option(help="For a folder: write here instead of stdout.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="For a folder: cases per model pass.")] = 256,
+    threads: Annotated[
+        int, typer.Option(help="For a folder: threads per torch/FAISS operation.")
+    ] = 1,
 ) -> None:
     """Explain one case (JSON to stdout), or every case of a folder (a line per case)."""
     from model.checkpoint import Checkpoint, CheckpointError
     from model.inference import Explainer, InputError
 
     if features.is_dir():
-        explain_many_cmd(checkpoint, features, k, fmt, out, batch_size)
+        explain_many_cmd(checkpoint, features, k, fmt, out, batch_size, threads)
         return
     try:
         ckpt = Checkpoint.load(checkpoint)
@@ -311,9 +314,18 @@ def explain_cmd(
 
 
 def explain_many_cmd(
-    checkpoint: Path, folder: Path, k: int, fmt: str, out: Path | None, batch_size: int
+    checkpoint: Path,
+    folder: Path,
+    k: int,
+    fmt: str,
+    out: Path | None,
+    batch_size: int,
+    threads: int,
 ) -> None:
     """Every case of a folder; exits 1 when some were refused (each says why in its line)."""
+    import faiss
+    import torch
+
     from clipmed.explain_many import FORMATS, explain_folder
     from model.checkpoint import Checkpoint, CheckpointError
     from model.cohort import CohortError
@@ -323,6 +335,12 @@ def explain_many_cmd(
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not 1 <= batch_size <= 4096:
         fail(f"--batch-size must be between 1 and 4096, got {batch_size}")
+    if threads < 1:
+        fail(f"--threads must be at least 1, got {threads}")
+    # A batch's operations are small: threads per operation mostly wait on each other, as
+    # the service found (app.config torch_threads); bench/batch.py measured the CLI likewise.
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
     try:
         explainer = Explainer(Checkpoint.load(checkpoint))
         with open(out, "w", newline="") if out else contextlib.nullcontext(sys.stdout) as stream:
