@@ -128,8 +128,25 @@ def explain_case(
         result = serving.explainer.explain(array, k=k)
     except InputError as e:
         raise InvalidInput(str(e)) from None
+    row = explanation_row(serving, array, k, result, case, owner_id)
+    session.add(row)
+    if audit_event is not None:
+        session.add(audit_event(row))
+    session.commit()
+    return row
+
+
+def explanation_row(
+    serving: Serving,
+    array: np.ndarray,
+    k: int,
+    result: dict[str, Any],
+    case: ExplanationInput,
+    owner_id: int | None,
+) -> Explanation:
+    """The record of one explained case (validated float32 `array`), not yet added."""
     stored = npy_bytes(array)
-    row = Explanation(
+    return Explanation(
         id=str(uuid.uuid4()),
         # Of the validated float32 array, so the same case sent as JSON, .csv or .npy matches.
         input_sha256=hashlib.sha256(stored).hexdigest(),
@@ -146,11 +163,6 @@ def explain_case(
         segmentation=None if case.segmentation is None else case.segmentation.reference,
         **case.identity,
     )
-    session.add(row)
-    if audit_event is not None:
-        session.add(audit_event(row))
-    session.commit()
-    return row
 
 
 def get_explanation(

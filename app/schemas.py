@@ -456,3 +456,21 @@ class ReportOut(BaseModel):
             train_config=row.train_config,
             summary=row.summary,
         )
+
+
+class BatchCaseResult(BaseModel):
+    """One explained case of a batch, stored as explanation `id`."""
+
+    index: int = Field(description="The case's position in the request")
+    name: str | None = Field(description="Its name: the .npz member, or the JSON case's 'name'")
+    id: str
+    explanation: ExplanationResult
+
+
+class BatchCaseError(BaseModel):
+    """One refused case of a batch; the others are explained regardless."""
+
+    index: int
+    name: str | None
+    status: int = Field(description="The status a single upload of this case would get")
+    detail: str

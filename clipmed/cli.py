@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -265,14 +266,38 @@ def features_cmd(
 @app.command("explain")
 def explain_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder.")],
-    features: Annotated[Path, typer.Argument(help=INPUT_HELP)],
+    features: Annotated[
+        Path,
+        typer.Argument(
+            help=f"{INPUT_HELP} Or a folder: a cohort, or feature files (.npy/.npz/.csv), "
+            "each explained as one case."
+        ),
+    ],
     k: Annotated[int, typer.Option(help="Distinct texts to retrieve.")] = 5,
     spacing_mm: Annotated[str | None, typer.Option(help=SPACING_HELP)] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="For a folder: jsonl (one explanation per line) or csv (served "
+            "value and probability per field).",
+        ),
+    ] = "jsonl",
+    out: Annotated[
+        Path | None, typer.Option(help="For a folder: write here instead of stdout.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="For a folder: cases per model pass.")] = 256,
+    threads: Annotated[
+        int, typer.Option(help="For a folder: threads per torch/FAISS operation.")
+    ] = 1,
 ) -> None:
-    """Explain one case: print its retrieved descriptor texts and evidence as JSON."""
+    """Explain one case (JSON to stdout), or every case of a folder (a line per case)."""
     from model.checkpoint import Checkpoint, CheckpointError
     from model.inference import Explainer, InputError
 
+    if features.is_dir():
+        explain_many_cmd(checkpoint, features, k, fmt, out, batch_size, threads)
+        return
     try:
         ckpt = Checkpoint.load(checkpoint)
         array, segmentation = read_case(features, spacing_mm)
@@ -286,6 +311,47 @@ def explain_cmd(
     except (InputError, CheckpointError) as e:
         fail(str(e))
     typer.echo(json.dumps(explanation, indent=2))
+
+
+def explain_many_cmd(
+    checkpoint: Path,
+    folder: Path,
+    k: int,
+    fmt: str,
+    out: Path | None,
+    batch_size: int,
+    threads: int,
+) -> None:
+    """Every case of a folder; exits 1 when some were refused (each says why in its line)."""
+    import faiss
+    import torch
+
+    from clipmed.explain_many import FORMATS, explain_folder
+    from model.checkpoint import Checkpoint, CheckpointError
+    from model.cohort import CohortError
+    from model.inference import Explainer, InputError
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not 1 <= batch_size <= 4096:
+        fail(f"--batch-size must be between 1 and 4096, got {batch_size}")
+    if threads < 1:
+        fail(f"--threads must be at least 1, got {threads}")
+    # A batch's operations are small: threads per operation mostly wait on each other, as
+    # the service found (app.config torch_threads); bench/batch.py measured the CLI likewise.
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    try:
+        explainer = Explainer(Checkpoint.load(checkpoint))
+        with open(out, "w", newline="") if out else contextlib.nullcontext(sys.stdout) as stream:
+            explained, refused = explain_folder(
+                explainer, folder, stream, k=k, fmt=fmt, batch_size=batch_size
+            )
+    except (InputError, CheckpointError, CohortError) as e:
+        fail(str(e))
+    typer.echo(f"{explained} cases explained, {refused} refused", err=True)
+    if refused:
+        raise typer.Exit(1)
 
 
 @app.command("evaluate")

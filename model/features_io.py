@@ -107,6 +107,48 @@ def read_array(
     return NamedArray(name, values, spacing)
 
 
+class TooManyCases(InputError):
+    """An .npz of cases with more members than one batch takes."""
+
+
+def read_npz_cases(
+    data: bytes,
+    *,
+    max_cases: int,
+    max_slices: int = MAX_SLICES_PER_CASE,
+    max_total_bytes: int = MAX_ARRAY_BYTES,
+) -> list[tuple[str, np.ndarray | InputError]]:
+    """Each member of an .npz as one case, named by its member, in archive order: its
+    features, or the InputError that refuses that member alone.
+
+    The archive as a whole (not a zip, more than `max_cases` members, more than
+    `max_total_bytes` declared by all members together) raises instead.
+    """
+    _check_zip_end_record(data, max_cases)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except _ZIP_ERRORS as e:
+        raise InputError(f"not a valid .npz file: {_said(e)}") from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > max_cases:
+            raise TooManyCases(f".npz has {len(members)} members; at most {max_cases} cases")
+        if not members:
+            raise InputError(".npz has no members; one array per case is needed")
+        declared = sum(m.file_size for m in members)
+        if declared > max_total_bytes + len(members) * NPY_HEADER_BYTES:
+            raise InputError(f"the .npz declares {declared} bytes; the limit is {max_total_bytes}")
+        cases: list[tuple[str, np.ndarray | InputError]] = []
+        for member in members:
+            name = member.filename.removesuffix(".npy")
+            try:
+                raw = _member_bytes(archive, _checked(member, max_total_bytes))
+                cases.append((name, _read_npy(raw, max_slices, max_total_bytes)))
+            except InputError as e:
+                cases.append((name, e))
+    return cases
+
+
 def load_features_file(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
@@ -204,19 +246,22 @@ def _checked(member: zipfile.ZipInfo, max_bytes: int) -> zipfile.ZipInfo:
     return member
 
 
-def _check_zip_end_record(data: bytes) -> None:
+def _check_zip_end_record(data: bytes, max_members: int = MAX_NPZ_MEMBERS) -> None:
     """Member count and directory size as the archive declares them, before any is listed."""
     start = max(0, len(data) - _ZIP_END.size - 0xFFFF)  # the record ends in a comment of <64 KiB
     at = data.rfind(_ZIP_END_SIGNATURE, start)
     if at < 0 or len(data) - at < _ZIP_END.size:
         raise InputError("not a valid .npz file (not a zip archive, or truncated)")
     members, directory_bytes = _ZIP_END.unpack_from(data, at)[4:6]
-    if members > MAX_NPZ_MEMBERS:
+    if members > max_members:
+        if max_members != MAX_NPZ_MEMBERS:
+            raise TooManyCases(f".npz has {members} members; at most {max_members} cases")
         raise InputError(_too_many_members(members))
-    if directory_bytes > MAX_ZIP_DIRECTORY_BYTES:
+    directory_limit = MAX_ZIP_DIRECTORY_BYTES * max(1, max_members // MAX_NPZ_MEMBERS)
+    if directory_bytes > directory_limit:
         raise InputError(
             f".npz declares a zip directory of {directory_bytes} bytes; one of at most "
-            f"{MAX_NPZ_MEMBERS} members needs under {MAX_ZIP_DIRECTORY_BYTES}"
+            f"{max_members} members needs under {directory_limit}"
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,16 +50,20 @@ def validate_features(
 
 
 @dataclass(frozen=True)
-class _OneCase:
-    """One case's slices in the shape model.served.pooled_features reads."""
+class _Arrays:
+    """Validated cases in the shape model.served.pooled_features reads."""
 
-    array: np.ndarray
+    arrays: Sequence[np.ndarray]
 
     def __len__(self) -> int:
-        return 1
+        return len(self.arrays)
 
     def slices(self, i: int) -> np.ndarray:
-        return self.array
+        return self.arrays[i]
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    return [round(v, 4) for v in values.tolist()]
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Explainer:
     def __post_init__(self) -> None:
         # The training cases as the explanation shows them, built once rather than per request.
         schema = self.checkpoint.schema
+        self._text_cache: dict[int, tuple[str, int, dict]] = {}  # filled by _catalog_texts
         self._training_cases = [
             {
                 "case_id": row["case_id"],
@@ -82,158 +88,209 @@ class Explainer:
 
     def explain(self, features: np.ndarray, k: int = 5, n_similar: int = 5) -> dict:
         """The explanation of one case as a JSON-ready dict."""
+        return self.explain_batch([features], k, n_similar)[0]
+
+    def explain_batch(
+        self, cases: Sequence[np.ndarray], k: int = 5, n_similar: int = 5
+    ) -> list[dict]:
+        """The explanations of many cases, one model pass for all: the dicts `explain` returns.
+
+        Every case is validated first; an invalid one raises InputError naming its index.
+        """
         ckpt, schema = self.checkpoint, self.checkpoint.schema
         cfg = ckpt.config
         if not 1 <= k <= 50:
             raise InputError(f"k must be between 1 and 50, got {k}")
-        array = validate_features(features, cfg.feature_dim)
-        n_slices = len(array)
-        used = select_slices(n_slices, cfg.max_slices)
-        slices, mask = batch_slices([array], cfg.max_slices)
+        arrays = []
+        for i, features in enumerate(cases):
+            try:
+                arrays.append(validate_features(features, cfg.feature_dim))
+            except InputError as e:
+                raise InputError(f"case {i}: {e}" if len(cases) > 1 else str(e)) from None
+        if not arrays:
+            return []
+        used = [select_slices(len(a), cfg.max_slices) for a in arrays]
+        slices, mask = batch_slices(arrays, cfg.max_slices)  # (b, s, f), (b, s)
         with torch.no_grad():
-            emb, weights = ckpt.model.encode_image(slices, mask, want_weights=True)
-            head_logits = ckpt.model.classify(emb)
+            emb, weights = ckpt.model.encode_image(slices, mask, want_weights=True)  # (b, d)
+            heads = [torch.softmax(h, dim=-1).numpy() for h in ckpt.model.classify(emb)]
         emb_np = emb.numpy()
         served = None
         if ckpt.served is not None:
-            pooled = pooled_features(_OneCase(array), cfg.max_slices)
+            pooled = pooled_features(_Arrays(arrays), cfg.max_slices)
             served = ckpt.served.predict(served_inputs(pooled, emb_np))
 
-        sims, ids = ckpt.catalog.search(emb_np, k)
-        keep = ids[0] >= 0
+        sims, ids = ckpt.catalog.search(emb_np, k)  # (b, k)
+        keep = (ids >= 0).all(0)  # the flat catalog pads every row alike when k > its size
         sims, ids = sims[:, keep], ids[:, keep]
         n_classes = [len(f.values) for f in schema.fields]
         vote, share, tallies = vote_fields(sims, ids, ckpt.catalog.labels, n_classes)
         top1 = top1_fields(ids, ckpt.catalog.labels)
+        scale = ckpt.model.scale.item()
+        zero_shots = [zero_shot(emb_np, ckpt.zero_shot[f.name], scale) for f in schema.fields]
+        c_sims, c_ids = ckpt.cases.search(emb_np, n_similar)
+        evidence = self._slice_evidence(
+            [a[u] for a, u in zip(arrays, used, strict=True)], used, ids[:, 0]
+        )
+        threshold = float(ckpt.meta.get("low_similarity", LOW_SIMILARITY))
+        simulated = bool(ckpt.meta.get("data", {}).get("simulated", False))
 
         def label(j: int, v: int) -> str | None:
             return None if v < 0 else schema.fields[j].value_labels[v]
 
-        texts = []
-        for rank, (s, i) in enumerate(zip(sims[0], ids[0], strict=True), 1):
-            row = ckpt.catalog.labels[i]
-            texts.append(
+        catalog_texts = self._catalog_texts(set(ids.ravel().tolist()))
+
+        results = []
+        for i, array in enumerate(arrays):
+            texts = [
                 {
                     "rank": rank,
-                    "text": ckpt.catalog.texts[i],
-                    "similarity": round(float(s), 4),
-                    "training_cases": int(ckpt.catalog.counts[i]),
-                    "descriptors": {
-                        f.name: label(j, int(row[j])) for j, f in enumerate(schema.fields)
-                    },
+                    "text": catalog_texts[t][0],
+                    "similarity": round(s, 4),
+                    "training_cases": catalog_texts[t][1],
+                    "descriptors": dict(catalog_texts[t][2]),
                 }
-            )
-
-        fields = []
-        scale = ckpt.model.scale.item()
-        for j, f in enumerate(schema.fields):
-            zs = zero_shot(emb_np, ckpt.zero_shot[f.name], scale)[0]
-            if served is not None:
-                value, probability = int(served[0][0, j]), float(served[1][0, j])
-                answer = {
-                    "value": f.values[value],
-                    "label": label(j, value),
-                    "probability": round(probability, 4),
-                    "calibrated": True,
-                    "distribution": {
-                        f.values[v]: round(float(served[2][j][0, v]), 4)
-                        for v in range(len(f.values))
-                    },
-                }
-            else:  # a checkpoint from before the served read-out: the vote, uncalibrated
-                answer = {
-                    "value": f.values[vote[0, j]] if vote[0, j] >= 0 else None,
-                    "label": label(j, int(vote[0, j])),
-                    "probability": round(float(share[0, j]), 4),
-                    "calibrated": False,
-                    "distribution": None,
-                }
-            entry = {
-                "field": f.name,
-                "label": f.label,
-                "served": answer,
-                "vote": {
-                    "value": f.values[vote[0, j]] if vote[0, j] >= 0 else None,
-                    "label": label(j, int(vote[0, j])),
-                    "share": round(float(share[0, j]), 4),
-                    "tally": {
-                        f.values[v]: round(float(tallies[j][0, v]), 4) for v in range(len(f.values))
-                    },
-                },
-                "top1": {
-                    "value": f.values[top1[0, j]] if top1[0, j] >= 0 else None,
-                    "label": label(j, int(top1[0, j])),
-                },
-                "zero_shot": {f.values[v]: round(float(zs[v]), 4) for v in range(len(f.values))},
-            }
-            if head_logits:
-                p = torch.softmax(head_logits[j], dim=-1)[0].numpy()
-                entry["head"] = {f.values[v]: round(float(p[v]), 4) for v in range(len(f.values))}
-            fields.append(entry)
-
-        best = float(sims[0, 0]) if sims.size else 0.0
-        doubtful = [
-            fe["field"]
-            for fe in fields
-            if fe["served"]["probability"]
-            < (LOW_PROBABILITY if fe["served"]["calibrated"] else SPLIT_VOTE)
-        ]
-        reasons = []
-        threshold = float(ckpt.meta.get("low_similarity", LOW_SIMILARITY))
-        if best < threshold:
-            reasons.append(
-                f"best similarity {best:.2f} is under {threshold:.2f}, which 90% of the "
-                "training cases reach"
-            )
-        if doubtful:
-            calibrated = served is not None
-            reasons.append(
-                f"probability under {LOW_PROBABILITY:.0%} for {', '.join(doubtful)}"
-                if calibrated
-                else f"split vote on {', '.join(doubtful)}"
-            )
-
-        similar = []
-        c_sims, c_ids = ckpt.cases.search(emb_np, n_similar)
-        for s, i in zip(c_sims[0], c_ids[0], strict=True):
-            if i >= 0:
-                similar.append({**self._training_cases[int(i)], "similarity": round(float(s), 4)})
-
-        attention = None
-        if weights is not None:
-            attention = [
-                {"slice": int(s), "weight": round(float(w), 4)}
-                for s, w in zip(used, weights[0].numpy(), strict=True)
+                for rank, (s, t) in enumerate(
+                    zip(sims[i].tolist(), ids[i].tolist(), strict=True), 1
+                )
             ]
-        slice_evidence = self._slice_evidence(array[used], used, int(ids[0, 0]))
-        return {
-            "model_version": ckpt.version,
-            "catalog_version": ckpt.catalog.version,
-            "schema": schema.name,
-            "simulated": bool(ckpt.meta.get("data", {}).get("simulated", False)),
-            "k": k,
-            "slices": {"received": n_slices, "used": len(used), "subsampled": n_slices > len(used)},
-            "texts": texts,
-            "fields": fields,
-            "slice_attention": attention,
-            "slice_evidence": slice_evidence,
-            "similar_cases": similar,
-            "low_confidence": bool(reasons),
-            "low_confidence_reasons": reasons,
-        }
 
-    def _slice_evidence(self, slices: np.ndarray, used: np.ndarray, top_row: int) -> list[dict]:
-        """Each used slice embedded on its own, and its similarity to the best text.
+            fields = []
+            for j, f in enumerate(schema.fields):
+                if served is not None:
+                    value = int(served[0][i, j])
+                    answer = {
+                        "value": f.values[value],
+                        "label": label(j, value),
+                        "probability": round(float(served[1][i, j]), 4),
+                        "calibrated": True,
+                        "distribution": dict(zip(f.values, _rounded(served[2][j][i]), strict=True)),
+                    }
+                else:  # a checkpoint from before the served read-out: the vote, uncalibrated
+                    answer = {
+                        "value": f.values[vote[i, j]] if vote[i, j] >= 0 else None,
+                        "label": label(j, int(vote[i, j])),
+                        "probability": round(float(share[i, j]), 4),
+                        "calibrated": False,
+                        "distribution": None,
+                    }
+                entry = {
+                    "field": f.name,
+                    "label": f.label,
+                    "served": answer,
+                    "vote": {
+                        "value": f.values[vote[i, j]] if vote[i, j] >= 0 else None,
+                        "label": label(j, int(vote[i, j])),
+                        "share": round(float(share[i, j]), 4),
+                        "tally": dict(zip(f.values, _rounded(tallies[j][i]), strict=True)),
+                    },
+                    "top1": {
+                        "value": f.values[top1[i, j]] if top1[i, j] >= 0 else None,
+                        "label": label(j, int(top1[i, j])),
+                    },
+                    "zero_shot": dict(zip(f.values, _rounded(zero_shots[j][i]), strict=True)),
+                }
+                if heads:
+                    entry["head"] = dict(zip(f.values, _rounded(heads[j][i]), strict=True))
+                fields.append(entry)
+
+            best = float(sims[i, 0]) if sims.shape[1] else 0.0
+            doubtful = [
+                fe["field"]
+                for fe in fields
+                if fe["served"]["probability"]
+                < (LOW_PROBABILITY if fe["served"]["calibrated"] else SPLIT_VOTE)
+            ]
+            reasons = []
+            if best < threshold:
+                reasons.append(
+                    f"best similarity {best:.2f} is under {threshold:.2f}, which 90% of the "
+                    "training cases reach"
+                )
+            if doubtful:
+                reasons.append(
+                    f"probability under {LOW_PROBABILITY:.0%} for {', '.join(doubtful)}"
+                    if served is not None
+                    else f"split vote on {', '.join(doubtful)}"
+                )
+
+            similar = [
+                {**self._training_cases[c], "similarity": round(s, 4)}
+                for s, c in zip(c_sims[i].tolist(), c_ids[i].tolist(), strict=True)
+                if c >= 0
+            ]
+            attention = None
+            if weights is not None:
+                attention = [
+                    {"slice": s, "weight": w}
+                    for s, w in zip(
+                        used[i].tolist(), _rounded(weights[i, : len(used[i])].numpy()), strict=True
+                    )
+                ]
+            n_slices = len(array)
+            results.append(
+                {
+                    "model_version": ckpt.version,
+                    "catalog_version": ckpt.catalog.version,
+                    "schema": schema.name,
+                    "simulated": simulated,
+                    "k": k,
+                    "slices": {
+                        "received": n_slices,
+                        "used": len(used[i]),
+                        "subsampled": n_slices > len(used[i]),
+                    },
+                    "texts": texts,
+                    "fields": fields,
+                    "slice_attention": attention,
+                    "slice_evidence": evidence[i],
+                    "similar_cases": similar,
+                    "low_confidence": bool(reasons),
+                    "low_confidence_reasons": reasons,
+                }
+            )
+        return results
+
+    def _catalog_texts(self, rows: set[int]) -> dict[int, tuple[str, int, dict]]:
+        """(text, training cases, descriptors) of catalog rows, built once per row."""
+        cache = self._text_cache
+        fields = self.checkpoint.schema.fields
+        for t in rows - cache.keys():
+            labels = self.checkpoint.catalog.labels[t].tolist()
+            cache[t] = (
+                self.checkpoint.catalog.texts[t],
+                int(self.checkpoint.catalog.counts[t]),
+                {
+                    f.name: None if v < 0 else f.value_labels[v]
+                    for f, v in zip(fields, labels, strict=True)
+                },
+            )
+        return {t: cache[t] for t in rows}
+
+    def _slice_evidence(
+        self, slices: Sequence[np.ndarray], used: Sequence[np.ndarray], top_rows: np.ndarray
+    ) -> list[list[dict]]:
+        """Per case, each used slice embedded on its own, and its similarity to the case's best
+        text (all cases' slices in one pass).
 
         Works for both architectures: which slices, alone, already look like the retrieved text.
         """
         ckpt = self.checkpoint
-        batch, mask = batch_slices([s[None, :] for s in slices], ckpt.config.max_slices)
+        singles = [s[None, :] for case in slices for s in case]
+        batch, mask = batch_slices(singles, ckpt.config.max_slices)
         with torch.no_grad():
-            per_slice, _ = ckpt.model.encode_image(batch, mask)  # (s, d)
-        text = ckpt.catalog.index.reconstruct(top_row)  # (d,)
-        sims = per_slice.numpy() @ text
-        return [
-            {"slice": int(i), "similarity": round(float(v), 4)}
-            for i, v in zip(used, sims, strict=True)
-        ]
+            per_slice, _ = ckpt.model.encode_image(batch, mask)  # (all used slices, d)
+        texts = np.stack([ckpt.catalog.index.reconstruct(int(r)) for r in top_rows])  # (b, d)
+        case_of = np.repeat(np.arange(len(slices)), [len(case) for case in slices])
+        sims = (per_slice.numpy() * texts[case_of]).sum(1)
+        out, start = [], 0
+        for u in used:
+            part = sims[start : start + len(u)]
+            start += len(u)
+            out.append(
+                [
+                    {"slice": s, "similarity": v}
+                    for s, v in zip(u.tolist(), _rounded(part), strict=True)
+                ]
+            )
+        return out

@@ -1,5 +1,7 @@
 """The `clipmed` command end to end, as a user runs it: a real process, real files."""
 
+import csv as csvlib
+import io
 import json
 import os
 import subprocess
@@ -123,3 +125,25 @@ def test_evaluate_writes_the_report_contract(pipeline):
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"fold", "field", "method", "macro_f1", "accuracy"} <= set(header)
     assert list((out / "figures").glob("*.png"))
+
+
+def test_explain_a_cohort_and_a_folder_of_case_files(pipeline):
+    out = pipeline / "sim.jsonl"
+    clipmed("explain", str(pipeline / "ckpt"), str(pipeline / "sim"), "--k", "3", "--out", str(out))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 120 and all(len(line["texts"]) == 3 for line in lines)
+    assert len({line["case"] for line in lines}) == 120
+    folder = pipeline / "cases"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    np.save(folder / "a.npy", rng.normal(size=(3, 24)).astype("f4"))
+    np.save(folder / "b.npy", np.zeros((2, 7), "f4"))
+    single = json.loads(clipmed("explain", str(pipeline / "ckpt"), str(folder / "a.npy")).stdout)
+    proc = clipmed("explain", str(pipeline / "ckpt"), str(folder), "--format", "csv", check=False)
+    assert proc.returncode == 1 and "1 cases explained, 1 refused" in proc.stderr
+    rows = list(csvlib.DictReader(io.StringIO(proc.stdout)))
+    assert [r["case"] for r in rows] == ["a.npy", "b.npy"]
+    field = single["fields"][0]
+    assert rows[0][field["field"]] == str(field["served"]["value"])
+    assert float(rows[0][f"{field['field']}_probability"]) == field["served"]["probability"]
+    assert "expected 24 features per slice, got 7" in rows[1]["error"]

@@ -119,3 +119,34 @@ def test_low_similarity_threshold_is_calibrated_on_the_training_cases(explainer,
     flagged = [explainer.explain(lidc_small.slices(i))["low_confidence_reasons"] for i in range(40)]
     low = [any("best similarity" in r for r in reasons) for reasons in flagged]
     assert low == [bool(b < threshold) for b in best[:40]]
+
+
+def _close(a, b, tol=2e-4):
+    """Equal JSON-ready values, floats up to rounding (a batch pads cases to one length)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(a - b) <= tol
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[key], b[key], tol) for key in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_a_batch_explains_each_case_as_explain_does(explainer, lidc_small):
+    short = lidc_small.slices(0)[:2]
+    long = np.repeat(lidc_small.slices(1), 3, axis=0)  # subsampled to the model's slices
+    cases = [lidc_small.slices(2), short, long, lidc_small.slices(0)]
+    batch = explainer.explain_batch(cases, k=4)
+    assert len(batch) == len(cases)
+    for case, out in zip(cases, batch, strict=True):
+        single = explainer.explain(case, k=4)
+        # Labels are the same wherever no score sits on a rounding tie.
+        assert [t["text"] for t in out["texts"]] == [t["text"] for t in single["texts"]]
+        assert _close(out, single), (out, single)
+    assert explainer.explain_batch([], k=4) == []
+
+
+def test_a_batch_names_the_invalid_case(explainer, lidc_small):
+    dim = explainer.checkpoint.config.feature_dim
+    with pytest.raises(InputError, match=f"case 1: expected {dim} features per slice, got 3"):
+        explainer.explain_batch([lidc_small.slices(0), np.zeros((2, 3))])

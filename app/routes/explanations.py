@@ -6,15 +6,23 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import audit, dicom_sr, explaining, fhir
+from app import audit, batching, dicom_sr, explaining, fhir
 from app.deps import AnyUser, Principal, ServingDep, SessionDep
 from app.errors import NotFound
 from app.identity import parse_identity
 from app.models import Explanation
-from app.schemas import ErrorResponse, ExplanationOut, ExplanationSummary, Text
+from app.schemas import (
+    BatchCaseError,
+    BatchCaseResult,
+    ErrorResponse,
+    ExplanationOut,
+    ExplanationSummary,
+    Text,
+)
 from app.upload import REQUEST_BODY_OPENAPI, read_explanation_request
 
 router = APIRouter(prefix="/api/v1/explanations", tags=["explanations"])
@@ -45,6 +53,31 @@ async def create_explanation(
         audit.explanation_created(request),
     )
     return ExplanationOut.from_row(row)
+
+
+@router.post(
+    "/batch",
+    response_model=list[BatchCaseResult | BatchCaseError],
+    responses=_errors(401, 403, 413, 415, 422, 503),
+    openapi_extra=batching.BATCH_REQUEST_BODY_OPENAPI,
+)
+async def create_explanations(
+    request: Request, session: SessionDep, serving: ServingDep, caller: AnyUser
+) -> JSONResponse:
+    """Explain up to 256 cases in one model pass: JSON `cases` or an .npz with one member per
+    case. Each case is stored and answered on its own, or refused on its own (`status`,
+    `detail`) without failing the others."""
+    batch = await batching.read_batch_request(request)
+    answers = await run_in_threadpool(
+        batching.explain_batch,
+        session,
+        serving,
+        batch,
+        caller.user.id,
+        audit.explanation_created(request),
+    )
+    # Built by the explainer in the documented shape; returned as is, not revalidated.
+    return JSONResponse(answers)
 
 
 @router.get("", response_model=list[ExplanationSummary], responses=_errors(401, 403, 422))
