@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.config import Settings
 from app.errors import InvalidInput, UnsupportedMediaType
 from app.explaining import (
+    K_RANGE,
     ExplanationInput,
     check_k,
     check_slices,
@@ -25,6 +26,7 @@ from app.explaining import (
 )
 from app.identity import FIELDS as IDENTITY_FIELDS
 from app.identity import parse_identity
+from app.parsing import parse_int
 from app.schemas import ContoursRequest, ExplanationRequest
 from model.inference import InputError
 from model.segmentation import from_contours, parse_spacing, read_segmentation
@@ -130,11 +132,10 @@ async def _read_multipart(request: Request, settings: Settings) -> ExplanationIn
         raw_k = form.get("k")
         if raw_k is None or raw_k == "":
             k = DEFAULT_K
-        elif isinstance(raw_k, str) and raw_k.strip().lstrip("-").isdigit():
-            k = int(raw_k)
+        elif isinstance(raw_k, str):
+            k = parse_int(raw_k, "k", *K_RANGE)
         else:
-            raise InvalidInput(f"k must be an integer, got {raw_k!r}")
-        check_k(k)
+            raise InvalidInput("k must be a form field, not a file")
         texts = {name: value for name, value in form.multi_items() if isinstance(value, str)}
         identity = parse_identity(texts)
         data = await upload.read()

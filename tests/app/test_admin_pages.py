@@ -240,8 +240,11 @@ def test_start_a_job_from_the_form_then_cancel_it(service, admin_browser):
 @pytest.mark.parametrize(
     ("fields", "problem"),
     [
-        ({"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "1"}, "folds:"),
-        ({"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "many"}, "folds:"),
+        ({"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "1"}, "folds must be"),
+        (
+            {"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "many"},
+            "folds must be",
+        ),
         ({"kind": "train", "cohort": "../etc", "preset": "lidc"}, "cohort:"),
         ({"kind": "train", "cohort": "lidc", "preset": "no-such"}, "preset:"),
         ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "-3"}, "epochs must"),
