@@ -206,6 +206,7 @@ def run_train(ctx: JobContext) -> Outcome:
         case_index_exact_below=settings.case_index_exact_below,
         feature_extractor=cohort.feature_extractor,
         outlines=cohort.outlines,
+        feature_names=cohort.feature_names,
     )
     ctx.check()
     folder = ckpt.save(Path(settings.checkpoints_dir) / ckpt.version)

@@ -9,6 +9,7 @@ import torch
 
 from model.checkpoint import Checkpoint
 from model.clip import batch_slices, select_slices
+from model.feature_range import FeatureBounds
 from model.retrieval import top1_fields, vote_fields, zero_shot
 from model.validation import MAX_SLICES_PER_CASE, InputError, check_slice_count
 
@@ -17,9 +18,15 @@ SPLIT_VOTE = 0.6  # a field whose winning share is under this -> low confidence
 
 
 def validate_features(
-    features: np.ndarray, feature_dim: int, max_slices: int = MAX_SLICES_PER_CASE
+    features: np.ndarray,
+    feature_dim: int,
+    max_slices: int = MAX_SLICES_PER_CASE,
+    bounds: FeatureBounds | None = None,
 ) -> np.ndarray:
-    """Checks shape, dimension and values; returns float32 [slices, dim]."""
+    """Checks shape, dimension and values; returns float32 [slices, dim].
+
+    Values must be finite and within `bounds` (a checkpoint's, from its training ranges: see
+    model.feature_range); without them, within +-ABSOLUTE_LIMIT."""
     array = np.asarray(features)
     if array.dtype.kind not in "biuf":  # complex would lose its imaginary part in the cast
         raise InputError(f"features must be numbers, got dtype {array.dtype}")
@@ -43,6 +50,7 @@ def validate_features(
             f"features must be finite; NaN or infinite values in slice(s) "
             f"{', '.join(map(str, rows[:5]))}{'...' if len(rows) > 5 else ''}"
         )
+    (bounds or FeatureBounds.absolute(feature_dim)).check(array)
     return array
 
 
@@ -51,6 +59,9 @@ class Explainer:
     checkpoint: Checkpoint
 
     def __post_init__(self) -> None:
+        self.bounds = FeatureBounds.for_checkpoint(
+            self.checkpoint.meta, self.checkpoint.config.feature_dim
+        )
         # The training cases as the explanation shows them, built once rather than per request.
         schema = self.checkpoint.schema
         self._training_cases = [
@@ -71,7 +82,7 @@ class Explainer:
         cfg = ckpt.config
         if not 1 <= k <= 50:
             raise InputError(f"k must be between 1 and 50, got {k}")
-        array = validate_features(features, cfg.feature_dim)
+        array = validate_features(features, cfg.feature_dim, bounds=self.bounds)
         n_slices = len(array)
         used = select_slices(n_slices, cfg.max_slices)
         slices, mask = batch_slices([array], cfg.max_slices)
@@ -83,6 +94,8 @@ class Explainer:
         sims, ids = ckpt.catalog.search(emb_np, k)
         keep = ids[0] >= 0
         sims, ids = sims[:, keep], ids[:, keep]
+        if not keep.any():  # an empty catalog, or an embedding the index could not place
+            raise InputError("no descriptor text could be retrieved for these features")
         n_classes = [len(f.values) for f in schema.fields]
         vote, share, tallies = vote_fields(sims, ids, ckpt.catalog.labels, n_classes)
         top1 = top1_fields(ids, ckpt.catalog.labels)
