@@ -6,8 +6,6 @@ carries the segmentation along to be stored and drawn."""
 
 from __future__ import annotations
 
-import json
-
 from fastapi import Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +24,7 @@ from app.explaining import (
 )
 from app.identity import FIELDS as IDENTITY_FIELDS
 from app.identity import parse_identity
+from app.json_body import large_body_turn, read_json_body
 from app.parsing import parse_int
 from app.schemas import ContoursRequest, ExplanationRequest
 from model.inference import InputError
@@ -109,9 +108,10 @@ async def read_explanation_request(request: Request) -> ExplanationInput:
     if content_type == "multipart/form-data":
         return await _read_multipart(request, settings)
     if content_type == "application/json":
-        # parsing up to max_upload_bytes of JSON is CPU work: off the event loop
-        body = await request.body()
-        return await run_in_threadpool(_read_json, body, settings.max_slices_per_upload)
+        async with large_body_turn(request):  # memory: a few large bodies at a time
+            # parsing up to max_upload_bytes of JSON is CPU work: off the event loop
+            body = await request.body()
+            return await run_in_threadpool(_read_json, body, settings.max_slices_per_upload)
     raise UnsupportedMediaType(
         f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data "
         "with a file in field 'file', or application/json with 'features' or 'slices'"
@@ -177,10 +177,8 @@ def _read_file(
 
 
 def _read_json(body: bytes, max_slices: int) -> ExplanationInput:
-    try:
-        payload = json.loads(body)  # json.loads, not pydantic: NaN/Infinity reach the check
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"the body is not valid JSON: {e}") from None
+    # nesting bounded; a plain features array read by numpy, not as Python floats
+    payload, features = read_json_body(body, max_slices)
     if isinstance(payload, dict) and "slices" in payload:
         return _read_contours(payload, max_slices)
     rows = payload.get("features") if isinstance(payload, dict) else None
@@ -189,13 +187,15 @@ def _read_json(body: bytes, max_slices: int) -> ExplanationInput:
     identity = parse_identity(payload) if isinstance(payload, dict) else {}
     if isinstance(payload, dict):
         payload = {key: v for key, v in payload.items() if key not in IDENTITY_FIELDS}
+        if features is not None:
+            payload["features"] = []  # read and checked apart already
     try:
         request = ExplanationRequest.model_validate(payload)
     except ValidationError as e:
         raise InvalidInput(validation_message(e)) from None
-    return ExplanationInput(
-        features_from_rows(request.features, max_slices), request.k, None, identity
-    )
+    if features is None:
+        features = features_from_rows(request.features, max_slices)
+    return ExplanationInput(features, request.k, None, identity)
 
 
 def _read_contours(payload: dict, max_slices: int) -> ExplanationInput:
