@@ -26,12 +26,14 @@ def parse_int(text: str, name: str, low: int, high: int) -> int:
         raise InvalidInput(
             f"{name} must be a whole number between {low} and {high}, got {_shown(text)}"
         )
-    if len(value.lstrip("+-").lstrip("0")) > MAX_DIGITS:
-        sign = "-" if value.startswith("-") else ""
+    negative = value.startswith("-")
+    digits = value.lstrip("+-").lstrip("0") or "0"  # int() counts leading zeros to its limit
+    if len(digits) > MAX_DIGITS:
+        sign = "-" if negative else ""
         raise InvalidInput(
-            f"{name} must be between {low} and {high}, got a {sign}{len(value)}-digit number"
+            f"{name} must be between {low} and {high}, got a {sign}{len(digits)}-digit number"
         )
-    number = int(value)
+    number = -int(digits) if negative else int(digits)
     if not low <= number <= high:
         raise InvalidInput(f"{name} must be between {low} and {high}, got {number}")
     return number
