@@ -43,6 +43,8 @@ _FEATURES_KEY = re.compile(rb'"features"\s*:\s*(?=\[)')
 _ROWS = re.compile(rb"\[\s*(?:\[[^\[\]]*\]\s*(?:,\s*\[[^\[\]]*\]\s*)*)?\]")  # [[...], ...]
 _ROW = re.compile(rb"\[([^\[\]]*)\]")
 _NUMBER = rb"(?:-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|NaN|-?Infinity)"
+_ONE_NUMBER = re.compile(_NUMBER)
+_CELL = re.compile(rb"[^,]+|(?<=,)(?=,|$)|^(?=,)")  # each comma-separated cell, empty ones too
 _NUMBERS = re.compile(rb"\s*(?:%s\s*(?:,\s*%s\s*)*)?" % (_NUMBER, _NUMBER))
 
 
@@ -120,6 +122,14 @@ def _features_span(body: bytes) -> tuple[int, int] | None:
     return None if rows is None else (rows.start(), rows.end())
 
 
+def _first_non_number(row: bytes) -> int:
+    """Index of the first cell of a row that is not a JSON number (cells read one at a time)."""
+    for j, cell in enumerate(_CELL.finditer(row)):
+        if not _ONE_NUMBER.fullmatch(cell.group().strip()):
+            return j
+    return 0
+
+
 def _feature_rows(body: bytes, start: int, end: int, max_slices: int) -> np.ndarray:
     n_rows = body.count(b"[", start, end) - 1
     try:
@@ -132,7 +142,7 @@ def _feature_rows(body: bytes, start: int, end: int, max_slices: int) -> np.ndar
     for i, row in enumerate(_ROW.finditer(body, start + 1, end)):
         text = row.group(1)
         if not _NUMBERS.fullmatch(text):
-            raise InvalidInput(f"features.{i}: every feature must be a number")
+            raise InvalidInput(f"features.{i}.{_first_non_number(text)}: not a number")
         width = text.count(b",") + 1 if text.strip() else 0
         if width > MAX_ROW_VALUES:
             raise InvalidInput(

@@ -528,7 +528,7 @@ HOSTILE_JSON = {
     ),
     "a string among the features": (
         lambda: b'{"features": [[1, "2"]]}',
-        "features.0: every feature must be a number",
+        "features.0.1: not a number",
     ),
     "a row over the width limit": (
         lambda: b'{"features": [[' + b"0," * 9000 + b"0]]}",
