@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
 from app.models import Job, ModelVersion, User
-from app.schemas import JobCreate
+from app.overrides import EPOCHS
+from app.parsing import parse_int
+from app.schemas import FOLDS, JobCreate
 from model.config import PRESETS
 from model.evaluate import MODEL_METHODS
 
@@ -52,13 +54,10 @@ def job_params(form: JobForm):
     data: dict = {"kind": form.kind}
     if form.kind in ("train", "evaluate"):
         data |= {"cohort": form.cohort.strip(), "preset": form.preset}
-        epochs = form.epochs.strip()
-        if epochs:
-            if not epochs.isdigit() or int(epochs) < 1:
-                raise InvalidInput(f"epochs must be a whole number of at least 1, got {epochs!r}")
-            data["overrides"] = {"epochs": int(epochs)}
+        if form.epochs.strip():
+            data["overrides"] = {"epochs": parse_int(form.epochs, "epochs", *EPOCHS)}
     if form.kind == "evaluate" and form.folds.strip():
-        data["folds"] = form.folds.strip()
+        data["folds"] = parse_int(form.folds, "folds", *FOLDS)
     if form.kind == "train":
         data["activate"] = form.activate
     if form.kind in ("train", "reindex"):

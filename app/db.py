@@ -55,6 +55,19 @@ def database_unavailable(error: BaseException) -> bool:
     return True  # psycopg: connection failures and server conditions (shutdown, resources)
 
 
+def unstorable_value_message(error: DBAPIError) -> str:
+    """What a client is told about a value its database refused (a DataError): which column,
+    where the driver says, and the kind of problem; never the server's DETAIL or CONTEXT lines,
+    which quote stored rows, statements and internal names."""
+    diag = getattr(error.orig, "diag", None)  # psycopg; sqlite3 has none
+    column = getattr(diag, "column_name", None)
+    where = f" in field {column!r}" if column else ""
+    text = str(error.orig)
+    if "NUL" in text and "0x00" in text:  # psycopg's own, client-side refusal
+        return f"a value the database cannot store{where}: text must not contain a NUL character"
+    return f"a value the database cannot store{where} (out of range, or of the wrong kind)"
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

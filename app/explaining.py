@@ -120,7 +120,9 @@ def explain_case(
     if case.segmentation is not None:
         check_extractor(serving, case.segmentation)
     try:
-        array = validate_features(case.features, serving.feature_dim)
+        array = validate_features(
+            case.features, serving.feature_dim, bounds=serving.explainer.bounds
+        )
     except InputError as e:
         raise InvalidInput(str(e)) from None
     k = check_k(case.k)

@@ -22,8 +22,11 @@ class BodySizeLimit:
         limit = self.max_bytes
         declared = dict(scope["headers"]).get(b"content-length")
         too_large = None
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            size = declared.decode(errors="replace")
+        # bytes.isdigit() is ASCII-only; the length check keeps int() under its digit limit
+        if declared is not None and (
+            not declared.isdigit() or len(declared) > len(str(limit)) or int(declared) > limit
+        ):
+            size = declared.decode(errors="replace")[:40]
             too_large = f"request body of {size} bytes is over the limit of {limit} bytes"
         received = 0
 

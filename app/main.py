@@ -22,7 +22,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import registry
 from app.audit import RequestId
 from app.config import Settings
-from app.db import database_unavailable, make_engine, make_session_factory
+from app.db import (
+    database_unavailable,
+    make_engine,
+    make_session_factory,
+    unstorable_value_message,
+)
 from app.errors import (
     AppError,
     DatabaseUnavailable,
@@ -159,7 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The database going away (restart, failover) is an outage, answered 503 + Retry-After;
         # the pool's pre-ping reconnects once it is back. Any other database error is a bug: 500.
         if isinstance(exc, DataError):  # e.g. a NUL character, which PostgreSQL cannot store
-            problem = InvalidInput(f"a value the database cannot store: {exc.orig}"[:300])
+            problem = InvalidInput(unstorable_value_message(exc))
             return await app_error(request, problem)
         if not database_unavailable(exc):
             raise exc

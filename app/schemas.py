@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.db import as_utc
 from app.explaining import K_RANGE
 from app.models import EvaluationReport, Explanation, Job, ModelEvent, ModelVersion
-from model.config import PRESETS, ModelConfig, TrainConfig
+from app.overrides import TrainingOverrides
+from model.config import PRESETS
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
@@ -278,15 +278,8 @@ class Readiness(BaseModel):
 # ---------------------------------------------------------------------------------------------
 # Admin jobs
 # ---------------------------------------------------------------------------------------------
+FOLDS = (2, 10)  # patient-grouped cross-validation folds an evaluate job may ask for
 COHORT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-# Settings a job may override: the scalar ones, minus those taken from the data and encoder.
-_DERIVED = {"feature_dim", "text_hidden_size", "text_encoder", "field_classes"}
-OVERRIDABLE = {
-    f.name: f.type
-    for cls in (ModelConfig, TrainConfig)
-    for f in dataclasses.fields(cls)
-    if f.name not in _DERIVED and f.type in ("int", "float", "bool", "str")
-}
 Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 
 
@@ -297,30 +290,10 @@ class _TrainingParams(BaseModel):
         default="lidc", pattern=COHORT_NAME, description="Cohort folder in the data directory"
     )
     preset: Preset = Field(default="lidc", description="Named model and training configuration")
-    overrides: dict[str, bool | int | float | str] = Field(
-        default_factory=dict,
+    overrides: TrainingOverrides = Field(
+        default_factory=TrainingOverrides,
         description='Settings of the preset to change, e.g. {"epochs": 10}',
-        max_length=32,
     )
-
-    @model_validator(mode="after")
-    def _check_overrides(self) -> Any:
-        for key, value in self.overrides.items():
-            kind = OVERRIDABLE.get(key)
-            if kind is None:
-                raise ValueError(
-                    f"overrides: {key!r} is not a setting a job may change; "
-                    f"one of {', '.join(sorted(OVERRIDABLE))}"
-                )
-            ok = {
-                "bool": isinstance(value, bool),
-                "int": isinstance(value, int) and not isinstance(value, bool),
-                "float": isinstance(value, int | float) and not isinstance(value, bool),
-                "str": isinstance(value, str),
-            }[kind]
-            if not ok:
-                raise ValueError(f"overrides: {key!r} takes a {kind}, got {value!r}")
-        return self
 
 
 class TrainParams(_TrainingParams):
@@ -333,7 +306,7 @@ class TrainParams(_TrainingParams):
 
 class EvaluateParams(_TrainingParams):
     kind: Literal["evaluate"] = "evaluate"
-    folds: int = Field(default=5, ge=2, le=10, description="Folds, grouped by patient")
+    folds: int = Field(default=5, ge=FOLDS[0], le=FOLDS[1], description="Folds, grouped by patient")
     vote_k: int = Field(default=5, ge=1, le=50, description="Texts in the top-k vote")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the fold assignment")
 

@@ -22,6 +22,7 @@ from app.db import as_utc
 from app.explaining import stored_features
 from app.flagging import accepted_corrections
 from app.models import EvaluationReport, Explanation, JobStatus
+from app.overrides import TrainingOverrides
 from app.schemas import EvaluateParams, ReindexParams, TrainParams
 from app.worker import Handler, JobContext, Outcome, Waiting
 from model.cases import CaseList, Joined
@@ -151,7 +152,7 @@ def run_train(ctx: JobContext) -> Outcome:
     params = TrainParams.model_validate(ctx.params)
     settings = ctx.settings
     cohort = load_cohort(settings, params.cohort, ctx)
-    mcfg, tcfg = preset(params.preset, **params.overrides)
+    mcfg, tcfg = preset(params.preset, **params.overrides.given())
     extra = (
         corrected_cases(ctx, cohort.schema, cohort.feature_dim)
         if params.include_corrections
@@ -173,6 +174,11 @@ def run_train(ctx: JobContext) -> Outcome:
         on_progress=_epoch_progress(ctx, 0.02, 0.86),
         field_classes=n_classes,
     )
+    if result.steps == 0:  # validated params make this unreachable; an untrained model is no model
+        raise RuntimeError(
+            f"training took no optimiser steps ({tcfg.epochs} epochs over {len(cases)} cases); "
+            "nothing was registered"
+        )
     ctx.log(f"best epoch {result.best_epoch}, {result.seconds:.0f} s")
     ctx.progress(0.9, "scoring the validation patients", force=True)
     metrics = validation_metrics(result.model, cases, tcfg, cache, cohort.schema)
@@ -200,6 +206,7 @@ def run_train(ctx: JobContext) -> Outcome:
         case_index_exact_below=settings.case_index_exact_below,
         feature_extractor=cohort.feature_extractor,
         outlines=cohort.outlines,
+        feature_names=cohort.feature_names,
     )
     ctx.check()
     folder = ckpt.save(Path(settings.checkpoints_dir) / ckpt.version)
@@ -263,7 +270,7 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
 
     ctx.progress(0.97, "merging the folds and drawing the figures", force=True)
     cohort = load_cohort(settings, params.cohort)
-    mcfg, tcfg = preset(params.preset, **params.overrides)
+    mcfg, tcfg = preset(params.preset, **params.overrides.given())
     fold_results = [
         FoldResult.load(report_dir / "folds" / f"fold-{f.params['fold']}") for f in folds
     ]
@@ -302,7 +309,8 @@ def run_evaluate_fold(ctx: JobContext) -> Outcome:
     p = ctx.params
     fold, folds = int(p["fold"]), int(p["folds"])
     cohort = load_cohort(ctx.settings, p["cohort"])
-    mcfg, tcfg = preset(p["preset"], **p["overrides"])
+    overrides = TrainingOverrides.model_validate(p["overrides"])
+    mcfg, tcfg = preset(p["preset"], **overrides.given())
     encoder = text_encoder(ctx.settings, mcfg)
     on_epoch = _epoch_progress(ctx, 0.0, 0.85, prefix=f"fold {fold}/{folds}: ")
 

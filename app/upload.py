@@ -7,7 +7,6 @@ carries the segmentation along to be stored and drawn."""
 from __future__ import annotations
 
 import contextlib
-import json
 
 from fastapi import Request
 from pydantic import ValidationError
@@ -18,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.config import Settings
 from app.errors import InvalidInput, UnsupportedMediaType
 from app.explaining import (
+    K_RANGE,
     ExplanationInput,
     check_k,
     check_slices,
@@ -26,6 +26,8 @@ from app.explaining import (
 )
 from app.identity import FIELDS as IDENTITY_FIELDS
 from app.identity import parse_identity
+from app.json_body import large_body_turn, read_json_body
+from app.parsing import parse_int
 from app.schemas import ContoursRequest, ExplanationRequest
 from model.inference import InputError
 from model.segmentation import from_contours, parse_spacing, read_segmentation
@@ -108,9 +110,10 @@ async def read_explanation_request(request: Request) -> ExplanationInput:
     if content_type == "multipart/form-data":
         return await _read_multipart(request, settings)
     if content_type == "application/json":
-        # parsing up to max_upload_bytes of JSON is CPU work: off the event loop
-        body = await request.body()
-        return await run_in_threadpool(_read_json, body, settings.max_slices_per_upload)
+        async with large_body_turn(request):  # memory: a few large bodies at a time
+            # parsing up to max_upload_bytes of JSON is CPU work: off the event loop
+            body = await request.body()
+            return await run_in_threadpool(_read_json, body, settings.max_slices_per_upload)
     raise UnsupportedMediaType(
         f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data "
         "with a file in field 'file', or application/json with 'features' or 'slices'"
@@ -131,11 +134,10 @@ async def _read_multipart(request: Request, settings: Settings) -> ExplanationIn
         raw_k = form.get("k")
         if raw_k is None or raw_k == "":
             k = DEFAULT_K
-        elif isinstance(raw_k, str) and raw_k.strip().lstrip("-").isdigit():
-            k = int(raw_k)
+        elif isinstance(raw_k, str):
+            k = parse_int(raw_k, "k", *K_RANGE)
         else:
-            raise InvalidInput(f"k must be an integer, got {raw_k!r}")
-        check_k(k)
+            raise InvalidInput("k must be a form field, not a file")
         texts = {name: value for name, value in form.multi_items() if isinstance(value, str)}
         identity = parse_identity(texts)
         data = await upload.read()
@@ -196,10 +198,8 @@ def _seg_identity(reference: dict | None) -> dict[str, str]:
 
 
 def _read_json(body: bytes, max_slices: int) -> ExplanationInput:
-    try:
-        payload = json.loads(body)  # json.loads, not pydantic: NaN/Infinity reach the check
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"the body is not valid JSON: {e}") from None
+    # nesting bounded; a plain features array read by numpy, not as Python floats
+    payload, features = read_json_body(body, max_slices)
     if isinstance(payload, dict) and "slices" in payload:
         return _read_contours(payload, max_slices)
     rows = payload.get("features") if isinstance(payload, dict) else None
@@ -208,13 +208,15 @@ def _read_json(body: bytes, max_slices: int) -> ExplanationInput:
     identity = parse_identity(payload) if isinstance(payload, dict) else {}
     if isinstance(payload, dict):
         payload = {key: v for key, v in payload.items() if key not in IDENTITY_FIELDS}
+        if features is not None:
+            payload["features"] = []  # read and checked apart already
     try:
         request = ExplanationRequest.model_validate(payload)
     except ValidationError as e:
         raise InvalidInput(validation_message(e)) from None
-    return ExplanationInput(
-        features_from_rows(request.features, max_slices), request.k, None, identity
-    )
+    if features is None:
+        features = features_from_rows(request.features, max_slices)
+    return ExplanationInput(features, request.k, None, identity)
 
 
 def _read_contours(payload: dict, max_slices: int) -> ExplanationInput:

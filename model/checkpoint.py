@@ -40,6 +40,7 @@ from model.catalog import EXACT_BELOW, CaseIndex, CaseIndexSpec, Catalog, choose
 from model.clip import CLIPMedical
 from model.config import ModelConfig, TrainConfig, config_from_dict
 from model.encoders import FrozenTextEncoder, TextTokenCache
+from model.feature_range import training_feature_ranges
 from model.outline import OutlineStore
 from model.schema import Schema
 from model.served import ServedHead, fit_served, pooled_features, served_inputs
@@ -185,6 +186,7 @@ def build_checkpoint(
     case_index_exact_below: int = EXACT_BELOW,
     feature_extractor: str | None = None,
     outlines: OutlineStore | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> Checkpoint:
     """Everything serving needs, from a trained model and the cases it was trained on.
 
@@ -193,6 +195,8 @@ def build_checkpoint(
     `feature_extractor` names the code that computed the features (the cohort's; None for
     simulated ones): segmentations are explained only by a model trained on the same one.
     `outlines` holds the contours of (some of) the cases, kept to draw them as similar cases.
+    `feature_names` name the feature columns (default: the cases' own `feature_names`, if any);
+    with each column's training range they let serving refuse values far outside it by name.
     """
     model = result.model
     texts = cases.texts()
@@ -228,6 +232,7 @@ def build_checkpoint(
     low_similarity = float(np.percentile(best_train, LOW_SIMILARITY_PERCENTILE))
     zero_shot = {name: embed_texts(model, cache, vt) for name, vt in value_texts.items()}
 
+    names = feature_names if feature_names is not None else getattr(cases, "feature_names", None)
     created = datetime.now(UTC)
     digest = weights_hash(model)
     meta = {
@@ -247,6 +252,8 @@ def build_checkpoint(
         "logit_scale": model.scale.item(),
         "low_similarity": round(low_similarity, 4),
         "feature_extractor": feature_extractor,
+        # per-feature min/max/mean/std of the training slices: serving's bounds on input values
+        "feature_ranges": training_feature_ranges(cases, names),
     }
     drawn = None if outlines is None else outlines.subset(list(case_ids))
     served = fit_served(

@@ -57,8 +57,15 @@ class CLIPMedical(nn.Module):
     def encode_image(self, slices: torch.Tensor, mask: torch.Tensor, want_weights: bool = False):
         """(b, s, f) slices + (b, s) mask -> L2-normalised (b, d) and CLS weights (b, s) | None."""
         if isinstance(self.image, nn.Module) and self.cfg.architecture == "attn":
-            return self.image(slices, mask, want_weights=want_weights)
-        return self.image(slices, mask)
+            embedding, weights = self.image(slices, mask, want_weights=want_weights)
+        else:
+            embedding, weights = self.image(slices, mask)
+        # A guard, not a path: FeatureNorm keeps finite inputs finite. Should anything still
+        # overflow, the case is the zero vector (similarity 0 to every text), never NaN.
+        embedding = torch.nan_to_num(embedding, nan=0.0, posinf=0.0, neginf=0.0)
+        if weights is not None:
+            weights = torch.nan_to_num(weights, nan=0.0)
+        return embedding, weights
 
     def encode_text(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Cached token states (t, L, H) + mask (t, L) -> L2-normalised (t, d)."""

@@ -194,6 +194,10 @@ class CohortView:
         return len(self.indices)
 
     @property
+    def feature_names(self) -> list[str]:
+        return self.cohort.feature_names
+
+    @property
     def labels(self) -> np.ndarray:
         return self.cohort.labels[self.indices]
 

@@ -128,6 +128,12 @@ class TextHead(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Image branch
 # --------------------------------------------------------------------------------------------
+# Standardised features are clamped here: no training value lies further out (a sample of n
+# values is within sqrt(n) standard deviations of its mean), and beyond it a finite input could
+# overflow float32 in the layers after (1e30 -> inf -> NaN embeddings and similarities).
+MAX_ABS_Z = 1e4
+
+
 class FeatureNorm(nn.Module):
     """Standardises per-slice features with training-set statistics (saved with the weights)."""
 
@@ -141,7 +147,7 @@ class FeatureNorm(nn.Module):
         self.std.copy_(features.std(0).clamp_min(1e-6))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).clamp(-MAX_ABS_Z, MAX_ABS_Z)
 
 
 class MLPImageEncoder(nn.Module):

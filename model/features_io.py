@@ -28,6 +28,7 @@ MAX_ZIP_DIRECTORY_BYTES = 64 << 10  # a few members' directory entries take well
 MAX_ARRAY_BYTES = 64 << 20  # default limit on the declared uncompressed size of the array
 NPY_HEADER_BYTES = 4096  # allowance for the .npy header on top of the array (numpy writes 128)
 MAX_CSV_COLUMNS = 8192  # features per slice; the widest cohort (simulated) has 1,024
+MAX_NPY_DIMENSIONS = 8  # features are 2-D, mask volumes 3-D
 MAX_ARRAY_ROWS = 1 << 62  # read_array leaves the slice count to the caller
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: what validate_features accepts
 
@@ -170,8 +171,12 @@ def _read_npy(data: bytes, max_slices: int, max_bytes: int) -> np.ndarray:
         raise InputError("the .npy array holds Python objects; only numeric arrays are read")
     if dtype.kind not in NUMERIC_KINDS:
         raise InputError(f"the .npy array has dtype {dtype}; only real numbers are read")
-    if any(n < 0 for n in shape):
-        raise InputError(f"not a valid .npy file: negative shape {shape}")
+    # numpy checks that each entry is an int, and bool is one: (True, 38) would reach np.load
+    if len(shape) > MAX_NPY_DIMENSIONS or any(type(n) is not int or n < 0 for n in shape):
+        raise InputError(
+            f"not a valid .npy file: its shape must be up to {MAX_NPY_DIMENSIONS} non-negative "
+            f"whole numbers, got {_said(ValueError(repr(shape)), 80)}"
+        )
     declared = math.prod(shape) * dtype.itemsize  # Python ints: a hostile shape cannot wrap
     if declared > max_bytes:
         raise InputError(f"the array declares {declared} bytes; the limit is {max_bytes}")

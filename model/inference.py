@@ -10,6 +10,7 @@ import torch
 
 from model.checkpoint import Checkpoint
 from model.clip import batch_slices, select_slices
+from model.feature_range import FeatureBounds
 from model.retrieval import top1_fields, vote_fields, zero_shot
 from model.served import pooled_features, served_inputs
 from model.validation import MAX_SLICES_PER_CASE, InputError, check_slice_count
@@ -20,9 +21,15 @@ LOW_PROBABILITY = 0.5  # a served answer whose calibrated probability is under t
 
 
 def validate_features(
-    features: np.ndarray, feature_dim: int, max_slices: int = MAX_SLICES_PER_CASE
+    features: np.ndarray,
+    feature_dim: int,
+    max_slices: int = MAX_SLICES_PER_CASE,
+    bounds: FeatureBounds | None = None,
 ) -> np.ndarray:
-    """Checks shape, dimension and values; returns float32 [slices, dim]."""
+    """Checks shape, dimension and values; returns float32 [slices, dim].
+
+    Values must be finite and within `bounds` (a checkpoint's, from its training ranges: see
+    model.feature_range); without them, within +-ABSOLUTE_LIMIT."""
     array = np.asarray(features)
     if array.dtype.kind not in "biuf":  # complex would lose its imaginary part in the cast
         raise InputError(f"features must be numbers, got dtype {array.dtype}")
@@ -46,6 +53,7 @@ def validate_features(
             f"features must be finite; NaN or infinite values in slice(s) "
             f"{', '.join(map(str, rows[:5]))}{'...' if len(rows) > 5 else ''}"
         )
+    (bounds or FeatureBounds.absolute(feature_dim)).check(array)
     return array
 
 
@@ -71,6 +79,9 @@ class Explainer:
     checkpoint: Checkpoint
 
     def __post_init__(self) -> None:
+        self.bounds = FeatureBounds.for_checkpoint(
+            self.checkpoint.meta, self.checkpoint.config.feature_dim
+        )
         # The training cases as the explanation shows them, built once rather than per request.
         schema = self.checkpoint.schema
         self._text_cache: dict[int, tuple[str, int, dict]] = {}  # filled by _catalog_texts
@@ -104,7 +115,7 @@ class Explainer:
         arrays = []
         for i, features in enumerate(cases):
             try:
-                arrays.append(validate_features(features, cfg.feature_dim))
+                arrays.append(validate_features(features, cfg.feature_dim, bounds=self.bounds))
             except InputError as e:
                 raise InputError(f"case {i}: {e}" if len(cases) > 1 else str(e)) from None
         if not arrays:
@@ -123,6 +134,8 @@ class Explainer:
         sims, ids = ckpt.catalog.search(emb_np, k)  # (b, k)
         keep = (ids >= 0).all(0)  # the flat catalog pads every row alike when k > its size
         sims, ids = sims[:, keep], ids[:, keep]
+        if not keep.any():  # an empty catalog, or an embedding the index could not place
+            raise InputError("no descriptor text could be retrieved for these features")
         n_classes = [len(f.values) for f in schema.fields]
         vote, share, tallies = vote_fields(sims, ids, ckpt.catalog.labels, n_classes)
         top1 = top1_fields(ids, ckpt.catalog.labels)

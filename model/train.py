@@ -46,6 +46,7 @@ class TrainResult:
     best_epoch: int = 0  # epoch whose weights were kept (1-based)
     seconds: float = 0.0  # wall time of the training loop
     text_seconds: float = 0.0  # wall time spent in the frozen text encoder
+    steps: int = 0  # optimiser steps taken: 0 means the weights are still the random ones
 
 
 class Subset:
@@ -221,6 +222,7 @@ def train(
 
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
     best_state, best_val, best_epoch, stale = None, float("inf"), 0, 0
+    steps = 0
     start = time.perf_counter()
     for epoch in range(1, tcfg.epochs + 1):
         model.train()
@@ -231,6 +233,7 @@ def train(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            steps += 1
             running += loss.item()
             if on_progress:
                 on_progress(Progress(epoch, tcfg.epochs, b, len(batches), running / b))
@@ -251,7 +254,8 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.cpu().eval()  # checkpoints and inference are CPU-only
-    return TrainResult(model, history, best_epoch, time.perf_counter() - start, text_seconds)
+    seconds = time.perf_counter() - start
+    return TrainResult(model, history, best_epoch, seconds, text_seconds, steps)
 
 
 @torch.no_grad()

@@ -47,6 +47,35 @@ def test_object_arrays_are_never_unpickled(tmp_path):
     assert not marker.exists()
 
 
+def npy_with_shape(shape_text: str, data: bytes = bytes(8 * 38)) -> bytes:
+    """A version 1.0 .npy whose header spells its shape as given (numpy would not write it)."""
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}".encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + data
+
+
+@pytest.mark.parametrize(
+    ("shape_text", "message"),
+    [
+        ("(True, 38)", r"non-negative whole numbers, got \(True, 38\)"),
+        ("(2, False)", r"non-negative whole numbers, got \(2, False\)"),
+        ("(1.5, 38)", "shape is not valid"),
+        ("((2,), 38)", "shape is not valid"),
+        ("(2, -38)", r"non-negative whole numbers, got \(2, -38\)"),
+        ("(" + "1, " * 9 + ")", "up to 8 non-negative whole numbers"),
+        (f"({10**30}, 38)", f"declares {10**30 * 38 * 4} bytes"),
+        ("(" + "9" * 5000 + ", 38)", "not a valid .npy file"),
+    ],
+)
+def test_npy_shapes_that_are_not_plain_non_negative_ints_are_refused(shape_text, message):
+    with pytest.raises(InputError, match=message):
+        read_features(npy_with_shape(shape_text), "x.npy")
+
+
+def test_an_npy_shape_of_minus_zero_is_the_empty_array_it_says():
+    assert read_features(npy_with_shape("(-0, 38)", b""), "x.npy").shape == (0, 38)
+
+
 def test_npz_member_count_and_declared_size_checked_before_reading():
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -127,7 +156,7 @@ def test_declared_sizes_are_exact_and_bounded_by_the_callers_limit():
     # int64 arithmetic would wrap this shape's size to 2**34 bytes... or less
     with pytest.raises(InputError, match=f"declares {(2**32 + 1) * 2**32 * 4} bytes"):
         read_features(npy_header((2**32 + 1, 2**32)), "x.npy")
-    with pytest.raises(InputError, match="negative shape"):
+    with pytest.raises(InputError, match=r"non-negative whole numbers, got \(-1, 4\)"):
         read_features(npy_header((-1, 4)), "x.npy")
     two_mib = npy_bytes(np.zeros((16, 1 << 15), np.float32))
     bomb = npz_bytes(two_mib, zipfile.ZIP_DEFLATED)

@@ -16,6 +16,8 @@ from app.deps import AnyUser, Reviewer, ServingStateDep, SessionDep, SettingsDep
 from app.errors import AppError, InvalidInput, NotFound
 from app.identity import parse_identity
 from app.models import Explanation, FlagReason, FlagStatus, Role
+from app.parsing import parse_int
+from app.schemas import RowId
 from app.serving import ServingState
 from app.upload import DEFAULT_K, read_explanation_request
 from app.web import is_htmx, render
@@ -105,9 +107,7 @@ async def explain_example(
     """Explains one of the held-out example files listed on the upload page."""
     try:
         serving = get_serving(state)
-        if not k.strip().lstrip("-").isdigit():
-            raise InvalidInput(f"k must be an integer, got {k!r}")
-        k_value = explaining.check_k(int(k))
+        k_value = parse_int(k, "k", *explaining.K_RANGE)
         case = await run_in_threadpool(presenting.load_example, settings.data_dir, name, k_value)
         row = await run_in_threadpool(
             explaining.explain_case,
@@ -186,7 +186,7 @@ def flag_explanation(
     kind, _, value = target.partition(":")
     try:
         row = explaining.get_explanation(session, explanation_id)
-        if kind not in ("field", "text") or (kind == "text" and not value.isdigit()):
+        if kind not in ("field", "text"):
             raise InvalidInput(f"unknown flag target {target!r}")
         if "=" in corrected_value:
             value_field, _, corrected_value = corrected_value.partition("=")
@@ -195,12 +195,17 @@ def flag_explanation(
                     f"the correct value chosen is one of {value_field!r}, not of the flagged "
                     f"{value!r}"
                 )
+        rank = (
+            parse_int(value, "the flagged text's rank", *explaining.K_RANGE)
+            if kind == "text"
+            else None
+        )
         flagging.create_flag(
             session,
             row,
             caller.user,
             field=value if kind == "field" else None,
-            text_rank=int(value) if kind == "text" else None,
+            text_rank=rank,
             reason=reason,
             corrected_value=corrected_value,
             comment=comment,
@@ -256,7 +261,7 @@ def review_queue(
 
 @router.post("/review/{flag_id}")
 def review_flag(
-    flag_id: int,
+    flag_id: RowId,
     request: Request,
     session: SessionDep,
     caller: Reviewer,

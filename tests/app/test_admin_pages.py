@@ -268,13 +268,26 @@ def test_start_a_job_from_the_form_then_cancel_it(service, admin_browser):
 @pytest.mark.parametrize(
     ("fields", "problem"),
     [
-        ({"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "1"}, "folds:"),
-        ({"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "many"}, "folds:"),
+        ({"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "1"}, "folds must be"),
+        (
+            {"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "many"},
+            "folds must be",
+        ),
         ({"kind": "train", "cohort": "../etc", "preset": "lidc"}, "cohort:"),
         ({"kind": "train", "cohort": "lidc", "preset": "no-such"}, "preset:"),
         ({"kind": "train", "cohort": "no-such-cohort", "preset": "lidc"}, "available: lidc"),
         ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "-3"}, "epochs must"),
         ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "2.5"}, "epochs must"),
+        ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "0"}, "epochs must"),
+        ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "-1"}, "epochs must"),
+        ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "\u0663"}, "epochs must"),
+        ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "--3"}, "epochs must"),
+        ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "+-3"}, "epochs must"),
+        (
+            {"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "epochs": "9" * 200},
+            "200-digit",
+        ),
+        ({"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "\u00b2"}, "folds must"),
         ({"kind": "shutdown"}, "choose the kind of job"),
         ({}, "choose the kind of job"),
     ],

@@ -9,6 +9,7 @@ checks instead of the body limit.
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -138,6 +139,13 @@ def npy_header_only(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
     header = {"descr": descr, "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(buffer, header)
     return buffer.getvalue()
+
+
+def npy_shape_text(shape_text: str) -> bytes:
+    """A .npy header spelling its shape as given (numpy writes only plain ints), and data."""
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}".encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(4096)
 
 
 def npz(
@@ -291,7 +299,37 @@ CORPUS = {
     "npy of garbage after the magic": HostileUpload(
         "case.npy", lambda _: b"\x93NUMPY\x01\x00\xff\xff{", 422, "not a valid .npy file"
     ),
+    "npy of float64 beyond any feature's range": HostileUpload(
+        "case.npy",
+        lambda _: npy(with_value(-3e38, (1, 3)).astype(np.float64)),
+        422,
+        "feature 'sim_0003' (3) of slice 1 is -3e+38, far outside",
+    ),
+    "npy of int64 beyond any feature's range": HostileUpload(
+        "case.npy",
+        lambda _: npy(np.full((4, FEATURE_DIM), 2**62, np.int64)),
+        422,
+        "feature 'sim_0000' (0) of slice 0 is 4.61169e+18",
+    ),
+    "npy whose shape holds a bool": HostileUpload(
+        "case.npy", lambda _: npy_shape_text("(True, 16)"), 422, "got (True, 16)"
+    ),
+    "npy whose shape holds a float": HostileUpload(
+        "case.npy", lambda _: npy_shape_text("(1.5, 16)"), 422, "shape is not valid"
+    ),
+    "npy whose shape nests a tuple": HostileUpload(
+        "case.npy", lambda _: npy_shape_text("((2,), 16)"), 422, "shape is not valid"
+    ),
+    "npy whose shape is a 5000-digit number": HostileUpload(
+        "case.npy", lambda _: npy_shape_text(f"({'9' * 5000}, 16)"), 422, "not a valid .npy file"
+    ),
     # text
+    "csv with 1e30": HostileUpload(
+        "case.csv",
+        lambda _: csv_text(numbers(3)[:2] + [["1e30"] * FEATURE_DIM]),
+        422,
+        "feature 'sim_0000' (0) of slice 2 is 1e+30",
+    ),
     "csv with a text cell": HostileUpload(
         "case.csv",
         lambda _: csv_text(text_cell_rows()),
@@ -421,3 +459,125 @@ def test_refusing_the_corpus_over_and_over_keeps_memory_flat(server, client, cor
     assert grown < MEMORY_GROWTH_LIMIT_KIB
     assert peak < MEMORY_GROWTH_LIMIT_KIB
     assert not pickle_marker.exists()
+
+
+# -- numbers, nesting and sizes that Python's own parsers choke on ---------------------------------
+@pytest.mark.parametrize(
+    "k", ["\u0663", "\u00b2", "--3", "+-3", "3 3", "0x5", "9" * 5000, "-" + "9" * 5000, "1e1"]
+)
+def test_a_k_that_is_not_a_plain_ascii_integer_is_refused_naming_k(client, k):
+    response = client.post(
+        "/api/v1/explanations",
+        files={"file": ("case.npy", npy(case()), "application/octet-stream")},
+        data={"k": k},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("k must be"), response.json()
+    assert len(response.json()["detail"]) < 200  # the 5000 digits are not echoed back
+
+
+def test_a_k_with_a_sign_and_in_range_is_still_a_number(client):
+    response = client.post(
+        "/api/v1/explanations",
+        files={"file": ("case.npy", npy(case()), "application/octet-stream")},
+        data={"k": " +3 "},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["k"] == 3
+
+
+def features_body(array: np.ndarray, **extra) -> bytes:
+    return json.dumps({"features": array.tolist(), **extra}).encode()
+
+
+DEEP = 10_000
+HOSTILE_JSON = {
+    "1e30 in a feature": (
+        lambda: features_body(with_value(1e30, (2, 5))),
+        "feature 'sim_0005' (5) of slice 2 is 1e+30, far outside",
+    ),
+    "-3e38 in a feature": (
+        lambda: features_body(with_value(-3e38, (0, 15))),
+        "feature 'sim_0015' (15) of slice 0 is -3e+38",
+    ),
+    "a 5000-digit feature": (
+        lambda: b'{"features": [[' + b"9" * 5000 + b"" + b", 0" * (FEATURE_DIM - 1) + b"]]}",
+        "NaN or infinite values in slice(s) 0",
+    ),
+    "a 5000-digit k": (
+        lambda: features_body(case(2))[:-1] + b', "k": ' + b"9" * 5000 + b"}",
+        "k: Input should be a finite number",
+    ),
+    "NaN in a feature": (
+        lambda: features_body(with_value(np.nan, (1, 1))),
+        "NaN or infinite values in slice(s) 1",
+    ),
+    "arrays 10,000 deep": (lambda: b"[" * DEEP + b"]" * DEEP, "more than 64 levels deep"),
+    "features 10,000 deep": (
+        lambda: b'{"features": ' + b"[" * DEEP + b"]" * DEEP + b"}",
+        "more than 64 levels deep",
+    ),
+    "objects 10,000 deep": (lambda: b'{"a": ' * DEEP + b"1" + b"}" * DEEP, "64 levels"),
+    "contours 10,000 deep": (
+        lambda: b'{"slice_thickness_mm": 1, "slices": ' + b"[" * DEEP + b"]" * DEEP + b"}",
+        "64 levels",
+    ),
+    "text of brackets is not nesting, a ragged case is refused": (
+        lambda: b'{"nodule_label": "' + b"[" * 200 + b'", "features": [[1, 2], [3]]}',
+        "every slice needs the same number of features, got widths [1, 2]",
+    ),
+    "a string among the features": (
+        lambda: b'{"features": [[1, "2"]]}',
+        "features.0.1: not a number",
+    ),
+    "a row over the width limit": (
+        lambda: b'{"features": [[' + b"0," * 9000 + b"0]]}",
+        "features.0 has more than 8192 values",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_JSON)
+def test_a_hostile_json_body_is_refused_naming_the_problem(client, name):
+    make, detail = HOSTILE_JSON[name]
+    response = client.post(
+        "/api/v1/explanations", content=make(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert detail in response.json()["detail"], response.json()
+    # the keep-alive connection is kept: the answer was a refusal, not a crash
+    assert response.headers.get("connection", "keep-alive") != "close"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_json_case_read_by_numpy_explains_as_its_npy(client):
+    array = case(6)
+    as_json = client.post("/api/v1/explanations", json={"features": array.tolist(), "k": 4})
+    as_npy = client.post(
+        "/api/v1/explanations",
+        files={"file": ("case.npy", npy(array), "application/octet-stream")},
+        data={"k": "4"},
+    )
+    assert as_json.status_code == as_npy.status_code == 201, (as_json.text, as_npy.text)
+    assert as_json.json()["input_sha256"] == as_npy.json()["input_sha256"]
+    assert as_json.json()["explanation"]["texts"] == as_npy.json()["explanation"]["texts"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_a_maximum_size_json_case_is_refused_without_inflating_memory(server, client):
+    row = "[" + ",".join(["0.123456"] * 1800) + "]"  # a width no model takes
+    body = ('{"features": [' + ",".join([row] * 512) + "]}").encode()
+    assert UPLOAD_LIMIT * 0.9 < len(body) < UPLOAD_LIMIT
+    client.post("/api/v1/explanations", content=body, headers={"content-type": "application/json"})
+    baseline = memory_kib(server.pid, "VmRSS")
+    Path(f"/proc/{server.pid}/clear_refs").write_text("5")
+    for _ in range(3):
+        response = client.post(
+            "/api/v1/explanations", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert f"expected {FEATURE_DIM} features per slice, got 1800" in response.json()["detail"]
+    peak = memory_kib(server.pid, "VmHWM") - baseline
+    # json.loads into Python floats cost ~+184 MiB for such a body; the body itself is ~8 MiB,
+    # held once and copied once by the framework, and the array 3.5 MiB
+    assert peak < 40 * 1024, f"peak {peak / 1024:.0f} MiB above {baseline / 1024:.0f} MiB"

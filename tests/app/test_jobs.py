@@ -421,3 +421,51 @@ def test_a_train_job_builds_the_case_index_the_settings_ask_for(job_service):
     result = service.job(job_id).result
     spec = json.loads((Path(result["path"]) / "cases.json").read_text())
     assert spec["kind"] == "hnsw"  # 120 cases: "auto" would have chosen the exact index
+
+
+def test_overrides_out_of_range_are_refused_by_name_and_nothing_is_queued(job_service):
+    admin = job_service.admin
+    cases = [
+        ({"epochs": 0}, "overrides.epochs: Input should be greater than or equal to 1"),
+        ({"epochs": -1}, "overrides.epochs: Input should be greater than or equal to 1"),
+        ({"epochs": 1001}, "overrides.epochs: Input should be less than or equal to 1000"),
+        ({"epochs": "\u0663"}, "overrides.epochs: Input should be a valid integer"),
+        ({"epochs": "3"}, "overrides.epochs: Input should be a valid integer"),
+        ({"epochs": True}, "overrides.epochs: Input should be a valid integer"),
+        ({"epochs": 2.5}, "overrides.epochs: Input should be a valid integer"),
+        ({"batch_size": 1}, "overrides.batch_size"),
+        ({"lr": 0}, "overrides.lr"),
+        ({"dropout": 1.0}, "overrides.dropout"),
+        ({"seed": -1}, "overrides.seed"),
+        ({"device": "tpu"}, "overrides.device"),
+        ({"feature_dim": 3}, "overrides.feature_dim: Extra inputs are not permitted"),
+    ]
+    for overrides, named in cases:
+        for kind in ("train", "evaluate"):
+            body = {"kind": kind, "cohort": "sim", "overrides": overrides}
+            response = admin.post("/api/v1/admin/jobs", json=body)
+            assert response.status_code == 422, (body, response.text)
+            assert named in response.json()["detail"], (body, response.json())
+    too_long = b'{"kind": "train", "overrides": {"epochs": ' + b"9" * 5000 + b"}}"
+    response = admin.post(
+        "/api/v1/admin/jobs", content=too_long, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert len(response.text) < 1000
+    with job_service.session() as session:
+        assert jobs.list_jobs(session) == []
+
+
+def test_a_stored_train_job_of_zero_epochs_fails_and_registers_nothing(job_service):
+    service = job_service
+    with service.session() as session:  # queued before the API checked ranges, say
+        job = jobs.enqueue(
+            session, "train", {"kind": "train", "cohort": "sim", "overrides": {"epochs": 0}}
+        )
+        versions = session.scalars(select(ModelVersion.version)).all()
+    Worker(service.settings, service.app.state.sessions).run(max_jobs=1)
+    body = service.admin.get(f"/api/v1/admin/jobs/{job.id}").json()
+    assert body["status"] == "failed", body
+    assert "epochs" in body["error"] and "greater than or equal to 1" in body["error"], body
+    with service.session() as session:
+        assert session.scalars(select(ModelVersion.version)).all() == versions

@@ -1,0 +1,43 @@
+"""Whole numbers typed by people (form fields, query text): one strict reader for all of them.
+
+`str.isdigit()` then `int()` lets through what `int()` then chokes on or reads differently:
+superscripts ("²" is a digit to isdigit, not to int), other scripts' digits ("٣" is 3 to int),
+and strings past Python's 4,300-digit conversion limit (ValueError). Here only ASCII digits
+with at most one leading sign are numbers, and the length is bounded before `int()` sees them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from app.errors import InvalidInput
+
+# Every bound below fits in 19 digits (64-bit); more than that is out of any range we take.
+MAX_DIGITS = 19
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def parse_int(text: str, name: str, low: int, high: int) -> int:
+    """`text` as an int in [low, high], or InvalidInput naming `name` and the range.
+
+    Surrounding whitespace is allowed; anything else that is not a plain ASCII integer is not."""
+    value = text.strip()
+    if not _INTEGER.fullmatch(value):
+        raise InvalidInput(
+            f"{name} must be a whole number between {low} and {high}, got {_shown(text)}"
+        )
+    negative = value.startswith("-")
+    digits = value.lstrip("+-").lstrip("0") or "0"  # int() counts leading zeros to its limit
+    if len(digits) > MAX_DIGITS:
+        sign = "-" if negative else ""
+        raise InvalidInput(
+            f"{name} must be between {low} and {high}, got a {sign}{len(digits)}-digit number"
+        )
+    number = -int(digits) if negative else int(digits)
+    if not low <= number <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
