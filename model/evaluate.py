@@ -255,7 +255,11 @@ def balanced_baselines(
             p[:, int(classes[0]) if len(classes) else 0] = 1.0
         else:
             clf = HistGradientBoostingClassifier(
-                class_weight="balanced", early_stopping=True, random_state=seed
+                max_iter=60,
+                max_leaf_nodes=15,
+                class_weight="balanced",
+                early_stopping=True,
+                random_state=seed,
             )
             clf.fit(train_x[known], train_y[known, j])
             p[:, clf.classes_] = clf.predict_proba(test_x)
