@@ -269,7 +269,7 @@ CORPUS = {
         "case.npy", lambda _: npy(with_value(-np.inf, (0, 0))), 422, "slice(s) 0"
     ),
     "npy of 3 dimensions": HostileUpload(
-        "case.npy", lambda _: npy(np.zeros((4, 4, FEATURE_DIM))), 422, "got 3 dimensions"
+        "case.npy", lambda _: npy(np.zeros((4, 4, FEATURE_DIM))), 422, "needs its voxel spacing"
     ),
     "npy of the wrong width": HostileUpload(
         "case.npy",
