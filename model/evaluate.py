@@ -258,7 +258,8 @@ def balanced_baselines(
                 max_iter=60,
                 max_leaf_nodes=15,
                 class_weight="balanced",
-                early_stopping=True,
+                # its inner split is stratified: too few cases leave a class out of it
+                early_stopping=bool(known.sum() >= 500),
                 random_state=seed,
             )
             clf.fit(train_x[known], train_y[known, j])
