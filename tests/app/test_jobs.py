@@ -290,12 +290,13 @@ def test_bad_job_requests_are_refused_by_name(job_service):
         assert jobs.list_jobs(session) == []
 
 
-def test_a_train_job_on_a_missing_cohort_fails_with_the_reason(job_service):
+def test_a_train_job_on_a_missing_cohort_is_refused_naming_the_available_ones(job_service):
     service = job_service
-    job_id = service.start(kind="train", cohort="nowhere")
-    Worker(service.settings, service.app.state.sessions).run(max_jobs=1)
-    body = service.admin.get(f"/api/v1/admin/jobs/{job_id}").json()
-    assert body["status"] == "failed" and "no cohort 'nowhere'" in body["error"]
+    refused = service.admin.post("/api/v1/admin/jobs", json={"kind": "train", "cohort": "nowhere"})
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"]
+    assert "no cohort 'nowhere'" in detail and "available:" in detail
+    assert service.admin.get("/api/v1/admin/jobs").json() == []
 
 
 def test_reindex_adds_corrected_cases_and_the_service_follows(job_service):
