@@ -29,6 +29,8 @@ def test_checkpoint_explains_itself_and_holds_no_pickle(tmp_path, trained_small)
     assert meta["schema"]["name"] == "lidc"
     assert meta["text_encoder"]["revision"] and meta["text_encoder"]["name"]
     assert meta["catalog_version"] == ckpt.catalog.version
+    # the served read-out's chosen C per field, saved beside its weights
+    assert set(meta["served"]["C"]) == {f["name"] for f in meta["schema"]["fields"]}
     assert sorted(p.name for p in folder.iterdir()) == [
         "cases.csv",
         "cases.faiss",
@@ -37,6 +39,7 @@ def test_checkpoint_explains_itself_and_holds_no_pickle(tmp_path, trained_small)
         "catalog.json",
         "checkpoint.json",
         "model.safetensors",
+        "served.safetensors",
         "zeroshot.safetensors",
     ]
 
