@@ -350,6 +350,8 @@ def test_valid_requests_get_documented_answers(operations, callers, service, rol
     send("GET", f"{explanations}/{{explanation_id}}/fhir", 200, path_parameters=by_id)
     # made from features, not a DICOM SEG: the SR it would cite does not exist (documented 404)
     send("GET", f"{explanations}/{{explanation_id}}/sr", 404, path_parameters=by_id)
+    batch = {"cases": [{"features": features.tolist()}, {"features": features.tolist()}], "k": 3}
+    send("POST", f"{explanations}/batch", 200, body=batch, media_type="application/json")
     send("GET", explanations, 200, query={"patient_pseudonym": "P-1", "study_instance_uid": "1.2"})
 
     field = explanation["explanation"]["fields"][0]["field"]
