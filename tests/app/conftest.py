@@ -111,11 +111,11 @@ ROLES = ("clinician", "radiologist", "admin")
 
 
 @pytest.fixture(scope="session")
-def lidc_checkpoint(tmp_path_factory, lidc_small, text_encoder) -> Path:
+def lidc_checkpoint(tmp_path_factory, lidc_small) -> Path:
     """A small model trained on real LIDC features (all of lidc_small but HELD_OUT_PATIENT),
     with the feature extractor and the training cases' outlines recorded."""
     folder = tmp_path_factory.mktemp("lidc-checkpoint") / "ckpt"
-    build_lidc_checkpoint(folder, text_encoder, lidc_small)
+    build_lidc_checkpoint(folder, lidc_small)
     return folder
 
 

@@ -46,36 +46,16 @@ def build_small_checkpoint(folder: Path, encoder, preset_name: str, seed: int) -
 HELD_OUT_PATIENT = "LIDC-IDRI-0001"  # not in lidc_checkpoint's training cases
 
 
-def build_lidc_checkpoint(folder: Path, encoder, cohort, seed: int = 0) -> Checkpoint:
-    """A small model on real LIDC features (extractor and outlines recorded), trained on every
-    case of `cohort` but those of HELD_OUT_PATIENT."""
+def build_lidc_checkpoint(folder: Path, cohort, seed: int = 0) -> Checkpoint:
+    """A small model on real LIDC features (extractor and outlines recorded), trained by the
+    CLI's own recipe on every case of `cohort` but those of HELD_OUT_PATIENT."""
     import numpy as np
 
-    from model.checkpoint import build_checkpoint
-    from model.config import preset
-    from model.train import train
+    from clipmed.cli import train_checkpoint
 
-    keep = np.flatnonzero(cohort.patients != HELD_OUT_PATIENT)
-    cases = cohort.subset(keep)
-    mcfg, tcfg = preset(
-        "lidc", epochs=2, val_fraction=0.0, patience=0, seed=seed, embed_dim=32, ff_dim=64
-    )
-    classes = [len(f.values) for f in cohort.schema.fields]
-    result = train(cases, mcfg, tcfg, encoder, field_classes=classes)
-    case_ids = cohort.cases["case_id"].astype(str).to_numpy()[keep].tolist()
-    data = {"cohort": cohort.name, "simulated": False}
-    ckpt = build_checkpoint(
-        result,
-        cases,
-        case_ids,
-        cohort.schema,
-        encoder,
-        tcfg,
-        data,
-        feature_extractor=cohort.feature_extractor,
-        outlines=cohort.outlines,
-    )
-    ckpt.save(folder)
+    held_out = np.flatnonzero(cohort.patients == HELD_OUT_PATIENT)
+    small = {"epochs": 2, "val_fraction": 0.0, "patience": 0, "seed": seed}
+    train_checkpoint(cohort, "lidc", small | {"embed_dim": 32, "ff_dim": 64}, folder, held_out)
     return Checkpoint.load(folder)
 
 
