@@ -88,11 +88,7 @@ def read_array(
     its 'spacing_mm' member, if any); bounded as :func:`read_features` is."""
     if Path(filename).suffix.lower() == ".npy":
         return NamedArray("array", _read_npy(data, MAX_ARRAY_ROWS, max_array_bytes))
-    _check_zip_end_record(data)
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except _ZIP_ERRORS as e:
-        raise InputError(f"not a valid .npz file: {_said(e)}") from None
+    archive = _open_zip(data)
     with archive:
         infos = archive.infolist()
         member = _member(infos, members, max_array_bytes)
@@ -196,11 +192,7 @@ def _read_npy(data: bytes, max_slices: int, max_bytes: int) -> np.ndarray:
 
 
 def _read_npz(data: bytes, max_slices: int, max_bytes: int) -> np.ndarray:
-    _check_zip_end_record(data)
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except _ZIP_ERRORS as e:
-        raise InputError(f"not a valid .npz file: {_said(e)}") from None
+    archive = _open_zip(data)
     with archive:
         member = _member(archive.infolist(), ("features",), max_bytes)
         raw = _member_bytes(archive, member)
@@ -249,6 +241,15 @@ def _checked(member: zipfile.ZipInfo, max_bytes: int) -> zipfile.ZipInfo:
             f"is {max_bytes}"
         )
     return member
+
+
+def _open_zip(data: bytes) -> zipfile.ZipFile:
+    """The .npz archive, once its end record's member count and directory size are sane."""
+    _check_zip_end_record(data)
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except _ZIP_ERRORS as e:
+        raise InputError(f"not a valid .npz file: {_said(e)}") from None
 
 
 def _check_zip_end_record(data: bytes, max_members: int = MAX_NPZ_MEMBERS) -> None:
