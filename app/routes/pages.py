@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import audit, explaining, flagging, presenting, registry
-from app.admin_views import compare_metrics
 from app.config import Settings
 from app.deps import AnyUser, Reviewer, ServingStateDep, SessionDep, SettingsDep, get_serving
 from app.errors import AppError, InvalidInput, NotFound
@@ -20,6 +19,7 @@ from app.parsing import parse_int
 from app.schemas import RowId
 from app.serving import ServingState
 from app.upload import DEFAULT_K, read_explanation_request
+from app.version_metrics import compare_metrics
 from app.web import is_htmx, render
 from model.outline import OutlineStore
 
