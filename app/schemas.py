@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.db import as_utc
-from app.explaining import K_RANGE
+from app.explanations.service import K_RANGE
 from app.models import EvaluationReport, Explanation, Job, ModelEvent, ModelVersion
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]

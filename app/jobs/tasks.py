@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app import registry
 from app.config import Settings
 from app.db import as_utc
-from app.explaining import stored_features
+from app.explanations.service import stored_features
 from app.flagging import accepted_corrections
 from app.jobs import queue
 from app.jobs.context import Handler, JobContext, Outcome, Waiting
