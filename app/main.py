@@ -20,7 +20,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import registry
-from app.audit import RequestId
 from app.config import Settings
 from app.db import (
     database_unavailable,
@@ -35,8 +34,8 @@ from app.errors import (
     NotAuthenticated,
     TooManyAttempts,
 )
-from app.limits import BodySizeLimit
-from app.metrics import Metrics, ObserveRequests
+from app.middleware import install_middleware
+from app.monitoring import Metrics
 from app.routes import (
     admin,
     admin_jobs,
@@ -51,7 +50,6 @@ from app.routes import (
     pages,
     tokens,
 )
-from app.security_headers import SecurityHeaders
 from app.serving import ServingState
 from app.throttle import LoginThrottle
 from app.web import STATIC_DIR, is_htmx, render
@@ -191,10 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return JSONResponse({"detail": detail, "code": "invalid_input"}, status_code=422)
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(ObserveRequests, metrics=app.state.metrics)  # inside RequestId: its id
-    app.add_middleware(RequestId)
-    app.add_middleware(SecurityHeaders)  # outermost: on every answer, error pages included
+    install_middleware(app, settings, app.state.metrics)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(models.router)

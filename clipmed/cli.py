@@ -543,7 +543,7 @@ def serve_cmd(
             create_app(settings),
             host=settings.host,
             port=settings.port,
-            # Our logging (configure_logging) and our access lines (app.metrics, with the
+            # Our logging (configure_logging) and our access lines (app.middleware.observe, with the
             # request id and route), instead of uvicorn's.
             log_config=None,
             access_log=False,
