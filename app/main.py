@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,23 +35,10 @@ from app.errors import (
 )
 from app.middleware import install_middleware
 from app.monitoring import Metrics
-from app.routes import (
-    admin,
-    admin_jobs,
-    auth,
-    docs,
-    explanations,
-    flags,
-    health,
-    jobs,
-    metrics,
-    models,
-    pages,
-    tokens,
-)
+from app.routes import include_routes
 from app.serving import ServingState
 from app.throttle import LoginThrottle
-from app.web import STATIC_DIR, is_htmx, render
+from app.web import is_htmx, render
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="Explains lung-nodule features with retrieved radiological descriptor texts.",
         lifespan=lifespan,
-        # Served by app.routes.docs, behind a login like every other non-public route.
+        # Served by app.routes.api.docs, behind a login like every other non-public route.
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -190,18 +176,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": detail, "code": "invalid_input"}, status_code=422)
 
     install_middleware(app, settings, app.state.metrics)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(models.router)
-    app.include_router(jobs.router)
-    app.include_router(explanations.router)
-    app.include_router(flags.router)
-    app.include_router(tokens.router)
-    app.include_router(pages.router)
-    app.include_router(auth.router)
-    app.include_router(docs.router)
-    app.include_router(admin.router)
-    app.include_router(admin_jobs.router)
-    app.mount(docs.SWAGGER_UI_URL, docs.SwaggerUIAssets(), name="swagger-ui")  # before /static
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    include_routes(app)
     return app
