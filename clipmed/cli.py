@@ -58,7 +58,8 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def load_cohort(path: Path, schema: str | None):
     from model.cohort import Cohort, CohortError
-    from model.schema import SchemaError, builtin_schema
+    from model.datasets import builtin_schema
+    from model.schema import SchemaError
 
     try:
         cohort = Cohort.load(path)
@@ -222,7 +223,8 @@ def read_case(path: Path, spacing_mm: str | None):
     """(features, segmentation or None) of a case file: a segmentation's features are computed
     by the same code as the service's."""
     from model.features_io import load_features_file
-    from model.segmentation import load_segmentation_file, parse_spacing
+    from model.segmentation import parse_spacing
+    from model.segmentation_files import load_segmentation_file
 
     segmentation = load_segmentation_file(path, parse_spacing(spacing_mm))
     if segmentation is not None:
