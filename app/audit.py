@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import csv_export
-from app.models import AuditEvent, User
+from app.tables import AuditEvent, User
 
 CSV_COLUMNS = (
     "at",

@@ -30,8 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import as_utc
 from app.jobs import queue
-from app.models import FINISHED, Explanation, Job, JobStatus
 from app.serving import ServingState
+from app.tables import FINISHED, Explanation, Job, JobStatus
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from starlette.requests import Request
 
 from app import audit
 from app.errors import CheckpointRejected, Conflict, NotFound
-from app.models import AuditEvent, ModelEvent, ModelVersion, User
 from app.serving import Serving, ServingState, load_checkpoint
+from app.tables import AuditEvent, ModelEvent, ModelVersion, User
 
 
 def list_versions(session: Session) -> list[ModelVersion]:

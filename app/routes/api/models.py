@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 
 from app import registry
 from app.deps import Admin, AnyUser, ServingStateDep, SessionDep
-from app.models import Role
-from app.schemas import ErrorResponse, ModelEventOut, ModelVersionOut, Text
+from app.payloads import ErrorResponse, ModelEventOut, ModelVersionOut, Text
+from app.tables import Role
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 

@@ -17,9 +17,9 @@ from app.errors import AppError, NotFound
 from app.explanations import service, views
 from app.explanations.identity import parse_identity
 from app.explanations.upload import DEFAULT_K, read_explanation_request
-from app.models import Explanation, FlagReason, Role
 from app.parsing import parse_int
 from app.serving import ServingState
+from app.tables import Explanation, FlagReason, Role
 from app.web import is_htmx, render
 from model.outline import OutlineStore
 

@@ -11,9 +11,9 @@ from app import audit, flagging
 from app.deps import Reviewer, SessionDep
 from app.errors import AppError, InvalidInput
 from app.explanations import service, views
-from app.models import FlagReason, FlagStatus
 from app.parsing import parse_int
-from app.schemas import RowId
+from app.payloads import RowId
+from app.tables import FlagReason, FlagStatus
 from app.web import render
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)

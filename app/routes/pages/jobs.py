@@ -20,7 +20,7 @@ from app.errors import AppError, InvalidInput
 from app.jobs import queue
 from app.jobs.cohorts import available_cohorts, check_cohort
 from app.jobs.form import JobForm, job_params, split_traceback, usernames
-from app.schemas import RowId
+from app.payloads import RowId
 from app.web import render, render_error
 
 router = APIRouter(

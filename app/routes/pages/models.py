@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app import flagging, registry
 from app.deps import Admin, AnyUser, ServingStateDep, SessionDep
 from app.errors import AppError
-from app.models import Role
+from app.tables import Role
 from app.version_metrics import compare_metrics
 from app.web import render, render_error
 

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from app import reports
 from app.deps import Admin, SessionDep
 from app.errors import AppError
-from app.schemas import RowId
+from app.payloads import RowId
 from app.web import render, render_error
 
 router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
