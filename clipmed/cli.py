@@ -524,7 +524,7 @@ def serve_cmd(
             create_app(settings),
             host=settings.host,
             port=settings.port,
-            # Our logging (configure_logging) and our access lines (app.metrics, with the
+            # Our logging (configure_logging) and our access lines (app.middleware.observe, with the
             # request id and route), instead of uvicorn's.
             log_config=None,
             access_log=False,
@@ -546,9 +546,10 @@ def bootstrap_model(settings, session) -> None:
     queue a first training (activated when done) for the workers, once."""
     from sqlalchemy import select
 
-    from app import audit, jobs, registry
-    from app.models import Job
-    from app.schemas import TrainParams
+    from app import audit, registry
+    from app.jobs import queue
+    from app.jobs.params import TrainParams
+    from app.tables import Job
 
     if not registry.is_empty(session):
         return
@@ -584,7 +585,7 @@ def bootstrap_model(settings, session) -> None:
         )
     except ValueError as e:  # pydantic's ValidationError names the setting
         fail(f"CLIPMED_BOOTSTRAP_*: {e}")
-    job = jobs.enqueue(session, "train", params.model_dump())
+    job = queue.enqueue(session, "train", params.model_dump())
     typer.echo(
         f"no model yet: queued train job {job.id} ({params.preset} on {params.cohort}); "
         "the service is ready once a worker has trained and activated it",
@@ -597,7 +598,7 @@ def bootstrap_admin(settings, session) -> None:
     import secrets
 
     from app import accounts
-    from app.models import Role
+    from app.tables import Role
 
     if accounts.has_users(session):
         return
@@ -651,8 +652,9 @@ def worker_cmd(
         raise typer.Exit(0)
 
     from app.db import make_engine, make_session_factory
+    from app.jobs.tasks import HANDLERS
+    from app.jobs.worker import Worker
     from app.logs import configure_logging
-    from app.worker import Worker
 
     settings = service_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -673,7 +675,7 @@ def worker_cmd(
         torch.set_num_threads(settings.worker_torch_threads)
     engine = make_engine(settings.database_url)
     try:
-        Worker(settings, make_session_factory(engine), stop=stop).run(max_jobs)
+        Worker(settings, make_session_factory(engine), HANDLERS, stop=stop).run(max_jobs)
     finally:
         engine.dispose()
 
@@ -717,7 +719,7 @@ def users_create(
 
     from app import accounts
     from app.errors import AppError
-    from app.models import Role
+    from app.tables import Role
 
     if role not in {r.value for r in Role}:
         fail(f"unknown role {role!r}; one of: {', '.join(r.value for r in Role)}")
