@@ -177,6 +177,7 @@ def _fit_field(
             score = rep["macro_f1"]
         if best is None or score > best[0] + 1e-9:
             best = (score, head)
+    assert best is not None  # C_GRID is not empty
     head = best[1]
     if val_known.sum() >= MIN_VAL_PER_FIELD:
         p = head.raw_proba(z_val[val_known])
