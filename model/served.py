@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -24,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from model import metrics
 from model.clip import batch_slices
+from model.encoders import mean_max_pool
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried on validation patients
 VAL_FRACTION = 0.2  # share of the training patients that choose C and fit the calibration
@@ -37,10 +37,7 @@ def pooled_features(cases, max_slices: int) -> np.ndarray:
         x, mask = batch_slices(
             [cases.slices(i) for i in range(s, min(s + 512, len(cases)))], max_slices
         )
-        m = mask.unsqueeze(-1)
-        mean = (x * m).sum(1) / m.sum(1)
-        peak = x.masked_fill(~m, float("-inf")).amax(1)
-        out.append(torch.cat([mean, peak], -1).numpy())
+        out.append(mean_max_pool(x, mask).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

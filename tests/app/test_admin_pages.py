@@ -414,7 +414,8 @@ def report_folder(tmp_path_factory, text_encoder) -> tuple[Path, dict, bool]:
     simulated)."""
     from model.config import preset
     from model.datasets.simulated import simulate_cohort
-    from model.evaluate import cross_validate, write_report
+    from model.evaluate import cross_validate
+    from model.report import write_report
 
     cohort = simulate_cohort(40, None, seed=3, feature_dim=FEATURE_DIM, signal=2.0)
     mcfg, tcfg = preset(

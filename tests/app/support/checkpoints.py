@@ -11,21 +11,16 @@ FEATURE_DIM = 16
 
 
 def build_small_checkpoint(folder: Path, encoder, preset_name: str, seed: int) -> Checkpoint:
-    from model.checkpoint import build_checkpoint
     from model.config import preset
     from model.datasets.simulated import simulate_cohort
-    from model.train import train
+    from model.recipe import train_checkpoint
 
     cohort = simulate_cohort(60, None, seed=seed, feature_dim=FEATURE_DIM, signal=2.0)
     mcfg, tcfg = preset(
         preset_name, epochs=2, val_fraction=0.0, patience=0, seed=seed, embed_dim=32, ff_dim=64
     )
-    classes = [len(f.values) for f in cohort.schema.fields]
-    result = train(cohort, mcfg, tcfg, encoder, field_classes=classes)
-    case_ids = cohort.cases["case_id"].astype(str).tolist()
     data = {"cohort": cohort.name, "simulated": True}
-    ckpt = build_checkpoint(result, cohort, case_ids, cohort.schema, encoder, tcfg, data)
-    ckpt.save(folder)
+    train_checkpoint(cohort, mcfg, tcfg, encoder, data)[0].save(folder)
     return Checkpoint.load(folder)
 
 
@@ -34,12 +29,12 @@ HELD_OUT_PATIENT = "LIDC-IDRI-0001"  # not in lidc_checkpoint's training cases
 
 def build_lidc_checkpoint(folder: Path, cohort, seed: int = 0) -> Checkpoint:
     """A small model on real LIDC features (extractor and outlines recorded), trained by the
-    CLI's own recipe on every case of `cohort` but those of HELD_OUT_PATIENT."""
+    CLI's own command on every case of `cohort` but those of HELD_OUT_PATIENT."""
     import numpy as np
 
-    from clipmed.cli import train_checkpoint
+    from clipmed.cli import train_cohort
 
     held_out = np.flatnonzero(cohort.patients == HELD_OUT_PATIENT)
     small = {"epochs": 2, "val_fraction": 0.0, "patience": 0, "seed": seed}
-    train_checkpoint(cohort, "lidc", small | {"embed_dim": 32, "ff_dim": 64}, folder, held_out)
+    train_cohort(cohort, "lidc", small | {"embed_dim": 32, "ff_dim": 64}, folder, held_out)
     return Checkpoint.load(folder)
