@@ -1,8 +1,8 @@
 """The thesis's evaluation protocol, made honest: patient-grouped k-fold CV with baselines.
 
 Per fold a fresh model is trained on the training patients; the catalog is the distinct texts
-of the training cases; each test case is predicted by the served read-out (model.served: fit and
-calibrated on inner validation patients of the fold's training patients, declared before any
+of the training cases; each test case is predicted by the served read-out (model.served: chosen
+and calibrated on inner patient folds of the fold's training patients, declared before any
 test fold is seen), by top-1 retrieval (the thesis's), by a similarity-weighted vote over the
 top-k texts, and by the multi-task heads when trained. The same folds give the baselines on the
 same inputs (pooled slice features): majority class, logistic regression (plain, and
@@ -34,7 +34,7 @@ from model.config import ModelConfig, TrainConfig
 from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.readers import READER_METHODS, reader_pairs
 from model.retrieval import top1_fields, vote_fields
-from model.served import fit_served, pooled_features, served_inputs
+from model.served import LOGREG_ONLY, fit_served, pooled_features, served_inputs
 from model.train import (
     Progress,
     Subset,
@@ -236,7 +236,7 @@ def balanced_baselines(
 ) -> dict[str, Stated]:
     """The strong baselines on the same inputs: class-balanced logistic regression (C chosen
     on inner validation patients) and class-balanced gradient boosting."""
-    logreg = fit_served(train_x, train_y, train_groups, n_classes, seed)
+    logreg = fit_served(train_x, train_y, train_groups, n_classes, seed, candidates=LOGREG_ONLY)
     z = (np.asarray(test_x, np.float64) - logreg.mean) / logreg.scale
     raw = [head.raw_proba(z) for head in logreg.fields]
     out = {
@@ -359,7 +359,7 @@ def run_fold(
     predictions, stated = model_readouts(model, schema, distinct, cat_emb, test_emb, vote_k)
     train_y = cohort.labels[train_idx]
     train_groups = cohort.patients[train_idx]
-    # The served read-out: fit and calibrated on inner validation patients of this fold's
+    # The served read-out: chosen and calibrated on inner folds of this fold's
     # training patients only (as build_checkpoint does for a deployed model).
     served = fit_served(
         served_inputs(pooled[train_idx], train_emb), train_y, train_groups, n_classes, seed
@@ -383,7 +383,10 @@ def run_fold(
     for method, (pred, confidence, dists) in stated.items():
         for j, fld in enumerate(schema.fields):
             cal = metrics.calibration(y_test[:, j], confidence[:, j], pred[:, j], dists[j])
-            calibration_rows.append({"fold": fold, "field": fld.name, "method": method, **cal})
+            row = {"fold": fold, "field": fld.name, "method": method, **cal}
+            if method == SERVED:  # which read-out the inner folds chose for this field
+                row["readout"] = served.fields[j].readout
+            calibration_rows.append(row)
             confusions[("reliability:" + fld.name, method)] = metrics.reliability_bins(
                 y_test[:, j], confidence[:, j], pred[:, j]
             )
@@ -631,8 +634,8 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
             )
     lines += [
         "",
-        "Bold: the served read-out, declared before evaluation (fit and calibrated on inner "
-        "validation patients of each fold's training patients; never chosen on test folds). "
+        "Bold: the served read-out, declared before evaluation (chosen and calibrated on inner "
+        "patient folds of each fold's training patients; never chosen on test folds). "
         "Reader columns: radiologists against each other on the same bins and patients.",
         "",
         "## Where the served answer loses",
@@ -664,6 +667,18 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
             "`figures/reliability_*.png` the reliability diagrams.",
             "",
         ]
+    if len(cal) and "readout" in cal.columns:
+        chosen = cal[(cal.method == SERVED) & cal.readout.notna()]
+        lines += [
+            "## The served read-out each fold chose (on its inner folds, before its test fold)",
+            "",
+            "| field | " + " | ".join(f"fold {f}" for f in sorted(set(chosen.fold))) + " |",
+            "|---|" + "---|" * len(set(chosen.fold)),
+        ]
+        for fld in schema.fields:
+            per_fold = chosen[chosen.field == fld.name].sort_values("fold").readout
+            lines.append(f"| {fld.label} | " + " | ".join(per_fold) + " |")
+        lines.append("")
 
     ordinal = [f for f in schema.fields if f.ordinal]
     if ordinal and "qwk" in table.columns:
