@@ -256,8 +256,14 @@ def build_checkpoint(
         seed=tcfg.seed,
     )
     meta["served"] = {
-        "method": "class-balanced logistic regression on pooled slice features and the image "
-        "embedding; C chosen and the probability calibrated (isotonic) on validation patients",
+        "method": "per field, class-balanced logistic regression (C from a grid) or "
+        "class-balanced gradient-boosted trees on pooled slice features and the image embedding, "
+        "chosen by macro-F1 on held-out predictions over patient-grouped inner folds of the "
+        "training patients; the winner refitted on all of them, its top-class probability "
+        "calibrated (isotonic) on those held-out predictions",
+        "readout": {
+            f.name: head.readout for f, head in zip(schema.fields, served.fields, strict=True)
+        },
         "C": {f.name: head.C for f, head in zip(schema.fields, served.fields, strict=True)},
     }
     return Checkpoint(model, schema, meta, catalog, similar_cases, zero_shot, drawn, served)

@@ -1,8 +1,8 @@
 """The thesis's evaluation protocol, made honest: patient-grouped k-fold CV with baselines.
 
 Per fold a fresh model is trained on the training patients; the catalog is the distinct texts
-of the training cases; each test case is predicted by the served read-out (model.served: fit and
-calibrated on inner validation patients of the fold's training patients, declared before any
+of the training cases; each test case is predicted by the served read-out (model.served: chosen
+and calibrated on inner patient folds of the fold's training patients, declared before any
 test fold is seen), by top-1 retrieval (the thesis's), by a similarity-weighted vote over the
 top-k texts, and by the multi-task heads when trained. The same folds give the baselines on the
 same inputs (pooled slice features): majority class, logistic regression (plain, and
@@ -35,7 +35,7 @@ from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.readers import reader_pairs
 from model.retrieval import top1_fields, vote_fields
 from model.schema import Schema
-from model.served import fit_served, pooled_features, served_inputs
+from model.served import LOGREG_ONLY, fit_served, pooled_features, served_inputs
 from model.train import (
     Progress,
     Subset,
@@ -237,7 +237,7 @@ def balanced_baselines(
 ) -> dict[str, Stated]:
     """The strong baselines on the same inputs: class-balanced logistic regression (C chosen
     on inner validation patients) and class-balanced gradient boosting."""
-    logreg = fit_served(train_x, train_y, train_groups, n_classes, seed)
+    logreg = fit_served(train_x, train_y, train_groups, n_classes, seed, candidates=LOGREG_ONLY)
     z = (np.asarray(test_x, np.float64) - logreg.mean) / logreg.scale
     raw = [head.raw_proba(z) for head in logreg.fields]
     out = {
@@ -360,7 +360,7 @@ def run_fold(
     predictions, stated = model_readouts(model, schema, distinct, cat_emb, test_emb, vote_k)
     train_y = cohort.labels[train_idx]
     train_groups = cohort.patients[train_idx]
-    # The served read-out: fit and calibrated on inner validation patients of this fold's
+    # The served read-out: chosen and calibrated on inner patient folds of this fold's
     # training patients only (as build_checkpoint does for a deployed model).
     served = fit_served(
         served_inputs(pooled[train_idx], train_emb), train_y, train_groups, n_classes, seed
@@ -379,7 +379,8 @@ def run_fold(
     stated |= strong
     predictions |= {name: s[0] for name, s in strong.items()}
 
-    calibration_rows, reliability = _calibration_rows(fold, schema, y_test, stated)
+    readouts = [head.readout for head in served.fields]
+    calibration_rows, reliability = _calibration_rows(fold, schema, y_test, stated, readouts)
     rows = _reader_rows(fold, cohort, test_idx, y_test)
     method_rows, class_rows, confusions = _method_rows(fold, schema, y_test, predictions)
     rows += method_rows
@@ -401,15 +402,23 @@ def run_fold(
 
 
 def _calibration_rows(
-    fold: int, schema: Schema, y_test: np.ndarray, stated: dict[str, Stated]
+    fold: int,
+    schema: Schema,
+    y_test: np.ndarray,
+    stated: dict[str, Stated],
+    served_readouts: list[str],
 ) -> tuple[list[dict], dict]:
-    """Per read-out that states a probability and field: calibration figures, and the bins of
-    its reliability diagram (keyed ("reliability:<field>", method))."""
+    """Per read-out that states a probability and field: calibration figures (the served rows
+    also name the read-out the inner folds chose), and the bins of its reliability diagram
+    (keyed ("reliability:<field>", method))."""
     rows, bins = [], {}
     for method, (pred, confidence, dists) in stated.items():
         for j, fld in enumerate(schema.fields):
             cal = metrics.calibration(y_test[:, j], confidence[:, j], pred[:, j], dists[j])
-            rows.append({"fold": fold, "field": fld.name, "method": method, **cal})
+            row = {"fold": fold, "field": fld.name, "method": method, **cal}
+            if method == SERVED:
+                row["readout"] = served_readouts[j]
+            rows.append(row)
             bins[("reliability:" + fld.name, method)] = metrics.reliability_bins(
                 y_test[:, j], confidence[:, j], pred[:, j]
             )

@@ -151,8 +151,8 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
             )
     lines += [
         "",
-        "Bold: the served read-out, declared before evaluation (fit and calibrated on inner "
-        "validation patients of each fold's training patients; never chosen on test folds). "
+        "Bold: the served read-out, declared before evaluation (chosen and calibrated on inner "
+        "patient folds of each fold's training patients; never chosen on test folds). "
         "Reader columns: radiologists against each other on the same bins and patients.",
         "",
         "## Where the served answer loses",
@@ -184,6 +184,19 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
             "`figures/reliability_*.png` the reliability diagrams.",
             "",
         ]
+    if len(cal) and "readout" in cal.columns:
+        chosen = cal[(cal.method == SERVED) & cal.readout.notna()]
+        folds = sorted(set(chosen.fold))
+        lines += [
+            "## The served read-out each fold chose (on its inner folds, before its test fold)",
+            "",
+            "| field | " + " | ".join(f"fold {f}" for f in folds) + " |",
+            "|---|" + "---|" * len(folds),
+        ]
+        for fld in schema.fields:
+            per_fold = chosen[chosen.field == fld.name].sort_values("fold").readout
+            lines.append(f"| {fld.label} | " + " | ".join(per_fold) + " |")
+        lines.append("")
 
     ordinal = [f for f in schema.fields if f.ordinal]
     if ordinal and "qwk" in table.columns:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_support import FEATURE_DIM
 from sqlalchemy import select, update
-from test_auth import log_in, page_csrf
-from test_browser import CHROMIUM, CHROMIUM_ARGS
-from test_browser import log_in as browser_log_in
+from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.browser import log_in as browser_log_in
+from support.checkpoints import FEATURE_DIM
+from support.http import log_in, page_csrf
 
 from app.jobs import queue
 from app.tables import (
