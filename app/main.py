@@ -6,40 +6,23 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from urllib.parse import quote
 
 import faiss
 import torch
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DataError, DBAPIError
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import registry
+from app import openapi, problems, registry
 from app.audit import RequestId
 from app.config import Settings
-from app.db import (
-    database_unavailable,
-    make_engine,
-    make_session_factory,
-    unstorable_value_message,
-)
-from app.errors import (
-    AppError,
-    DatabaseUnavailable,
-    InvalidInput,
-    NotAuthenticated,
-    TooManyAttempts,
-)
+from app.db import make_engine, make_session_factory
 from app.limits import BodySizeLimit
 from app.metrics import Metrics, ObserveRequests
 from app.routes import (
     admin,
     admin_jobs,
+    admin_users,
     auth,
     docs,
     explanations,
@@ -51,10 +34,11 @@ from app.routes import (
     pages,
     tokens,
 )
+from app.routes.api import users as users_api
 from app.security_headers import SecurityHeaders
 from app.serving import ServingState
 from app.throttle import LoginThrottle
-from app.web import STATIC_DIR, is_htmx, render
+from app.web import STATIC_DIR
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -139,57 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(sessions, state)
     app.state.login_throttle = LoginThrottle.from_settings(settings)
 
-    @app.exception_handler(AppError)
-    async def app_error(request: Request, exc: AppError) -> Response:
-        headers = {}
-        if isinstance(exc, (TooManyAttempts, DatabaseUnavailable)):
-            headers["Retry-After"] = str(exc.retry_after)
-        if request.url.path.startswith("/api/") or request.url.path == "/openapi.json":
-            if isinstance(exc, NotAuthenticated):
-                headers["WWW-Authenticate"] = "Bearer"
-            body = {"detail": exc.message, "code": exc.code}
-            return JSONResponse(body, status_code=exc.status_code, headers=headers)
-        if isinstance(exc, NotAuthenticated):  # a page: send the browser to the login form
-            if is_htmx(request):
-                return Response(status_code=401, headers={"HX-Redirect": "/login"})
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
-        context: dict = {"error": exc}
-        if isinstance(exc, DatabaseUnavailable):
-            context |= {"error_title": "Service unavailable", "error_note": "try again shortly."}
-        return render(request, "error.html", "_error.html", context, exc.status_code, headers)
-
-    @app.exception_handler(DBAPIError)
-    async def database_error(request: Request, exc: DBAPIError) -> Response:
-        # The database going away (restart, failover) is an outage, answered 503 + Retry-After;
-        # the pool's pre-ping reconnects once it is back. Any other database error is a bug: 500.
-        if isinstance(exc, DataError):  # e.g. a NUL character, which PostgreSQL cannot store
-            problem = InvalidInput(unstorable_value_message(exc))
-            return await app_error(request, problem)
-        if not database_unavailable(exc):
-            raise exc
-        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc.orig)
-        unavailable = DatabaseUnavailable("the database is unavailable; try again shortly")
-        return await app_error(request, unavailable)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        # FastAPI's own 400 for a body it cannot parse (not UTF-8, broken JSON): the API
-        # answers it like any other invalid input, 422 with a code.
-        if exc.status_code == 400 and request.url.path.startswith("/api/"):
-            body = {
-                "detail": f"could not read the request body: {exc.detail}",
-                "code": "invalid_input",
-            }
-            return JSONResponse(body, status_code=422)
-        return await http_exception_handler(request, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in list(exc.errors())[:3]
-        )
-        return JSONResponse({"detail": detail, "code": "invalid_input"}, status_code=422)
+    problems.install(app)
+    openapi.install(app)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ObserveRequests, metrics=app.state.metrics)  # inside RequestId: its id
@@ -207,6 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs.router)
     app.include_router(admin.router)
     app.include_router(admin_jobs.router)
+    app.include_router(admin_users.router)
+    app.include_router(users_api.router)
     app.mount(docs.SWAGGER_UI_URL, docs.SwaggerUIAssets(), name="swagger-ui")  # before /static
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -15,10 +15,10 @@ from app.deps import AnyUser, Principal, ServingDep, SessionDep
 from app.errors import NotFound
 from app.identity import parse_identity
 from app.models import Explanation
+from app.problems import Problem, responses
 from app.schemas import (
     BatchCaseError,
     BatchCaseResult,
-    ErrorResponse,
     ExplanationOut,
     ExplanationSummary,
     Text,
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/api/v1/explanations", tags=["explanations"])
 
 
 def _errors(*codes: int) -> dict:
-    return {code: {"model": ErrorResponse} for code in codes}
+    return responses(*codes)
 
 
 @router.post(
@@ -60,6 +60,7 @@ async def create_explanation(
     response_model=list[BatchCaseResult | BatchCaseError],
     responses=_errors(401, 403, 413, 415, 422, 503),
     openapi_extra=batching.BATCH_REQUEST_BODY_OPENAPI,
+    operation_id="createExplanationBatch",
 )
 async def create_explanations(
     request: Request, session: SessionDep, serving: ServingDep, caller: AnyUser
@@ -144,7 +145,7 @@ def get_explanation_fhir(
         },
         **_errors(401, 403, 422, 503),
         404: {
-            "model": ErrorResponse,
+            "model": Problem,
             "description": "No such explanation, or no DICOM SEG behind it (the SR cites one)",
         },
     },

@@ -9,11 +9,12 @@ from app import audit, jobs
 from app.cohorts import check_cohort
 from app.deps import Admin, SessionDep, SettingsDep
 from app.models import JobStatus
-from app.schemas import ErrorResponse, JobCreate, JobOut, RowId
+from app.problems import responses
+from app.schemas import JobCreate, JobOut, RowId
 
 router = APIRouter(prefix="/api/v1/admin/jobs", tags=["jobs"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422)}
+ERRORS = responses(401, 403, 404, 409, 422)
 
 
 @router.post("", status_code=202, response_model=JobOut, responses=ERRORS)

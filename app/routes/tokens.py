@@ -8,10 +8,11 @@ from pydantic import BaseModel
 from app import accounts, audit
 from app.deps import AnyUser, Principal, SessionDep
 from app.models import ApiToken, Role
-from app.schemas import ErrorResponse, RowId, UtcDatetime
+from app.problems import responses
+from app.schemas import RowId, UtcDatetime
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
+ERRORS = responses(401, 403, 404, 422)
 
 
 class TokenOut(BaseModel):
