@@ -113,6 +113,23 @@ def add_user(sessions, username: str, role: str) -> str:
         return accounts.create_token(session, user)
 
 
+def clipmed_runner(data_dir: Path):
+    """`run(*args, stdin="")`: the real `clipmed` command on the SQLite database in `data_dir`."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "clipmed"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"CLIPMED_DATA_DIR": str(data_dir), "NO_COLOR": "1"})
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(exe), *args], input=stdin, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    return run
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
