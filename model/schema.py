@@ -253,8 +253,11 @@ def _field_dict(f: Field) -> dict:
     return d
 
 
+BUILTIN_SCHEMAS = ("lidc", "lidc-ratings", "thesis")  # the names `builtin_schema` knows
+
+
 def builtin_schema(name: str) -> Schema:
-    """The schemas shipped with the package: ``lidc``, ``lidc-ratings``, ``thesis``."""
+    """The schemas shipped with the package (BUILTIN_SCHEMAS)."""
     from model.datasets import lidc, simulated
 
     schemas = {
@@ -262,6 +265,7 @@ def builtin_schema(name: str) -> Schema:
         "lidc-ratings": lidc.ratings_schema,
         "thesis": simulated.thesis_schema,
     }
+    assert tuple(schemas) == BUILTIN_SCHEMAS
     if name not in schemas:
         raise SchemaError(f"unknown schema {name!r}; built in: {', '.join(schemas)}")
     return schemas[name]()
