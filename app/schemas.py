@@ -34,12 +34,6 @@ class ExplanationRequest(BaseModel):
     features: list[list[float]] = Field(description="One row of numbers per slice")
     k: int = Field(default=5, ge=K_RANGE[0], le=K_RANGE[1], description="Distinct texts to return")
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"features": [[0.12, -0.5, 1.31, 0.07], [0.1, -0.42, 1.2, 0.09]], "k": 5}]
-        }
-    )
-
 
 class ContourSlice(BaseModel):
     z_mm: float = Field(description="The slice's position along the patient's z axis, in mm")

@@ -41,7 +41,11 @@ class Actor:
 
     @classmethod
     def command_line(cls) -> Actor:
-        return cls(None, f"cli:{getpass.getuser()}"[:64])
+        try:
+            login = getpass.getuser()
+        except (KeyError, OSError):  # no login name (a container's nameless uid)
+            login = "unknown"
+        return cls(None, f"cli:{login}"[:64])
 
 
 @dataclass(frozen=True)
