@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from app.accounts import PASSWORDS, check_new_password
 from app.audit import make_event
 from app.errors import AppError, LastActiveAdmin, NotFound
-from app.models import ApiToken, Role, User, WebSession
+from app.tables import ApiToken, Role, User, WebSession
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from app.explanations.service import (
     header_of,
     served_answer,
 )
-from app.models import Explanation, Flag, User
+from app.tables import Explanation, Flag, User
 from model.outline import OutlineStore
 from model.segmentation import from_contours
 from model.validation import InputError

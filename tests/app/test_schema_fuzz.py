@@ -32,7 +32,7 @@ from service_support import FEATURE_DIM, add_user, bearer
 from sqlalchemy import select
 
 from app import accounts
-from app.models import ApiToken, User
+from app.tables import ApiToken, User
 
 # The fuzz runs on SQLite only (the `service` fixture is otherwise started once per database);
 # what only PostgreSQL refuses has its own test on both.

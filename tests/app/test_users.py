@@ -20,7 +20,7 @@ from test_auth import log_in, page_csrf
 from app import accounts, users
 from app.db import make_engine, make_session_factory
 from app.errors import LastActiveAdmin
-from app.models import AuditEvent, Role, User
+from app.tables import AuditEvent, Role, User
 
 
 def user_id(service, username: str) -> int:

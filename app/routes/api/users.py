@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app import users
 from app.deps import Admin, SessionDep
-from app.models import Role, User
+from app.payloads import RowId, UtcDatetime
 from app.problems import responses
-from app.schemas import RowId, UtcDatetime
+from app.tables import Role, User
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 ERRORS = responses(401, 403, 404, 409, 422)

@@ -7,9 +7,9 @@ from pydantic import BaseModel
 
 from app import accounts, audit
 from app.deps import AnyUser, Principal, SessionDep
-from app.models import ApiToken, Role
+from app.payloads import RowId, UtcDatetime
 from app.problems import responses
-from app.schemas import RowId, UtcDatetime
+from app.tables import ApiToken, Role
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 ERRORS = responses(401, 403, 404, 422)

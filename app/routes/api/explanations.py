@@ -16,15 +16,15 @@ from app.errors import NotFound
 from app.explanations import batches, dicom_sr, fhir, service
 from app.explanations.identity import parse_identity
 from app.explanations.upload import REQUEST_BODY_OPENAPI, read_explanation_request
-from app.models import Explanation
-from app.problems import Problem, responses
-from app.schemas import (
+from app.payloads import (
     BatchCaseError,
     BatchCaseResult,
     ExplanationOut,
     ExplanationSummary,
     Text,
 )
+from app.problems import Problem, responses
+from app.tables import Explanation
 
 router = APIRouter(prefix="/api/v1/explanations", tags=["explanations"])
 

@@ -10,9 +10,9 @@ from app.deps import Admin, SessionDep, SettingsDep
 from app.jobs import queue
 from app.jobs.cohorts import check_cohort
 from app.jobs.params import JobCreate
-from app.models import JobStatus
+from app.payloads import JobOut, RowId
 from app.problems import responses
-from app.schemas import JobOut, RowId
+from app.tables import JobStatus
 
 router = APIRouter(prefix="/api/v1/admin/jobs", tags=["jobs"])
 

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from app import users
 from app.deps import Admin, SessionDep
 from app.errors import AppError
-from app.models import Role, User
-from app.schemas import RowId
+from app.payloads import RowId
+from app.tables import Role, User
 from app.web import render, render_error
 
 router = APIRouter(
