@@ -7,7 +7,7 @@ import re
 
 import httpx
 import pytest
-from service_support import bearer
+from support.http import bearer
 
 on_sqlite = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
 MISSING = "00000000-0000-0000-0000-000000000000"

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from service_support import TEST_PASSWORD, add_user, bearer, clipmed_runner
 from sqlalchemy import select, text
-from test_audit import events
-from test_auth import log_in, page_csrf
+from support.cli import clipmed_runner
+from support.databases import events
+from support.http import TEST_PASSWORD, add_user, bearer, log_in, page_csrf
 
 from app import accounts, users
 from app.db import make_engine, make_session_factory
