@@ -20,7 +20,7 @@ from html import escape
 from typing import Any
 
 from app.db import as_utc
-from app.explaining import served_answer
+from app.explanations.service import served_answer
 from app.models import Explanation
 from model.schema import Field, Schema, SchemaError, builtin_schema
 

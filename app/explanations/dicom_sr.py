@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from app.explaining import served_answer
+from app.explanations.service import served_answer
 from app.models import Explanation
 from app.serving import Serving
 from model.dicom_seg import PATIENT_STUDY
