@@ -14,14 +14,16 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from service_support import postgres_url, running_server, service_settings
 from sqlalchemy import Engine, create_engine, make_url, select, text
 from sqlalchemy.exc import DBAPIError
+from support.databases import postgres_url
+from support.http import add_user, log_in
+from support.servers import running_server, service_settings
 
 from app import audit, migrate
 from app.db import make_session_factory
 from app.main import create_app
-from app.models import AuditEvent
+from app.tables import AuditEvent
 
 INSUFFICIENT_PRIVILEGE = "42501"
 
@@ -189,9 +191,6 @@ def test_a_missing_role_is_a_warning_and_a_superuser_a_failure(roles):
 def test_a_login_over_http_as_the_app_role_is_audited(roles, tmp_path):
     """The whole login path (forms, attempts, sessions, the trail) works with the app role's
     privileges, and the event it leaves has the database's time."""
-    from service_support import add_user
-    from test_auth import log_in
-
     app = create_app(service_settings(tmp_path, roles.app_url))
     username = f"user_{uuid.uuid4().hex[:8]}"
     add_user(app.state.sessions, username, "clinician")

@@ -9,10 +9,10 @@ import uuid
 import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from service_support import bearer
+from support.http import bearer
 
 from app.explanations.fhir import FHIR_SYSTEMS
-from model.schema import builtin_schema
+from model.datasets import builtin_schema
 
 STUDY = "1.2.840.113619.2.55.3.604688119"
 SERIES = "1.2.840.113619.2.55.3.604688119.1"
