@@ -109,6 +109,7 @@ def split_traceback(log: str | None) -> tuple[str, str | None]:
     return "\n".join(kept), "\n".join(traces) or None
 
 
+COUNT_METRICS = {"cases"}
 FIELD_METRIC = re.compile(r"^val/(?P<field>[^/]+)/(?P<mode>[^/]+)_macro_f1$")
 
 
@@ -116,6 +117,11 @@ FIELD_METRIC = re.compile(r"^val/(?P<field>[^/]+)/(?P<mode>[^/]+)_macro_f1$")
 class MetricRow:
     name: str
     values: list[float | None]  # one per version, in the comparison's order
+
+    @property
+    def is_count(self) -> bool:
+        """A number of things (e.g. "val/cases"), shown as a whole number, not a score."""
+        return self.name.rsplit("/", 1)[-1] in COUNT_METRICS
 
     @property
     def best(self) -> float | None:

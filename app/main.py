@@ -35,6 +35,7 @@ from app.errors import (
     NotAuthenticated,
     TooManyAttempts,
 )
+from app.i18n import ReaderLocale
 from app.limits import BodySizeLimit
 from app.metrics import Metrics, ObserveRequests
 from app.routes import (
@@ -156,7 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
         context: dict = {"error": exc}
         if isinstance(exc, DatabaseUnavailable):
-            context |= {"error_title": "Service unavailable", "error_note": "try again shortly."}
+            context["error_note"] = "nothing was changed."
         return render(request, "error.html", "_error.html", context, exc.status_code, headers)
 
     @app.exception_handler(DBAPIError)
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ObserveRequests, metrics=app.state.metrics)  # inside RequestId: its id
     app.add_middleware(RequestId)
+    app.add_middleware(ReaderLocale)  # error pages rendered by the handlers above speak it too
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, error pages included
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -3,6 +3,7 @@ renderings (the full page, or only the fragment when htmx asks with `HX-Request`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse
 
+from app import i18n
 from app.errors import AppError
 
 APP_DIR = Path(__file__).resolve().parent
@@ -19,6 +21,7 @@ STATIC_DIR = APP_DIR / "static"
 RESEARCH_NOTICE = "Research use only — not for diagnosis"
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
+i18n.install(templates.env)
 templates.env.globals["research_notice"] = RESEARCH_NOTICE
 
 
@@ -66,9 +69,76 @@ def render(
     return response
 
 
+@dataclass(frozen=True)
+class ErrorWording:
+    """How an error page speaks to a clinician: a heading naming what kind of failure it is,
+    and what to do next; the service's own (technical) message is shown beneath them."""
+
+    heading: str
+    advice: str
+
+
+ERROR_WORDING: dict[int, ErrorWording] = {
+    403: ErrorWording(
+        "You are not allowed to do this",
+        "Your account's role does not include this action. Ask an administrator if you need it.",
+    ),
+    404: ErrorWording(
+        "Not found",
+        "It does not exist, or your account cannot see it. Check the address, or go back to "
+        "the list it came from.",
+    ),
+    409: ErrorWording(
+        "This cannot be done now",
+        "It no longer fits the current state (for example, the job has already ended, or the "
+        "model served does not match this input). Reload the page to see where things stand.",
+    ),
+    413: ErrorWording(
+        "The file is too large",
+        "Send only the nodule's features or its segmentation, not a whole scan.",
+    ),
+    415: ErrorWording(
+        "This type of file cannot be read",
+        "Send one of the formats listed on the upload form.",
+    ),
+    422: ErrorWording(
+        "This input cannot be used",
+        "Something in what was sent is not valid; the detail below names it. Correct it and "
+        "try again.",
+    ),
+    429: ErrorWording("Too many attempts", "Wait a little, then try again."),
+    503: ErrorWording(
+        "The service is unavailable",
+        "Try again in a moment. If it goes on, tell an administrator.",
+    ),
+}
+UNKNOWN_ERROR = ErrorWording(
+    "Something went wrong", "Try again; if it happens again, tell an administrator."
+)
+# On the upload form the next step is about the file.
+UPLOAD_ADVICE: dict[int, str] = {
+    422: "Check that the file holds one nodule's features or its segmentation, in one of the "
+    "formats listed on the form, then choose it again.",
+    409: "The model served now cannot read this input (the detail below says why). Ask an "
+    "administrator which model to use, or send the nodule's segmentation instead.",
+}
+
+
+def error_wording(error: AppError) -> ErrorWording:
+    return ERROR_WORDING.get(error.status_code, UNKNOWN_ERROR)
+
+
+templates.env.globals["error_wording"] = error_wording
+
+
 def render_error(
-    request: Request, error: AppError, title: str, note: str = "nothing was changed."
+    request: Request,
+    error: AppError,
+    action: str | None = None,
+    note: str = "nothing was changed.",
+    advice: str | None = None,
 ) -> HTMLResponse:
-    """A domain error as the error page (or its fragment), under a heading saying what failed."""
-    context = {"error": error, "error_title": title, "error_note": note}
+    """A domain error as the error page (or its fragment): a heading for its kind of failure,
+    what was being done (`action`), what to do next, and the service's message beneath."""
+    context = {"error": error, "error_action": action, "error_note": note, "error_advice": advice}
     return render(request, "error.html", "_error.html", context, error.status_code)

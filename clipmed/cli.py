@@ -125,18 +125,23 @@ def data_simulate(
 
 
 def train_checkpoint(cohort, preset_name: str, overrides: dict, out: Path, holdout=None):
-    """Train on the cohort (minus `holdout` indices) and save a checkpoint; returns it."""
+    """Train on the cohort (minus `holdout` indices) and save a checkpoint; returns it.
+
+    Like a train job, it scores the patients held out for early stopping (when the preset
+    holds some out), so the model `clipmed demo` registers can be compared with later ones."""
     import numpy as np
 
     from model.checkpoint import build_checkpoint
     from model.config import default_text_encoder, preset
-    from model.encoders import FrozenTextEncoder
+    from model.encoders import FrozenTextEncoder, TextTokenCache
+    from model.evaluate import validation_metrics
     from model.train import train
 
     mcfg, tcfg = preset(preset_name, **overrides)
     encoder = FrozenTextEncoder(mcfg.text_encoder or default_text_encoder(), mcfg.text_max_length)
     keep = np.setdiff1d(np.arange(len(cohort)), np.asarray(holdout if holdout is not None else []))
     cases = cohort.subset(keep)
+    cache = TextTokenCache(encoder, cases.texts())
     update, close = progress_printer(f"training ({preset_name})")
     try:
         result = train(
@@ -144,11 +149,13 @@ def train_checkpoint(cohort, preset_name: str, overrides: dict, out: Path, holdo
             mcfg,
             tcfg,
             encoder,
+            cache,
             on_progress=update,
             field_classes=[len(f.values) for f in cohort.schema.fields],
         )
     finally:
         close()
+    metrics = validation_metrics(result.model, cases, tcfg, cache, cohort.schema)
     data = {
         "cohort": cohort.name,
         "simulated": cohort.simulated,
@@ -166,6 +173,8 @@ def train_checkpoint(cohort, preset_name: str, overrides: dict, out: Path, holdo
         encoder,
         tcfg,
         data,
+        metrics,
+        cache,
         feature_extractor=cohort.feature_extractor,
         outlines=cohort.outlines,
     )

@@ -66,7 +66,7 @@ async def activate_model(
             audit.model_activated(request, version),
         )
     except AppError as e:
-        return render_error(request, e, f"Could not activate model {version}")
+        return render_error(request, e, f"Could not activate model {version}.")
     # the models page says what happened (only while it is still true: see `models_page`)
     return RedirectResponse(f"/models?{urlencode({'activated': version})}", status_code=303)
 
@@ -84,7 +84,7 @@ def report_page(report_id: RowId, request: Request, session: SessionDep, _: Admi
     try:
         row = reports.get_report(session, report_id)
     except AppError as e:
-        return render_error(request, e, f"Could not show report {report_id}")
+        return render_error(request, e, f"Could not show report {report_id}.")
     context = {
         "report": row,
         "table": reports.summary_table(row.summary),
@@ -103,7 +103,7 @@ def report_figure(
     try:
         path = reports.figure_path(reports.get_report(session, report_id), name)
     except AppError as e:
-        return render_error(request, e, "No such figure")
+        return render_error(request, e, "Could not show this figure.")
     return FileResponse(path, media_type="image/png")
 
 
@@ -115,5 +115,5 @@ def report_file(
     try:
         path, media_type = reports.download_path(reports.get_report(session, report_id), name)
     except AppError as e:
-        return render_error(request, e, "No such file")
+        return render_error(request, e, "Could not show this file.")
     return FileResponse(path, media_type=media_type, filename=f"report-{report_id}-{name}")

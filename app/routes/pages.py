@@ -20,7 +20,7 @@ from app.parsing import parse_int
 from app.schemas import RowId
 from app.serving import ServingState
 from app.upload import DEFAULT_K, read_explanation_request
-from app.web import is_htmx, render
+from app.web import UPLOAD_ADVICE, is_htmx, render, render_error
 from model.outline import OutlineStore
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)
@@ -60,7 +60,10 @@ def _created(request: Request, session: Session, row: Explanation, state: Servin
 
 def _failed(request: Request, settings: Settings, error: AppError) -> Response:
     """The service's own message, with its status; nothing was stored."""
-    context = _index_context(settings, error)
+    context = _index_context(settings, error) | {
+        "error_action": "Could not explain this case.",
+        "error_advice": UPLOAD_ADVICE.get(error.status_code),
+    }
     return render(request, "index.html", "_error.html", context, error.status_code)
 
 
@@ -161,7 +164,7 @@ def explanation(
     except AppError as e:
         if isinstance(e, NotFound):
             audit.record_view(request, explanation_id, None)
-        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
+        return render_error(request, e, "Could not show this explanation.")
     audit.record_view(request, explanation_id, row)
     context = presenting.explanation_view(session, row, _training_outlines(state))
     context["can_flag"] = caller.role in (Role.radiologist, Role.admin)
@@ -212,7 +215,7 @@ def flag_explanation(
             audit_event=audit.flag_action(request, "flag.create"),
         )
     except AppError as e:
-        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
+        return render_error(request, e, "Could not record this flag.")
     return RedirectResponse(f"/explanations/{explanation_id}", status_code=303)
 
 
@@ -279,5 +282,5 @@ def review_flag(
             audit.flag_action(request, f"flag.{decision}", "forbidden"),
         )
     except AppError as e:
-        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
+        return render_error(request, e, "Could not record this decision.")
     return RedirectResponse("/review", status_code=303)
