@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from app import registry
 from app.errors import Forbidden, InvalidInput, NotFound
-from app.explaining import served_answer
-from app.models import AuditEvent, Explanation, Flag, FlagReason, FlagStatus, User
+from app.explanations.service import served_answer
+from app.tables import AuditEvent, Explanation, Flag, FlagReason, FlagStatus, User
 
 CORRECTION_COLUMNS = (
     "flag_id",

@@ -10,13 +10,11 @@ with the reader's decimal mark ("0.457"; "0,457").
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
 from babel.numbers import format_decimal
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 LANGUAGES = ("en", "ca", "es")  # what the interface is offered in
 DEFAULT_LANGUAGE = "en"
@@ -76,26 +74,13 @@ def current_locale() -> Locale:
     return _current.get() or Locale.parse(DEFAULT_LANGUAGE)
 
 
-class ReaderLocale:
-    """Pure ASGI middleware: chooses the request's locale once, from its cookie and headers,
-    for everything that renders during it (templates, their imported macros, error pages)."""
+def set_current_locale(chosen: Locale) -> Token:
+    """Makes `chosen` the locale of what runs next in this context (ReaderLocale, per request)."""
+    return _current.set(chosen)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope)
-        chosen = choose_locale(
-            request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language", "")
-        )
-        token = _current.set(chosen)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _current.reset(token)
+def reset_current_locale(token: Token) -> None:
+    _current.reset(token)
 
 
 def format_count(value: float, locale: Locale) -> str:
