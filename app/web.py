@@ -15,11 +15,12 @@ from starlette.responses import HTMLResponse
 
 from app import i18n
 from app.errors import AppError
+from app.i18n import N_
 
 ROOT_DIR = Path(__file__).resolve().parent.parent  # the repository (or the image's /app)
 TEMPLATES_DIR = ROOT_DIR / "templates"
 STATIC_DIR = ROOT_DIR / "static"
-RESEARCH_NOTICE = "Research use only — not for diagnosis"
+RESEARCH_NOTICE = N_("Research use only — not for diagnosis")
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 i18n.install(templates.env)
@@ -41,6 +42,19 @@ def csrf_field(request: Request) -> Markup:
 
 templates.env.globals["csrf_token"] = csrf_token
 templates.env.globals["csrf_field"] = csrf_field
+
+
+def local_path(target: str | None) -> str | None:
+    """`target` when it is a path on this site, else None: no "//host", no "/\\host" (which
+    browsers read as "//host"), no scheme, no control characters (open redirects)."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith(("//", "/\\"))
+        or any(ord(c) < 0x20 or c == "\\" for c in target)
+    ):
+        return None
+    return target
 
 
 def is_htmx(request: Request) -> bool:
@@ -81,47 +95,59 @@ class ErrorWording:
 
 ERROR_WORDING: dict[int, ErrorWording] = {
     403: ErrorWording(
-        "You are not allowed to do this",
-        "Your account's role does not include this action. Ask an administrator if you need it.",
+        N_("You are not allowed to do this"),
+        N_(
+            "Your account's role does not include this action. Ask an administrator if you need it."
+        ),
     ),
     404: ErrorWording(
-        "Not found",
-        "It does not exist, or your account cannot see it. Check the address, or go back to "
-        "the list it came from.",
+        N_("Not found"),
+        N_(
+            "It does not exist, or your account cannot see it. Check the address, or go back to "
+            "the list it came from."
+        ),
     ),
     409: ErrorWording(
-        "This cannot be done now",
-        "It no longer fits the current state (for example, the job has already ended, or the "
-        "model served does not match this input). Reload the page to see where things stand.",
+        N_("This cannot be done now"),
+        N_(
+            "It no longer fits the current state (for example, the job has already ended, or the "
+            "model served does not match this input). Reload the page to see where things stand."
+        ),
     ),
     413: ErrorWording(
-        "The file is too large",
-        "Send only the nodule's features or its segmentation, not a whole scan.",
+        N_("The file is too large"),
+        N_("Send only the nodule's features or its segmentation, not a whole scan."),
     ),
     415: ErrorWording(
-        "This type of file cannot be read",
-        "Send one of the formats listed on the upload form.",
+        N_("This type of file cannot be read"),
+        N_("Send one of the formats listed on the upload form."),
     ),
     422: ErrorWording(
-        "This input cannot be used",
-        "Something in what was sent is not valid; the detail below names it. Correct it and "
-        "try again.",
+        N_("This input cannot be used"),
+        N_(
+            "Something in what was sent is not valid; the detail below names it. Correct it and "
+            "try again."
+        ),
     ),
-    429: ErrorWording("Too many attempts", "Wait a little, then try again."),
+    429: ErrorWording(N_("Too many attempts"), N_("Wait a little, then try again.")),
     503: ErrorWording(
-        "The service is unavailable",
-        "Try again in a moment. If it goes on, tell an administrator.",
+        N_("The service is unavailable"),
+        N_("Try again in a moment. If it goes on, tell an administrator."),
     ),
 }
 UNKNOWN_ERROR = ErrorWording(
-    "Something went wrong", "Try again; if it happens again, tell an administrator."
+    N_("Something went wrong"), N_("Try again; if it happens again, tell an administrator.")
 )
 # On the upload form the next step is about the file.
 UPLOAD_ADVICE: dict[int, str] = {
-    422: "Check that the file holds one nodule's features or its segmentation, in one of the "
-    "formats listed on the form, then choose it again.",
-    409: "The model served now cannot read this input (the detail below says why). Ask an "
-    "administrator which model to use, or send the nodule's segmentation instead.",
+    422: N_(
+        "Check that the file holds one nodule's features or its segmentation, in one of the "
+        "formats listed on the form, then choose it again."
+    ),
+    409: N_(
+        "The model served now cannot read this input (the detail below says why). Ask an "
+        "administrator which model to use, or send the nodule's segmentation instead."
+    ),
 }
 
 

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.routes.api import docs, explanations, flags, health, jobs, models, monitoring, tokens
-from app.routes.pages import audit, auth, reports
+from app.routes.pages import audit, auth, language, reports
 from app.routes.pages import explanations as explanation_pages
 from app.routes.pages import flags as flag_pages
 from app.routes.pages import jobs as job_pages
@@ -15,7 +15,17 @@ from app.routes.pages import models as model_pages
 from app.web import STATIC_DIR
 
 API = (health, monitoring, models, jobs, explanations, flags, tokens)
-PAGES = (explanation_pages, flag_pages, model_pages, auth, docs, audit, reports, job_pages)
+PAGES = (
+    explanation_pages,
+    flag_pages,
+    model_pages,
+    auth,
+    language,
+    docs,
+    audit,
+    reports,
+    job_pages,
+)
 
 
 def include_routes(app: FastAPI) -> None:

@@ -17,6 +17,7 @@ from app.errors import AppError, NotFound
 from app.explanations import service, views
 from app.explanations.identity import parse_identity
 from app.explanations.upload import DEFAULT_K, read_explanation_request
+from app.i18n import N_
 from app.parsing import parse_int
 from app.serving import ServingState
 from app.tables import Explanation, FlagReason, Role
@@ -61,7 +62,7 @@ def _created(request: Request, session: Session, row: Explanation, state: Servin
 def _failed(request: Request, settings: Settings, error: AppError) -> Response:
     """The service's own message, with its status; nothing was stored."""
     context = _index_context(settings, error) | {
-        "error_action": "Could not explain this case.",
+        "error_action": N_("Could not explain this case."),
         "error_advice": UPLOAD_ADVICE.get(error.status_code),
     }
     return render(request, "index.html", "_error.html", context, error.status_code)
@@ -164,7 +165,7 @@ def explanation(
     except AppError as e:
         if isinstance(e, NotFound):
             audit.record_view(request, explanation_id, None)
-        return render_error(request, e, "Could not show this explanation.")
+        return render_error(request, e, N_("Could not show this explanation."))
     audit.record_view(request, explanation_id, row)
     context = views.explanation_view(session, row, _training_outlines(state))
     context["can_flag"] = caller.role in (Role.radiologist, Role.admin)

@@ -11,6 +11,7 @@ from app import audit, flagging
 from app.deps import Reviewer, SessionDep
 from app.errors import AppError, InvalidInput
 from app.explanations import service, views
+from app.i18n import N_
 from app.parsing import parse_int
 from app.payloads import RowId
 from app.tables import FlagReason, FlagStatus
@@ -61,7 +62,7 @@ def flag_explanation(
             audit_event=audit.flag_action(request, "flag.create"),
         )
     except AppError as e:
-        return render_error(request, e, "Could not record this flag.")
+        return render_error(request, e, N_("Could not record this flag."))
     return RedirectResponse(f"/explanations/{explanation_id}", status_code=303)
 
 
@@ -99,5 +100,5 @@ def review_flag(
             audit.flag_action(request, f"flag.{decision}", "forbidden"),
         )
     except AppError as e:
-        return render_error(request, e, "Could not record this decision.")
+        return render_error(request, e, N_("Could not record this decision."))
     return RedirectResponse("/review", status_code=303)
