@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from babel.messages.pofile import read_po
-from test_api import case, post_json
+from support.http import bearer, post_json
+from support.inputs import case
 
 from app.i18n import LANGUAGES, LOCALES_DIR
 
@@ -131,8 +132,6 @@ PAGES = {
 
 @pytest.fixture(scope="module")
 def explanation_url(service) -> str:
-    from service_support import bearer
-
     with httpx.Client(base_url=service.url, headers=bearer(service.tokens["clinician"])) as c:
         made = post_json(c, case().tolist(), k=3)
         assert made.status_code == 201, made.text
