@@ -164,7 +164,7 @@ def explanation(
         row = service.get_explanation(session, explanation_id, caller.explanation_owner_filter)
     except AppError as e:
         if isinstance(e, NotFound):
-            audit.record_view(request, explanation_id, None)
+            audit.record_view(request, explanation_id, None, e)
         return render_error(request, e, N_("Could not show this explanation."))
     audit.record_view(request, explanation_id, row)
     context = views.explanation_view(session, row, _training_outlines(state))

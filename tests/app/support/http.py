@@ -44,6 +44,7 @@ PATH_VALUES = {
     "version": "no-such-version",
     "report_id": "0",
     "code": "ca",
+    "user_id": "0",
 }
 
 
