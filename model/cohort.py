@@ -89,6 +89,12 @@ class Cohort:
     def patients(self) -> np.ndarray:
         return self.cases["patient_id"].astype(str).to_numpy()
 
+    @property
+    def nodules(self) -> np.ndarray:
+        """Each case's nodule (its reads share one); a case is its own nodule without them."""
+        column = "nodule_id" if "nodule_id" in self.cases.columns else "case_id"
+        return self.cases[column].astype(str).to_numpy()
+
     def slices(self, i: int) -> np.ndarray:
         """Per-slice features of case i: float32 [n_slices, dim]."""
         start, n = self._offsets[i], self._counts[i]
@@ -204,6 +210,10 @@ class CohortView:
     @property
     def patients(self) -> np.ndarray:
         return self.cohort.patients[self.indices]
+
+    @property
+    def nodules(self) -> np.ndarray:
+        return self.cohort.nodules[self.indices]
 
     def slices(self, i: int) -> np.ndarray:
         return self.cohort.slices(int(self.indices[i]))

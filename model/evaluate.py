@@ -32,7 +32,7 @@ from model import metrics, plots
 from model.cohort import Cohort
 from model.config import ModelConfig, TrainConfig
 from model.encoders import FrozenTextEncoder, TextTokenCache
-from model.readers import READER_METHODS, reader_pairs
+from model.readers import READER_METHODS, nodule_scores, reader_pairs
 from model.retrieval import top1_fields, vote_fields
 from model.served import fit_served, pooled_features, served_inputs
 from model.train import (
@@ -380,15 +380,19 @@ def run_fold(
 
     rows, class_rows, retrieval_rows, calibration_rows = [], [], [], []
     confusions: dict = {}
+    nodules = None
+    if "nodule_id" in cohort.cases.columns:
+        nodules = cohort.cases["nodule_id"].astype(str).to_numpy()[test_idx]
     for method, (pred, confidence, dists) in stated.items():
         for j, fld in enumerate(schema.fields):
             cal = metrics.calibration(y_test[:, j], confidence[:, j], pred[:, j], dists[j])
+            if nodules is not None:  # scored per nodule against its readers too
+                cal |= nodule_scores(y_test[:, j], nodules, pred[:, j], dists[j])
             calibration_rows.append({"fold": fold, "field": fld.name, "method": method, **cal})
             confusions[("reliability:" + fld.name, method)] = metrics.reliability_bins(
                 y_test[:, j], confidence[:, j], pred[:, j]
             )
-    if "nodule_id" in cohort.cases.columns:
-        nodules = cohort.cases["nodule_id"].astype(str).to_numpy()[test_idx]
+    if nodules is not None:
         for method, per_field in reader_pairs(y_test, nodules).items():
             for j, (truth, pred) in enumerate(per_field):
                 if len(truth) == 0:
@@ -664,6 +668,30 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
             "`figures/reliability_*.png` the reliability diagrams.",
             "",
         ]
+        if "nodule_agreement" in cal.columns:
+            lines += [
+                "## Per nodule, against its readers (median across folds)",
+                "",
+                "Agreement: the nodule's answer (mean of its reads' distributions) equals the "
+                "readers' majority. NLL: of the readers' distribution under that answer.",
+                "",
+                "| field | "
+                + " | ".join(f"{METHOD_NAMES[m]} agr / NLL" for m in cal_methods)
+                + " |",
+                "|---|" + "---|" * len(cal_methods),
+            ]
+            for fld in schema.fields:
+                per = cal[cal.field == fld.name].groupby("method")
+                agr, nll = per.nodule_agreement.median(), per.reader_nll.median()
+                lines.append(
+                    f"| {fld.label} | "
+                    + " | ".join(
+                        f"{agr[m]:.3f} / {nll[m]:.3f}" if m in agr.index else "–"
+                        for m in cal_methods
+                    )
+                    + " |"
+                )
+            lines.append("")
 
     ordinal = [f for f in schema.fields if f.ordinal]
     if ordinal and "qwk" in table.columns:
