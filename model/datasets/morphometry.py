@@ -67,6 +67,7 @@ FEATURE_NAMES: tuple[str, ...] = SLICE_FEATURES + CONTEXT_FEATURES + SHAPE_FEATU
 FEATURE_EXTRACTOR = "clipmed-morphometry/2"
 
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
+_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
 Contour = tuple[np.ndarray, bool]  # (int [n, 2] points as (x = column, y = row), inclusion)
 
@@ -129,19 +130,19 @@ def slice_morphometry(mask: np.ndarray, spacing: float) -> np.ndarray:
     area = n_pixels * spacing**2
     mu, (cy, cx) = _central_moments(rows, cols)
 
-    padded = np.pad(mask, 1).astype(np.float32)
-    lines = measure.find_contours(padded, 0.5)  # outer outlines and hole outlines, closed
+    # outer outlines and hole outlines, closed
+    lines = measure.find_contours(_padded(mask, np.float32), 0.5)
     perimeter_px = sum(_polyline_length(line) for line in lines)
     net_area_px = sum(_signed_area(line) for line in lines)  # outer positive, holes negative
     # isoperimetric ratio of the outline polygon itself: <= 1 for any set of closed curves
     circularity = min(4.0 * np.pi * max(net_area_px, 0.0) / perimeter_px**2, 1.0)
 
     # holes: background not 4-connected to the outside (binary_fill_holes' rule, one labelling)
-    background = ndimage.label(np.pad(~mask, 1, constant_values=True))[0]
+    background = ndimage.label(~_padded(mask, bool), structure=_FOUR_CONNECTED)[0]
     filled = background[1:-1, 1:-1] != background[0, 0]
     n_filled = float(np.count_nonzero(filled))
     if n_filled > n_pixels:
-        outer_lines = measure.find_contours(np.pad(filled, 1).astype(np.float32), 0.5)
+        outer_lines = measure.find_contours(_padded(filled, np.float32), 0.5)
     else:
         outer_lines = lines
     outer = np.vstack(outer_lines) - 1.0  # (row, col) vertices in mask pixel coordinates
@@ -171,6 +172,7 @@ def slice_morphometry(mask: np.ndarray, spacing: float) -> np.ndarray:
     offsets = outer - (cy, cx)
     radii = np.hypot(offsets[:, 0], offsets[:, 1])  # px
     r_mean = float(radii.mean())
+    r_std = float(np.sqrt(np.mean((radii - r_mean) ** 2)))
     profile = _radial_profile(np.arctan2(offsets[:, 0], offsets[:, 1]), radii)
     spectrum = np.abs(np.fft.rfft(profile))
     harmonics = 2.0 * spectrum[1:] / max(spectrum[0], 1e-12)  # amplitude over mean radius
@@ -193,10 +195,10 @@ def slice_morphometry(mask: np.ndarray, spacing: float) -> np.ndarray:
         circularity,
         convexity,
         r_mean * spacing,
-        float(radii.std()) * spacing,
+        r_std * spacing,
         float(radii.min()) * spacing,
         float(radii.max()) * spacing,
-        float(radii.std()) / max(r_mean, 1e-12),
+        r_std / max(r_mean, 1e-12),
         *harmonics[:N_HARMONICS],
         fourier_high,
         *hu,
@@ -204,6 +206,13 @@ def slice_morphometry(mask: np.ndarray, spacing: float) -> np.ndarray:
         1.0 - n_pixels / n_filled,
     ]
     return np.asarray(values, np.float32)
+
+
+def _padded(mask: np.ndarray, dtype) -> np.ndarray:
+    """`mask` with a one-pixel frame of zeros (np.pad's result, without its overhead)."""
+    out = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), dtype)
+    out[1:-1, 1:-1] = mask
+    return out
 
 
 def _central_moments(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, tuple]:
