@@ -15,14 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
-from app.models import AuditEvent, Explanation
 from app.serving import Serving
+from app.tables import AuditEvent, Explanation
 from model.features_io import MAX_ARRAY_BYTES, read_features
 from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count, validate_features
 from model.segmentation import Segmentation
+from model.validation import K_RANGE
 
 SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
-K_RANGE = (1, 50)  # the Explainer's own bounds, checked before any model work
 IDENTITY_FIELDS = ("study_instance_uid", "series_instance_uid", "nodule_label", "patient_pseudonym")
 
 

@@ -19,16 +19,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from service_support import (
-    DATABASES,
-    FEATURE_DIM,
-    add_user,
-    bearer,
-    fresh_database,
-    running_server,
-)
 from sqlalchemy import select
-from test_api import post_json
+from support.checkpoints import FEATURE_DIM
+from support.databases import DATABASES, fresh_database
+from support.http import add_user, bearer, post_json
+from support.servers import running_server
 
 from app import migrate, registry
 from app.config import Settings
@@ -36,7 +31,7 @@ from app.jobs import queue
 from app.jobs.tasks import HANDLERS
 from app.jobs.worker import Worker
 from app.main import create_app
-from app.models import EvaluationReport, Job, ModelVersion
+from app.tables import EvaluationReport, Job, ModelVersion
 from model.datasets.simulated import simulate_cohort
 
 LEASE_SECONDS = 2.0
