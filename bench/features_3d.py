@@ -86,7 +86,9 @@ def main() -> int:
             for method, (pred, _, dists) in stated.items():
                 for j, fld in enumerate(cohort.schema.fields):
                     y = cohort.labels[test, j]
-                    report = metrics.classification_report(y, pred[:, j], n_classes[j])
+                    report = metrics.classification_report(
+                        y, pred[:, j], n_classes[j], ordinal=fld.ordinal
+                    )
                     agree = nodule_scores(y, nodules[test], pred[:, j], dists[j])
                     rows.append(
                         {
