@@ -37,6 +37,7 @@ chromium:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check model app migrations clipmed tests bench
 	$(VENV)/bin/ruff format --check model app migrations clipmed tests bench
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) $(DATA)

@@ -34,6 +34,11 @@ class NotFound(AppError):
     code = "not_found"
 
 
+class NotYours(NotFound):
+    """A record that exists but belongs to someone the caller may not see: answered exactly as
+    a missing one (its existence is not confirmed), audited as a denied access."""
+
+
 class CheckpointRejected(AppError):
     """A checkpoint folder that cannot be registered or activated (it does not load)."""
 
@@ -84,3 +89,9 @@ class Conflict(AppError):
 
     status_code = 409
     code = "conflict"
+
+
+class LastActiveAdmin(Conflict):
+    """A change that would leave the service without an active admin."""
+
+    code = "last_active_admin"

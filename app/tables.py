@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
+from app.roles import Role  # noqa: F401  (its own module: the CLI names roles without SQLAlchemy)
 
 
 def utcnow() -> datetime:
@@ -100,12 +101,6 @@ class Explanation(Base):
     patient_pseudonym: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
 
 
-class Role(enum.StrEnum):
-    clinician = "clinician"  # explains cases, sees their own explanations
-    radiologist = "radiologist"  # also sees every explanation (and flags and reviews)
-    admin = "admin"  # also users, jobs, models
-
-
 class User(Base):
     __tablename__ = "users"
 
@@ -149,6 +144,7 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # On PostgreSQL the database sets it on insert, whatever the client sends (migration 0008).
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     # No foreign key: the trail outlives the accounts it names.
     actor_id: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -121,7 +121,7 @@ class Cohort:
             self.outlines,
         )
 
-    def subset(self, indices: Sequence[int]) -> CohortView:
+    def subset(self, indices: Sequence[int] | np.ndarray) -> CohortView:
         return CohortView(self, np.asarray(indices, dtype=np.int64))
 
     def content_hash(self) -> str:

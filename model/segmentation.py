@@ -72,7 +72,7 @@ def outline_features(outline: NoduleOutline) -> np.ndarray:
 # --- masks ------------------------------------------------------------------------------------
 def from_mask(
     mask: np.ndarray,
-    spacing_zyx: tuple[float, float, float],
+    spacing_zyx: tuple[float, ...],
     z0_mm: float = 0.0,
     kind: str = "mask",
     max_voxels: int = MAX_MASK_VOXELS,

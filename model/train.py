@@ -6,6 +6,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ import torch
 from model.cases import CaseSet
 from model.clip import CLIPMedical, batch_slices
 from model.config import ModelConfig, TrainConfig
-from model.encoders import FrozenTextEncoder, TextTokenCache
+from model.encoders import FeatureNorm, FrozenTextEncoder, TextTokenCache
 from model.loss import clip_loss, multitask_loss, reader_positives
 from model.readers import reader_distributions
 
@@ -141,12 +142,11 @@ def feature_statistics(cases: CaseSet, max_cases: int = 20_000, seed: int = 0):
     idx = np.arange(len(cases))
     if len(idx) > max_cases:
         idx = rng.choice(idx, max_cases, replace=False)
-    total = sq = None
-    n = 0
-    for i in idx:
+    first = cases.slices(int(idx[0])).astype(np.float64)
+    total, sq, n = first.sum(0), (first**2).sum(0), len(first)
+    for i in idx[1:]:
         x = cases.slices(int(i)).astype(np.float64)
-        total = x.sum(0) if total is None else total + x.sum(0)
-        sq = (x**2).sum(0) if sq is None else sq + (x**2).sum(0)
+        total, sq = total + x.sum(0), sq + (x**2).sum(0)
         n += len(x)
     mean = total / n
     std = np.sqrt(np.maximum(sq / n - mean**2, 0))
@@ -229,8 +229,9 @@ def train(
         train_idx, val_idx = split_by_patient(cases.patients, tcfg.val_fraction, tcfg.seed)
     fit_set, val_set = Subset(cases, train_idx), Subset(cases, val_idx)
     mean, std = feature_statistics(fit_set, seed=tcfg.seed)
-    model.image.norm_in.mean.copy_(mean)
-    model.image.norm_in.std.copy_(std.clamp_min(1e-6))
+    norm = cast(FeatureNorm, model.image.norm_in)
+    norm.mean.copy_(mean)
+    norm.std.copy_(std.clamp_min(1e-6))
     model.to(device)
 
     fit_ids = cache.ids(fit_set.texts()).to(device)

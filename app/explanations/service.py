@@ -14,11 +14,17 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
+from app.errors import Conflict, InvalidInput, NotFound, NotYours, UnsupportedMediaType
 from app.serving import Serving
 from app.tables import AuditEvent, Explanation
-from model.features_io import MAX_ARRAY_BYTES, read_features
-from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count, validate_features
+from model.features_io import MAX_ARRAY_BYTES, check_header, csv_header, read_features
+from model.inference import (
+    MAX_SLICES_PER_CASE,
+    CaseExplanation,
+    InputError,
+    check_slice_count,
+    validate_features,
+)
 from model.segmentation import Segmentation
 from model.validation import K_RANGE
 
@@ -35,6 +41,7 @@ class ExplanationInput:
     k: int
     segmentation: Segmentation | None = None
     identity: dict[str, str] = field(default_factory=dict)  # IDENTITY_FIELDS that were given
+    header: list[str] | None = None  # a .csv's header row: it must name the model's features
 
     @property
     def kind(self) -> str:
@@ -62,6 +69,12 @@ def features_from_file(
         return read_features(data, filename, max_slices=max_slices, max_array_bytes=max_array_bytes)
     except InputError as e:
         raise InvalidInput(str(e)) from None
+
+
+def header_of(data: bytes, filename: str) -> list[str] | None:
+    """The header row of an uploaded .csv (checked against the model's feature names when the
+    case is explained, by the model that explains it); None for other files."""
+    return csv_header(data) if Path(filename).suffix.lower() == ".csv" else None
 
 
 def check_slices(n_slices: int, max_slices: int) -> None:
@@ -120,6 +133,8 @@ def explain_case(
     if case.segmentation is not None:
         check_extractor(serving, case.segmentation)
     try:
+        if case.header is not None and serving.explainer.bounds.names is not None:
+            check_header(case.header, serving.explainer.bounds.names)
         array = validate_features(
             case.features, serving.feature_dim, bounds=serving.explainer.bounds
         )
@@ -142,7 +157,7 @@ def explanation_row(
     serving: Serving,
     array: np.ndarray,
     k: int,
-    result: dict[str, Any],
+    result: CaseExplanation,
     case: ExplanationInput,
     owner_id: int | None,
 ) -> Explanation:
@@ -171,10 +186,12 @@ def get_explanation(
     session: Session, explanation_id: str, owner_id: int | None = None
 ) -> Explanation:
     """The stored explanation; with `owner_id`, only if it is theirs (else not found, so ids
-    of other people's explanations are not confirmed)."""
+    of other people's explanations are not confirmed; NotYours, a NotFound, tells the audit)."""
     row = session.get(Explanation, explanation_id)
-    if row is None or (owner_id is not None and row.owner_id != owner_id):
+    if row is None:
         raise NotFound(f"no explanation with id {explanation_id!r}")
+    if owner_id is not None and row.owner_id != owner_id:
+        raise NotYours(f"no explanation with id {explanation_id!r}")
     return row
 
 

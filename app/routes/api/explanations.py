@@ -19,18 +19,18 @@ from app.explanations.upload import REQUEST_BODY_OPENAPI, read_explanation_reque
 from app.payloads import (
     BatchCaseError,
     BatchCaseResult,
-    ErrorResponse,
     ExplanationOut,
     ExplanationSummary,
     Text,
 )
+from app.problems import Problem, responses
 from app.tables import Explanation
 
 router = APIRouter(prefix="/api/v1/explanations", tags=["explanations"])
 
 
 def _errors(*codes: int) -> dict:
-    return {code: {"model": ErrorResponse} for code in codes}
+    return responses(*codes)
 
 
 @router.post(
@@ -61,6 +61,7 @@ async def create_explanation(
     response_model=list[BatchCaseResult | BatchCaseError],
     responses=_errors(401, 403, 413, 415, 422, 503),
     openapi_extra=batches.BATCH_REQUEST_BODY_OPENAPI,
+    operation_id="createExplanationBatch",
 )
 async def create_explanations(
     request: Request, session: SessionDep, serving: ServingDep, caller: AnyUser
@@ -145,7 +146,7 @@ def get_explanation_fhir(
         },
         **_errors(401, 403, 422, 503),
         404: {
-            "model": ErrorResponse,
+            "model": Problem,
             "description": "No such explanation, or no DICOM SEG behind it (the SR cites one)",
         },
     },
@@ -174,11 +175,11 @@ def get_explanation_sr(
 def _viewed(
     explanation_id: str, request: Request, session: Session, caller: Principal
 ) -> Explanation:
-    """The caller's explanation, its view audited either way (not found includes not theirs)."""
+    """The caller's explanation, its view audited either way (someone else's as denied)."""
     try:
         row = service.get_explanation(session, explanation_id, caller.explanation_owner_filter)
-    except NotFound:
-        audit.record_view(request, explanation_id, None)
+    except NotFound as e:
+        audit.record_view(request, explanation_id, None, e)
         raise
     audit.record_view(request, explanation_id, row)
     return row
