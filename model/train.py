@@ -15,7 +15,8 @@ from model.cases import CaseSet
 from model.clip import CLIPMedical, batch_slices
 from model.config import ModelConfig, TrainConfig
 from model.encoders import FeatureNorm, FrozenTextEncoder, TextTokenCache
-from model.loss import clip_loss, multitask_loss
+from model.loss import clip_loss, multitask_loss, reader_positives
+from model.readers import reader_distributions
 
 
 @dataclass
@@ -67,6 +68,24 @@ class Subset:
     @property
     def patients(self) -> np.ndarray:
         return self.base.patients[self.idx]
+
+    @property
+    def nodules(self) -> np.ndarray:
+        return case_nodules(self.base)[self.idx]
+
+
+def case_nodules(cases: CaseSet) -> np.ndarray:
+    """Each case's nodule id; a case set without nodules makes each case its own."""
+    nodules = getattr(cases, "nodules", None)
+    return np.asarray(nodules) if nodules is not None else np.arange(len(cases)).astype(str)
+
+
+def soft_targets(cases: CaseSet, n_classes: Sequence[int], device) -> list[torch.Tensor] | None:
+    """Per field (n, classes) each case's nodule distribution of reader values, or None."""
+    if not n_classes:
+        return None
+    dists = reader_distributions(cases.labels, case_nodules(cases), list(n_classes))
+    return [torch.from_numpy(d).to(device) for d in dists]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,20 +163,32 @@ def _batches(n: int, batch_size: int, sampler_weights: np.ndarray | None, rng):
     return [order[s : s + batch_size] for s in stops]
 
 
-def _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights=None):
+def _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights=None, soft=None):
+    """One batch's loss; `soft` (see soft_targets, all cases of `cases`) turns on the reader
+    targets: soft head targets and reader-weighted label-aware positives."""
     slices, mask = batch_slices([cases.slices(int(i)) for i in idx], mcfg.max_slices)
     image, _ = model.encode_image(slices.to(model.device), mask.to(model.device))  # (b, d)
     ids = text_ids[idx]
     uniq, inverse = torch.unique(ids, return_inverse=True)
     distinct = model.encode_text(cache.states[uniq], cache.mask[uniq])  # (u, d)
-    if tcfg.label_aware:
+    labels = torch.from_numpy(np.asarray(cases.labels[idx], dtype=np.int64)).to(model.device)
+    batch_soft = None
+    if soft is not None:
+        rows = torch.as_tensor(np.asarray(idx), device=model.device)
+        batch_soft = [d[rows] for d in soft]
+    if tcfg.label_aware and batch_soft is not None:
+        first = torch.full((len(uniq),), len(idx), device=model.device).scatter_reduce(
+            0, inverse, torch.arange(len(idx), device=model.device), "amin"
+        )
+        positives = reader_positives(batch_soft, labels[first], inverse)
+        loss = clip_loss(image, distinct, model.scale, inverse, positives)
+    elif tcfg.label_aware:
         loss = clip_loss(image, distinct, model.scale, inverse)
     else:
         loss = clip_loss(image, distinct[inverse], model.scale)  # (b, d): the thesis's form
     if tcfg.multitask_weight > 0 and len(model.heads):
-        labels = torch.from_numpy(np.asarray(cases.labels[idx], dtype=np.int64)).to(model.device)
         loss = loss + tcfg.multitask_weight * multitask_loss(
-            model.classify(image), labels, class_weights
+            model.classify(image), labels, class_weights, batch_soft
         )
     return loss
 
@@ -211,6 +242,10 @@ def train(
         class_weights = [
             w.to(device) for w in inverse_frequency(fit_set.labels, mcfg.field_classes)
         ]
+    fit_soft = val_soft = None
+    if tcfg.reader_targets:  # each split's own nodules: no reader of a val patient leaks in
+        fit_soft = soft_targets(fit_set, mcfg.field_classes, device)
+        val_soft = soft_targets(val_set, mcfg.field_classes, device)
     optimiser = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad],
         lr=tcfg.lr,
@@ -226,7 +261,9 @@ def train(
         batches = _batches(len(fit_set), tcfg.batch_size, weights, rng)
         running = 0.0
         for b, idx in enumerate(batches, 1):
-            loss = _batch_loss(model, fit_set, idx, fit_ids, cache, tcfg, mcfg, class_weights)
+            loss = _batch_loss(
+                model, fit_set, idx, fit_ids, cache, tcfg, mcfg, class_weights, fit_soft
+            )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -239,7 +276,9 @@ def train(
         if val_ids is None:
             best_epoch = epoch
             continue
-        val_loss = evaluate_loss(model, val_set, val_ids, cache, tcfg, mcfg, class_weights)
+        val_loss = evaluate_loss(
+            model, val_set, val_ids, cache, tcfg, mcfg, class_weights, val_soft
+        )
         history["val_loss"].append(val_loss)
         if val_loss < best_val - 1e-4:
             best_val, best_epoch, stale = val_loss, epoch, 0
@@ -256,7 +295,9 @@ def train(
 
 
 @torch.no_grad()
-def evaluate_loss(model, cases, text_ids, cache, tcfg, mcfg, class_weights=None) -> float:
+def evaluate_loss(
+    model, cases, text_ids, cache, tcfg, mcfg, class_weights=None, soft=None
+) -> float:
     """Mean batch loss over `cases` in a fixed order (no sampling, eval mode)."""
     model.eval()
     losses = []
@@ -265,7 +306,7 @@ def evaluate_loss(model, cases, text_ids, cache, tcfg, mcfg, class_weights=None)
         idx = order[s : s + tcfg.batch_size]
         if len(idx) < 2:
             continue
-        loss = _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights)
+        loss = _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights, soft)
         losses.append(loss.item())
     return float(np.mean(losses)) if losses else float("nan")
 
