@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, MetaData, create_engine, event, make_url
+from sqlalchemy import (
+    CursorResult,
+    Delete,
+    Engine,
+    MetaData,
+    Update,
+    create_engine,
+    event,
+    make_url,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -70,6 +79,14 @@ def unstorable_value_message(error: DBAPIError) -> str:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def rows_changed(session: Session, statement: Update | Delete) -> int:
+    """Runs an UPDATE or DELETE in `session` and returns how many rows it matched.
+    (Session.execute is typed as returning a plain Result; for DML it is a CursorResult.)"""
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def as_utc(moment: datetime) -> datetime:

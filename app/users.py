@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.accounts import PASSWORDS, check_new_password
 from app.audit import make_event
+from app.db import rows_changed
 from app.errors import AppError, LastActiveAdmin, NotFound
 from app.tables import ApiToken, Role, User, WebSession
 
@@ -191,10 +192,11 @@ def _keep_an_admin(session: Session, user: User) -> None:
 
 def _end_credentials(session: Session, user: User) -> tuple[int, int]:
     """Deletes the account's browser sessions and revokes its live tokens (same transaction)."""
-    ended = session.execute(delete(WebSession).where(WebSession.user_id == user.id)).rowcount
-    revoked = session.execute(
+    ended = rows_changed(session, delete(WebSession).where(WebSession.user_id == user.id))
+    revoked = rows_changed(
+        session,
         update(ApiToken)
         .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
-        .values(revoked_at=datetime.now(UTC))
-    ).rowcount
+        .values(revoked_at=datetime.now(UTC)),
+    )
     return ended, revoked

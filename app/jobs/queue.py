@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from app.db import rows_changed
 from app.errors import Conflict, NotFound
 from app.tables import FINISHED, Job, JobStatus, User
 
@@ -165,7 +166,8 @@ def reap(session: Session) -> int:
         Job.worker.is_not(None),
         Job.lease_expires_at < stamp,
     )
-    cancelled = session.execute(
+    cancelled = rows_changed(
+        session,
         update(Job)
         .where(expired, Job.cancel_requested)
         .values(
@@ -174,9 +176,10 @@ def reap(session: Session) -> int:
             worker=None,
             lease_expires_at=None,
             message="cancelled (its worker stopped answering)",
-        )
-    ).rowcount
-    failed = session.execute(
+        ),
+    )
+    failed = rows_changed(
+        session,
         update(Job)
         .where(expired, Job.attempts >= Job.max_attempts)
         .values(
@@ -186,9 +189,10 @@ def reap(session: Session) -> int:
             lease_expires_at=None,
             error="the worker stopped answering (lease expired) and no attempts are left",
             message="failed: worker lost",
-        )
-    ).rowcount
-    requeued = session.execute(
+        ),
+    )
+    requeued = rows_changed(
+        session,
         update(Job)
         .where(expired, Job.attempts < Job.max_attempts)
         .values(
@@ -196,8 +200,8 @@ def reap(session: Session) -> int:
             worker=None,
             lease_expires_at=None,
             message="requeued: the worker holding it stopped answering",
-        )
-    ).rowcount
+        ),
+    )
     session.commit()
     return cancelled + failed + requeued
 
@@ -248,11 +252,12 @@ def _held(job_id: int, token: str):
 
 def renew(session: Session, job_id: int, token: str, lease_seconds: float) -> bool:
     stamp = now()
-    renewed = session.execute(
+    renewed = rows_changed(
+        session,
         update(Job)
         .where(_held(job_id, token))
-        .values(heartbeat_at=stamp, lease_expires_at=stamp + timedelta(seconds=lease_seconds))
-    ).rowcount
+        .values(heartbeat_at=stamp, lease_expires_at=stamp + timedelta(seconds=lease_seconds)),
+    )
     session.commit()
     return bool(renewed)
 
@@ -326,8 +331,7 @@ def finish(
     try:
         if side_effects is not None:
             side_effects(session)
-        written = session.execute(update(Job).where(_held(job_id, token)).values(**values))
-        if not written.rowcount:
+        if not rows_changed(session, update(Job).where(_held(job_id, token)).values(**values)):
             session.rollback()
             return False
         session.commit()
@@ -348,18 +352,19 @@ def release(session: Session, job_id: int, token: str, log: str | None = None) -
     }
     if log is not None:
         values["log"] = log[-LOG_TAIL_CHARS:]
-    released = session.execute(update(Job).where(_held(job_id, token)).values(**values)).rowcount
+    released = rows_changed(session, update(Job).where(_held(job_id, token)).values(**values))
     session.commit()
     return bool(released)
 
 
 def wait_for_children(session: Session, job_id: int, token: str, message: str) -> bool:
     """The parent lets go of its lease; it is claimed again once every child has ended."""
-    waiting = session.execute(
+    waiting = rows_changed(
+        session,
         update(Job)
         .where(_held(job_id, token))
-        .values(worker=None, lease_expires_at=None, message=message[:255])
-    ).rowcount
+        .values(worker=None, lease_expires_at=None, message=message[:255]),
+    )
     session.commit()
     return bool(waiting)
 
