@@ -10,6 +10,8 @@ clients matched on before) is kept as an extension member. Pages get the error p
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -148,11 +150,27 @@ async def request_invalid(request: Request, exc: RequestValidationError) -> Resp
     return problem(request, 422, "invalid_input", detail)
 
 
+_E = TypeVar("_E", bound=Exception)
+
+
+def _handling(
+    kind: type[_E], handle: Callable[[Request, _E], Awaitable[Response]]
+) -> tuple[type[_E], Callable[[Request, Exception], Awaitable[Response]]]:
+    """`kind` and its handler as Starlette takes them: its signature types every handler for
+    Exception, and Starlette only calls it with an instance of `kind`."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, kind)
+        return await handle(request, exc)
+
+    return kind, handler
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, app_error)
-    app.add_exception_handler(DBAPIError, database_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, request_invalid)
+    app.add_exception_handler(*_handling(AppError, app_error))
+    app.add_exception_handler(*_handling(DBAPIError, database_error))
+    app.add_exception_handler(*_handling(StarletteHTTPException, http_error))
+    app.add_exception_handler(*_handling(RequestValidationError, request_invalid))
 
 
 def document_problems(document: dict) -> dict:
