@@ -10,7 +10,7 @@ field_classes) are not settings a job may change.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -28,27 +28,29 @@ class TrainingOverrides(BaseModel):
 
     # model.config.ModelConfig
     architecture: Literal["mlp", "attn"] | None = None
-    embed_dim: int | None = Field(None, ge=8, le=4096)
-    max_slices: int | None = Field(None, ge=1, le=MAX_SLICES_PER_CASE)
-    n_layers: int | None = Field(None, ge=1, le=24)
-    n_heads: int | None = Field(None, ge=1, le=64)
-    ff_dim: int | None = Field(None, ge=8, le=16384)
-    dropout: float | None = Field(None, ge=0.0, lt=1.0)
-    text_max_length: int | None = Field(None, ge=8, le=512)
+    embed_dim: int | None = Field(default=None, ge=8, le=4096)
+    max_slices: int | None = Field(default=None, ge=1, le=MAX_SLICES_PER_CASE)
+    n_layers: int | None = Field(default=None, ge=1, le=24)
+    n_heads: int | None = Field(default=None, ge=1, le=64)
+    ff_dim: int | None = Field(default=None, ge=8, le=16384)
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    text_max_length: int | None = Field(default=None, ge=8, le=512)
     multitask: bool | None = None
     # model.config.TrainConfig
-    batch_size: int | None = Field(None, ge=2, le=4096)  # a contrastive batch needs negatives
-    epochs: int | None = Field(None, ge=EPOCHS[0], le=EPOCHS[1])
-    lr: float | None = Field(None, gt=0.0, le=1.0)
-    weight_decay: float | None = Field(None, ge=0.0, le=1.0)
+    batch_size: int | None = Field(
+        default=None, ge=2, le=4096
+    )  # a contrastive batch needs negatives
+    epochs: int | None = Field(default=None, ge=EPOCHS[0], le=EPOCHS[1])
+    lr: float | None = Field(default=None, gt=0.0, le=1.0)
+    weight_decay: float | None = Field(default=None, ge=0.0, le=1.0)
     label_aware: bool | None = None
     reader_targets: bool | None = None
     balanced: bool | None = None
-    multitask_weight: float | None = Field(None, ge=0.0, le=100.0)
+    multitask_weight: float | None = Field(default=None, ge=0.0, le=100.0)
     balanced_heads: bool | None = None
-    val_fraction: float | None = Field(None, ge=0.0, le=0.5)
-    patience: int | None = Field(None, ge=0, le=1000)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    val_fraction: float | None = Field(default=None, ge=0.0, le=0.5)
+    patience: int | None = Field(default=None, ge=0, le=1000)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     device: Literal["cpu", "cuda", "auto"] | None = None
 
     @model_serializer(mode="wrap")
@@ -63,7 +65,10 @@ class TrainingOverrides(BaseModel):
 
 FOLDS = (2, 10)  # patient-grouped cross-validation folds an evaluate job may ask for
 COHORT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    Preset = str  # the names are model.config.PRESETS' keys, known only when it is imported
+else:
+    Preset = Literal[tuple(PRESETS)]  # validated, and listed as an enum in the schema
 
 
 class _TrainingParams(BaseModel):
