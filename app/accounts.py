@@ -29,7 +29,7 @@ def sha256(value: str) -> str:
 
 
 def has_users(session: Session) -> bool:
-    return session.scalar(select(func.count()).select_from(User)) > 0
+    return session.execute(select(func.count()).select_from(User)).scalar_one() > 0
 
 
 def create_user(session: Session, username: str, role: Role | str, password: str) -> User:

@@ -152,7 +152,7 @@ def require(*roles: Role) -> Callable:
         request.state.principal = principal
         return principal
 
-    dependency.allowed_roles = allowed  # type: ignore[attr-defined]  (read by the route tests)
+    dependency.allowed_roles = allowed  # type: ignore[attr-defined]  # read by the route tests
     return dependency
 
 

@@ -229,6 +229,7 @@ def rates_by_model(session: Session) -> dict[str, dict[str, dict[str, float]]]:
     ).all()
     rates: dict[str, dict[str, dict[str, float]]] = {}
     for version, field, status, n in counts:
+        assert field is not None  # create_flag: a "field" flag names its field
         per_field = rates.setdefault(version, {}).setdefault(
             field, {"flag_rate": 0.0, "accepted_rate": 0.0}
         )

@@ -23,6 +23,7 @@ def install(app: FastAPI) -> None:
     def document() -> dict:
         if app.openapi_schema is None:
             document_problems(generate())  # builds and keeps app.openapi_schema
+        assert app.openapi_schema is not None
         return app.openapi_schema
 
     app.openapi = document  # type: ignore[method-assign]

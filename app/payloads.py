@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -302,7 +303,7 @@ class JobOut(BaseModel):
     log: str | None = Field(default=None, description="The log's tail (one job only)")
 
     @classmethod
-    def from_row(cls, job: Job, children: list[Job] = (), with_log: bool = False) -> JobOut:
+    def from_row(cls, job: Job, children: Sequence[Job] = (), with_log: bool = False) -> JobOut:
         # A cross-validation waiting for its folds: their mean progress and what each running
         # fold is doing, rather than the parent's "waiting for N fold jobs".
         folds = fold_progress(job, children)

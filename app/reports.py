@@ -125,7 +125,8 @@ def figure_groups(row: EvaluationReport) -> list[tuple[str, list[Figure]]]:
     (the model's best mode beside logistic regression), the loss curves, anything else."""
     names = figure_names(row)
     confusions: dict[str, list[Figure]] = {}
-    overview, other = [], []
+    overview: list[Figure] = []
+    other: list[Figure] = []
     for name in names:
         stem = name.removesuffix(".png")
         field, _, method = stem.removeprefix("confusion_").rpartition("_")

@@ -226,6 +226,7 @@ def explain_batch(
     for index, case in enumerate(batch.cases):
         error = case.error
         if error is None:
+            assert case.features is not None  # a BatchCase holds its features or its error
             try:
                 valid.append((index, validate_features(case.features, serving.feature_dim)))
                 continue

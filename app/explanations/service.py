@@ -218,7 +218,7 @@ def stored_features(row: Explanation) -> np.ndarray:
     return np.load(io.BytesIO(row.features_npy), allow_pickle=False)
 
 
-def served_answer(evidence: dict[str, Any]) -> dict[str, Any]:
+def served_answer(evidence: Mapping[str, Any]) -> dict[str, Any]:
     """A field's answer in a stored result, the one the screen, FHIR and DICOM SR lead with:
     its calibrated served read-out; in results from before it, the vote and its share."""
     served = evidence.get("served")

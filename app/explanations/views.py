@@ -214,7 +214,7 @@ def flag_views(session: Session, flags: list[Flag]) -> list[FlagView]:
             select(User.id, User.username).where(User.id.in_({f.created_by for f in flags}))
         ).all()
     )
-    results = dict(
+    results: dict[str, dict[str, Any]] = dict(
         session.execute(
             select(Explanation.id, Explanation.result).where(
                 Explanation.id.in_({f.explanation_id for f in flags})

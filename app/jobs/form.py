@@ -96,7 +96,8 @@ def split_traceback(log: str | None) -> tuple[str, str | None]:
     error and the log, and keeps the traceback folded away for whoever needs it."""
     if not log or TRACEBACK not in log:
         return log or "", None
-    kept, traces = [], []
+    kept: list[str] = []
+    traces: list[str] = []
     starts = [m.start() for m in STAMPED_LINE.finditer(log)]
     bounds = zip(starts or [0], [*starts[1:], len(log)], strict=True)
     for begin, end in bounds:

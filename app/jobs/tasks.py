@@ -171,7 +171,8 @@ def run_train(ctx: JobContext) -> Outcome:
     ctx.log(f"best epoch {result.best_epoch}, {result.seconds:.0f} s")
     metrics = ckpt.meta["metrics"]
     ctx.check()
-    folder = ckpt.save(Path(settings.checkpoints_dir) / ckpt.version)
+    assert settings.checkpoints_dir is not None  # Settings fills in <data_dir>/checkpoints
+    folder = ckpt.save(settings.checkpoints_dir / ckpt.version)
     ctx.log(f"saved {folder}")
 
     def register(session: Session) -> None:
@@ -202,7 +203,8 @@ def run_train(ctx: JobContext) -> Outcome:
 def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
     params = EvaluateParams.model_validate(ctx.params)
     settings = ctx.settings
-    report_dir = Path(settings.reports_dir) / f"job-{ctx.job.id}"
+    assert settings.reports_dir is not None  # Settings fills in <data_dir>/reports
+    report_dir = settings.reports_dir / f"job-{ctx.job.id}"
     with ctx.sessions() as session:
         folds = queue.children(session, ctx.job.id)
     if not folds:
@@ -334,7 +336,8 @@ def run_reindex(ctx: JobContext) -> Outcome:
     ctx.progress(0.8, "saving the new catalog", force=True)
     folder = origin  # no corrections: back to the catalog as trained
     if ckpt is not base:
-        folder = Path(ctx.settings.checkpoints_dir) / f"{version}-reindex-{ctx.job.id}"
+        assert ctx.settings.checkpoints_dir is not None  # Settings fills it in
+        folder = ctx.settings.checkpoints_dir / f"{version}-reindex-{ctx.job.id}"
         shutil.rmtree(folder, ignore_errors=True)  # an earlier attempt's, never registered
         ckpt.save(folder)
     ctx.check()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -114,7 +114,9 @@ def review_flag(
     return FlagOut.from_row(flag)
 
 
-CSV_TOO = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
+CSV_TOO: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
 
 
 @router.get("/corrections", responses={**ERRORS, **CSV_TOO}, operation_id="exportCorrections")

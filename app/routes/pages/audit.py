@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypedDict
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,14 +17,20 @@ router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
 FilterParam = Annotated[str | None, Query(max_length=64)]
 
 
+class Filters(TypedDict):
+    action: str | None
+    actor: str | None
+    outcome: str | None
+
+
 def audit_filters(
     action: FilterParam = None, actor: FilterParam = None, outcome: FilterParam = None
-) -> dict[str, str | None]:
+) -> Filters:
     """The audit page's filters, taken the same by its CSV export."""
     return {"action": action, "actor": actor, "outcome": outcome}
 
 
-AuditFilters = Annotated[dict[str, str | None], Depends(audit_filters)]
+AuditFilters = Annotated[Filters, Depends(audit_filters)]
 
 
 @router.get("/audit", response_class=HTMLResponse)

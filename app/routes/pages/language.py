@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.errors import InvalidInput, NotFound
+from app.errors import AppError, InvalidInput, NotFound
 from app.i18n import LANGUAGE_COOKIE, LANGUAGES
 from app.web import local_path, render_error
 
@@ -23,6 +23,7 @@ def switch_language(
     """Sets the `lang` cookie and goes back to `next`, a path on this site (anything else is
     refused: the switch is no open redirect). A preference, not a state change of the
     service, so a plain link (GET) works without JavaScript."""
+    error: AppError
     if code not in LANGUAGES:
         error = NotFound(f"no language {code!r}; offered: {', '.join(LANGUAGES)}")
         return render_error(request, error, note="nothing was changed.")

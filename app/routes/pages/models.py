@@ -19,7 +19,7 @@ from app.web import render, render_error
 
 # Shown through |tr on this page: the prediction modes (model.evaluate.MODEL_METHODS) and the
 # history's actions (app.registry).
-SHOWN_LABELS = (N_("top1"), N_("vote"), N_("head"), N_("served"))
+SHOWN_LABELS: tuple[str, ...] = (N_("top1"), N_("vote"), N_("head"), N_("served"))
 SHOWN_LABELS += (N_("activate"), N_("reindex"))
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)
