@@ -30,8 +30,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import jobs
 from app.db import as_utc
+from app.jobs import queue
 from app.models import FINISHED, Explanation, Job, JobStatus
 from app.serving import ServingState
 
@@ -143,7 +143,7 @@ class JobCollector(Collector):
         try:
             with self.sessions() as session:
                 counts = dict.fromkeys((s.value for s in JobStatus), 0)
-                counts.update(jobs.counts_by_status(session))
+                counts.update(queue.counts_by_status(session))
                 finished = session.execute(_RECENT_FINISHED).all()
         except SQLAlchemyError:  # the database is away: the other metrics still answer
             log.warning("metrics: could not read the jobs table", exc_info=True)

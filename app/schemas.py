@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.db import as_utc
-from app.explaining import K_RANGE
+from app.explanations.service import K_RANGE
 from app.models import EvaluationReport, Explanation, Job, ModelEvent, ModelVersion
-from app.overrides import TrainingOverrides
-from model.config import PRESETS
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
@@ -278,51 +276,6 @@ class Readiness(BaseModel):
 # ---------------------------------------------------------------------------------------------
 # Admin jobs
 # ---------------------------------------------------------------------------------------------
-FOLDS = (2, 10)  # patient-grouped cross-validation folds an evaluate job may ask for
-COHORT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
-
-
-class _TrainingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    cohort: str = Field(
-        default="lidc", pattern=COHORT_NAME, description="Cohort folder in the data directory"
-    )
-    preset: Preset = Field(default="lidc", description="Named model and training configuration")
-    overrides: TrainingOverrides = Field(
-        default_factory=TrainingOverrides,
-        description='Settings of the preset to change, e.g. {"epochs": 10}',
-    )
-
-
-class TrainParams(_TrainingParams):
-    kind: Literal["train"] = "train"
-    include_corrections: bool = Field(
-        default=True, description="Add cases corrected by accepted radiologist flags"
-    )
-    activate: bool = Field(default=False, description="Serve the new version once registered")
-
-
-class EvaluateParams(_TrainingParams):
-    kind: Literal["evaluate"] = "evaluate"
-    folds: int = Field(default=5, ge=FOLDS[0], le=FOLDS[1], description="Folds, grouped by patient")
-    vote_k: int = Field(default=5, ge=1, le=50, description="Texts in the top-k vote")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the fold assignment")
-
-
-class ReindexParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["reindex"] = "reindex"
-    include_corrections: bool = Field(
-        default=True, description="Add the texts and cases of accepted corrections"
-    )
-
-
-JobCreate = Annotated[TrainParams | EvaluateParams | ReindexParams, Field(discriminator="kind")]
-
-
 class JobChild(BaseModel):
     id: int
     kind: str

@@ -13,12 +13,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from app import audit, jobs, reports
-from app.admin_views import JobForm, job_params, split_traceback, usernames
-from app.cohorts import available_cohorts, check_cohort
+from app import audit, reports
 from app.config import Settings
 from app.deps import Admin, SessionDep, SettingsDep
 from app.errors import AppError, InvalidInput
+from app.jobs import queue
+from app.jobs.cohorts import available_cohorts, check_cohort
+from app.jobs.form import JobForm, job_params, split_traceback, usernames
 from app.schemas import RowId
 from app.web import render, render_error
 
@@ -36,7 +37,7 @@ Checkbox = Annotated[str | None, Form(max_length=8)]  # present ("on") when tick
 def _list_context(
     session: Session, settings: Settings, form: JobForm, error: InvalidInput | None = None
 ) -> dict:
-    rows = jobs.list_jobs(session)
+    rows = queue.list_jobs(session)
     return {
         "cohorts": available_cohorts(settings.data_dir),
         "jobs": rows,
@@ -49,15 +50,15 @@ def _list_context(
 
 
 def _job_context(session: Session, job_id: int) -> dict:
-    job = jobs.get(session, job_id)
-    children = jobs.children(session, job.id)
+    job = queue.get(session, job_id)
+    children = queue.children(session, job.id)
     log, traceback = split_traceback(job.log)
     return {
         "job": job,
         "log": log,
         "traceback": traceback,
         "children": children,
-        "parent": jobs.get(session, job.parent_id) if job.parent_id is not None else None,
+        "parent": queue.get(session, job.parent_id) if job.parent_id is not None else None,
         "users": usernames(session, [job]),
         "report": reports.report_for_job(session, job.id),
     }
@@ -100,7 +101,7 @@ def start_job(
     except InvalidInput as e:
         context = _list_context(session, settings, form, e)
         return render(request, "jobs.html", "_job_form.html", context, e.status_code)
-    job = jobs.enqueue(session, params.kind, params.model_dump(), requested_by=caller.user)
+    job = queue.enqueue(session, params.kind, params.model_dump(), requested_by=caller.user)
     audit.record_request(request, "job.start", "success", target_type="job", target_id=str(job.id))
     return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
 
@@ -121,7 +122,7 @@ def job_page(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> 
 def cancel_job(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> Response:
     """Queued jobs end at once, a running one at its next progress point; 409 once ended."""
     try:
-        jobs.cancel(session, job_id)
+        queue.cancel(session, job_id)
     except AppError as e:
         return render_error(request, e, f"Could not cancel job {job_id}")
     audit.record_request(request, "job.cancel", "success", target_type="job", target_id=str(job_id))

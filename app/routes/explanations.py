@@ -10,10 +10,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import audit, batching, dicom_sr, explaining, fhir
+from app import audit
 from app.deps import AnyUser, Principal, ServingDep, SessionDep
 from app.errors import NotFound
-from app.identity import parse_identity
+from app.explanations import batches, dicom_sr, fhir, service
+from app.explanations.identity import parse_identity
+from app.explanations.upload import REQUEST_BODY_OPENAPI, read_explanation_request
 from app.models import Explanation
 from app.schemas import (
     BatchCaseError,
@@ -23,7 +25,6 @@ from app.schemas import (
     ExplanationSummary,
     Text,
 )
-from app.upload import REQUEST_BODY_OPENAPI, read_explanation_request
 
 router = APIRouter(prefix="/api/v1/explanations", tags=["explanations"])
 
@@ -45,7 +46,7 @@ async def create_explanation(
     """Explain one case: a features file (multipart field `file`, plus `k`) or JSON."""
     case = await read_explanation_request(request)
     row = await run_in_threadpool(
-        explaining.explain_case,
+        service.explain_case,
         session,
         serving,
         case,
@@ -59,7 +60,7 @@ async def create_explanation(
     "/batch",
     response_model=list[BatchCaseResult | BatchCaseError],
     responses=_errors(401, 403, 413, 415, 422, 503),
-    openapi_extra=batching.BATCH_REQUEST_BODY_OPENAPI,
+    openapi_extra=batches.BATCH_REQUEST_BODY_OPENAPI,
 )
 async def create_explanations(
     request: Request, session: SessionDep, serving: ServingDep, caller: AnyUser
@@ -67,9 +68,9 @@ async def create_explanations(
     """Explain up to 256 cases in one model pass: JSON `cases` or an .npz with one member per
     case. Each case is stored and answered on its own, or refused on its own (`status`,
     `detail`) without failing the others."""
-    batch = await batching.read_batch_request(request)
+    batch = await batches.read_batch_request(request)
     answers = await run_in_threadpool(
-        batching.explain_batch,
+        batches.explain_batch,
         session,
         serving,
         batch,
@@ -98,7 +99,7 @@ def list_explanations(
             "nodule_label": nodule_label,
         }
     )
-    rows = explaining.recent_explanations(session, limit, caller.explanation_owner_filter, identity)
+    rows = service.recent_explanations(session, limit, caller.explanation_owner_filter, identity)
     return [ExplanationSummary.from_row(row) for row in rows]
 
 
@@ -175,7 +176,7 @@ def _viewed(
 ) -> Explanation:
     """The caller's explanation, its view audited either way (not found includes not theirs)."""
     try:
-        row = explaining.get_explanation(session, explanation_id, caller.explanation_owner_filter)
+        row = service.get_explanation(session, explanation_id, caller.explanation_owner_filter)
     except NotFound:
         audit.record_view(request, explanation_id, None)
         raise

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from app import audit, csv_export, explaining, flagging
+from app import audit, csv_export, flagging
 from app.deps import Reviewer, SessionDep
+from app.explanations import service
 from app.models import Flag, FlagReason, FlagStatus
 from app.schemas import ErrorResponse, RowId, Text, UtcDatetime
 
@@ -68,7 +69,7 @@ def create_flag(
     explanation_id: Text, body: FlagIn, request: Request, session: SessionDep, caller: Reviewer
 ) -> FlagOut:
     """Flag one field (with the correct value where known) or one retrieved text."""
-    explanation = explaining.get_explanation(session, explanation_id)
+    explanation = service.get_explanation(session, explanation_id)
     flag = flagging.create_flag(
         session,
         explanation,

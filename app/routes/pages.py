@@ -9,17 +9,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import audit, explaining, flagging, presenting, registry
-from app.admin_views import compare_metrics
+from app import audit, flagging, registry
 from app.config import Settings
 from app.deps import AnyUser, Reviewer, ServingStateDep, SessionDep, SettingsDep, get_serving
 from app.errors import AppError, InvalidInput, NotFound
-from app.identity import parse_identity
+from app.explanations import service, views
+from app.explanations.identity import parse_identity
+from app.explanations.upload import DEFAULT_K, read_explanation_request
 from app.models import Explanation, FlagReason, FlagStatus, Role
 from app.parsing import parse_int
 from app.schemas import RowId
 from app.serving import ServingState
-from app.upload import DEFAULT_K, read_explanation_request
+from app.version_metrics import compare_metrics
 from app.web import is_htmx, render
 from model.outline import OutlineStore
 
@@ -30,7 +31,7 @@ RECENT_LIMIT = 50
 
 def _index_context(settings: Settings, error: AppError | None = None) -> dict:
     return {
-        "examples": presenting.list_examples(settings.data_dir),
+        "examples": views.list_examples(settings.data_dir),
         "default_k": DEFAULT_K,
         "error": error,
     }
@@ -46,7 +47,7 @@ def _created(request: Request, session: Session, row: Explanation, state: Servin
     """The fragment (htmx, which also moves the address bar), else a redirect to the page."""
     url = f"/explanations/{row.id}"
     if is_htmx(request):
-        context = presenting.explanation_view(session, row, _training_outlines(state))
+        context = views.explanation_view(session, row, _training_outlines(state))
         return render(
             request,
             "explanation.html",
@@ -82,7 +83,7 @@ async def explain_upload(
         serving = get_serving(state)
         case = await read_explanation_request(request)
         row = await run_in_threadpool(
-            explaining.explain_case,
+            service.explain_case,
             session,
             serving,
             case,
@@ -107,10 +108,10 @@ async def explain_example(
     """Explains one of the held-out example files listed on the upload page."""
     try:
         serving = get_serving(state)
-        k_value = parse_int(k, "k", *explaining.K_RANGE)
-        case = await run_in_threadpool(presenting.load_example, settings.data_dir, name, k_value)
+        k_value = parse_int(k, "k", *service.K_RANGE)
+        case = await run_in_threadpool(views.load_example, settings.data_dir, name, k_value)
         row = await run_in_threadpool(
-            explaining.explain_case,
+            service.explain_case,
             session,
             serving,
             case,
@@ -138,7 +139,7 @@ def recent(
     except AppError as e:
         context = {"items": [], "filters": filters, "error": e}
         return render(request, "explanations.html", "_recent.html", context, e.status_code)
-    rows = explaining.recent_explanations(
+    rows = service.recent_explanations(
         session, RECENT_LIMIT, caller.explanation_owner_filter, identity
     )
     items = [
@@ -157,15 +158,15 @@ def explanation(
     caller: AnyUser,
 ) -> Response:
     try:
-        row = explaining.get_explanation(session, explanation_id, caller.explanation_owner_filter)
+        row = service.get_explanation(session, explanation_id, caller.explanation_owner_filter)
     except AppError as e:
         if isinstance(e, NotFound):
             audit.record_view(request, explanation_id, None)
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
     audit.record_view(request, explanation_id, row)
-    context = presenting.explanation_view(session, row, _training_outlines(state))
+    context = views.explanation_view(session, row, _training_outlines(state))
     context["can_flag"] = caller.role in (Role.radiologist, Role.admin)
-    context["flags"] = presenting.flag_views(session, flagging.flags_of(session, row.id))
+    context["flags"] = views.flag_views(session, flagging.flags_of(session, row.id))
     context["flag_reasons"] = list(FlagReason)
     return render(request, "explanation.html", "_explanation.html", context)
 
@@ -185,7 +186,7 @@ def flag_explanation(
     `corrected_value` is "<field>=<code>" (one select for all fields: it names its field)."""
     kind, _, value = target.partition(":")
     try:
-        row = explaining.get_explanation(session, explanation_id)
+        row = service.get_explanation(session, explanation_id)
         if kind not in ("field", "text"):
             raise InvalidInput(f"unknown flag target {target!r}")
         if "=" in corrected_value:
@@ -196,7 +197,7 @@ def flag_explanation(
                     f"{value!r}"
                 )
         rank = (
-            parse_int(value, "the flagged text's rank", *explaining.K_RANGE)
+            parse_int(value, "the flagged text's rank", *service.K_RANGE)
             if kind == "text"
             else None
         )
@@ -249,7 +250,7 @@ def models_page(
 def review_queue(
     request: Request, session: SessionDep, caller: Reviewer, status: FlagStatus = FlagStatus.open
 ) -> Response:
-    flags = presenting.flag_views(session, flagging.review_queue(session, status=status))
+    flags = views.flag_views(session, flagging.review_queue(session, status=status))
     context = {
         "flags": flags,
         "status": status,

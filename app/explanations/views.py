@@ -14,9 +14,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import drawing, registry
+from app import registry
 from app.errors import NotFound
-from app.explaining import ExplanationInput, features_from_file, served_answer
+from app.explanations import drawing
+from app.explanations.service import ExplanationInput, features_from_file, served_answer
 from app.models import Explanation, Flag, User
 from model.outline import OutlineStore
 from model.segmentation import from_contours

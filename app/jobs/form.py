@@ -1,24 +1,22 @@
-"""What the admin screens show that the services do not already hand over: the start-a-job
-form read into the same parameters the JSON API takes, who asked for each job, and the model
-versions' metrics laid side by side."""
+"""What the admin job pages show that the queue does not already hand over: the start-a-job
+form read into the same parameters the JSON API takes, who asked for each job, and a job's log
+with its tracebacks folded away."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
-from app.models import Job, ModelVersion, User
-from app.overrides import EPOCHS
+from app.jobs.params import EPOCHS, FOLDS, JobCreate
+from app.models import Job, User
 from app.parsing import parse_int
-from app.schemas import FOLDS, JobCreate
 from model.config import PRESETS
-from model.evaluate import MODEL_METHODS
 
 JOB_KINDS = ("train", "evaluate", "reindex")
 _JOB_CREATE = TypeAdapter(JobCreate)
@@ -89,8 +87,6 @@ def usernames(session: Session, jobs: Iterable[Job]) -> dict[int, str]:
     return {user_id: name for user_id, name in rows}
 
 
-# --- model versions side by side ----------------------------------------------------------------
-# train's validation metrics: "val/<field>/<mode>_macro_f1" (model.evaluate.validation_metrics)
 STAMPED_LINE = re.compile(r"^\d\d:\d\d:\d\d ", re.M)  # how `JobContext.log` starts a line
 TRACEBACK = "Traceback (most recent call last):"
 
@@ -107,55 +103,3 @@ def split_traceback(log: str | None) -> tuple[str, str | None]:
         entry = log[begin:end].rstrip("\n")
         (traces if TRACEBACK in entry.split("\n", 1)[0] else kept).append(entry)
     return "\n".join(kept), "\n".join(traces) or None
-
-
-FIELD_METRIC = re.compile(r"^val/(?P<field>[^/]+)/(?P<mode>[^/]+)_macro_f1$")
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    name: str
-    values: list[float | None]  # one per version, in the comparison's order
-
-    @property
-    def best(self) -> float | None:
-        present = [v for v in self.values if v is not None]
-        return max(present) if len(present) > 1 else None
-
-
-@dataclass
-class MetricsComparison:
-    versions: list[str]
-    by_mode: dict[str, list[MetricRow]] = field(default_factory=dict)  # mode -> field rows
-    other: list[MetricRow] = field(default_factory=list)  # any other key, e.g. val/cases
-
-    @property
-    def empty(self) -> bool:
-        return not self.by_mode and not self.other
-
-
-def compare_metrics(versions: list[ModelVersion]) -> MetricsComparison:
-    """Fields x versions, one table per prediction mode, from each version's flat metrics."""
-    names = [v.version for v in versions]
-    per_mode: dict[str, dict[str, list[float | None]]] = {}
-    other: dict[str, list[float | None]] = {}
-    for column, version in enumerate(versions):
-        for key, value in (version.metrics or {}).items():
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                continue
-            match = FIELD_METRIC.match(key)
-            if match:
-                mode = per_mode.setdefault(match["mode"], {})
-                row = mode.setdefault(match["field"], [None] * len(versions))
-            else:
-                row = other.setdefault(key, [None] * len(versions))
-            row[column] = float(value)
-    order = [m for m in MODEL_METHODS if m in per_mode] + sorted(set(per_mode) - {*MODEL_METHODS})
-    return MetricsComparison(
-        names,
-        {
-            mode: [MetricRow(f, values) for f, values in sorted(per_mode[mode].items())]
-            for mode in order
-        },
-        [MetricRow(key, values) for key, values in sorted(other.items())],
-    )

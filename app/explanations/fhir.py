@@ -20,9 +20,10 @@ from html import escape
 from typing import Any
 
 from app.db import as_utc
-from app.explaining import served_answer
+from app.explanations.service import served_answer
 from app.models import Explanation
-from model.schema import Field, Schema, SchemaError, builtin_schema
+from model.datasets import builtin_schema
+from model.schema import Field, Schema, SchemaError
 
 # A code as the schema keeps it: (DICOM coding scheme designator, code, display).
 Code = tuple[str, str, str]

@@ -18,11 +18,12 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from app.explaining import served_answer
+from app.explanations.service import served_answer
 from app.models import Explanation
 from app.serving import Serving
+from model.datasets import builtin_schema
 from model.dicom_seg import PATIENT_STUDY
-from model.schema import Schema, SchemaError, builtin_schema
+from model.schema import Schema, SchemaError
 
 PRIVATE_SCHEME = "99CLIPMED"  # values and concepts without a confident standard code
 MANUFACTURER = "CLIPMedical"

@@ -21,17 +21,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings
 from app.errors import AppError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from app.explaining import (
+from app.explanations.service import (
     ExplanationInput,
     check_k,
     check_slices,
     explanation_row,
     features_from_rows,
 )
+from app.explanations.upload import validation_message
 from app.models import AuditEvent, Explanation
 from app.schemas import ExplanationRequest
 from app.serving import Serving
-from app.upload import validation_message
 from model.features_io import TooManyCases, read_npz_cases
 from model.inference import InputError, validate_features
 

@@ -2,8 +2,8 @@
 
 A heartbeat thread renews the lease while the job runs, so a long step without progress
 reports (building a catalog) keeps the job; a killed worker stops renewing and the job is
-taken over. The job itself sees its worker through `JobContext`: progress, log, and the
-checks that stop it at its next progress point (cancelled, lease lost, worker stopping).
+taken over. The job itself sees its worker through `app.jobs.context.JobContext`. The worker
+is given its handlers (`clipmed worker` passes `app.jobs.tasks.HANDLERS`).
 """
 
 from __future__ import annotations
@@ -11,109 +11,18 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
-import time
 import traceback
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import jobs, logs
+from app import logs
 from app.config import Settings
-from app.jobs import LeaseLost
+from app.jobs import queue
+from app.jobs.context import Cancelled, Handler, JobContext, Outcome, Stopping, Waiting
+from app.jobs.queue import LeaseLost
 from app.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
-
-PROGRESS_EVERY = 1.0  # seconds between progress writes (training reports every batch)
-
-
-class Cancelled(Exception):
-    """An admin cancelled the job."""
-
-
-class Stopping(Exception):
-    """The worker was asked to stop (SIGTERM); the job goes back to the queue."""
-
-
-@dataclass
-class Outcome:
-    """A job's success: its result, and what to write in the same transaction as its status."""
-
-    result: dict[str, Any]
-    side_effects: Callable[[Session], None] | None = None
-    message: str = "succeeded"
-
-
-@dataclass
-class Waiting:
-    """The job fanned out child jobs and is to be claimed again when they have all ended."""
-
-    message: str
-
-
-@dataclass
-class JobContext:
-    job: Job
-    token: str
-    settings: Settings
-    sessions: sessionmaker[Session]
-    stop: threading.Event
-    lost: threading.Event = field(default_factory=threading.Event)
-    _lines: deque[str] = field(default_factory=lambda: deque(maxlen=500))
-    _last_write: float = 0.0
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.job.params)
-
-    @property
-    def log_text(self) -> str:
-        return "\n".join(self._lines)
-
-    def log(self, line: str) -> None:
-        stamp = datetime.now(UTC).strftime("%H:%M:%S")
-        self._lines.append(f"{stamp} {line}")
-        log.info("job %s: %s", self.job.id, line)
-
-    def check(self) -> None:
-        if self.stop.is_set():
-            raise Stopping
-        if self.lost.is_set():
-            raise LeaseLost(f"job {self.job.id} lost its lease")
-
-    def progress(self, fraction: float, message: str, force: bool = False) -> None:
-        """Reports progress (at most once a second unless `force`) and stops the job here if it
-        was cancelled, its lease was lost, or the worker is stopping."""
-        self.check()
-        if not force and time.monotonic() - self._last_write < PROGRESS_EVERY:
-            return
-        self._last_write = time.monotonic()
-        with self.sessions() as session:
-            cancel = jobs.report(
-                session,
-                self.job,
-                self.token,
-                self.settings.job_lease_seconds,
-                fraction,
-                message,
-                self.log_text,
-            )
-        if cancel:
-            raise Cancelled
-
-    def work_dir(self, *parts: str) -> Path:
-        assert self.settings.data_dir is not None
-        folder = Path(self.settings.data_dir, "jobs", str(self.job.id), *parts)
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-
-Handler = Callable[[JobContext], Outcome | Waiting]
 
 
 class Heartbeat:
@@ -140,7 +49,7 @@ class Heartbeat:
         while not self.done.wait(lease / 3):
             try:
                 with self.ctx.sessions() as session:
-                    held = jobs.renew(session, self.ctx.job.id, self.ctx.token, lease)
+                    held = queue.renew(session, self.ctx.job.id, self.ctx.token, lease)
             except Exception:  # the database is away: keep trying until the lease runs out
                 log.exception("job %s: could not renew the lease", self.ctx.job.id)
                 continue
@@ -155,18 +64,14 @@ class Worker:
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        handlers: dict[str, Handler] | None = None,
+        handlers: dict[str, Handler],
         stop: threading.Event | None = None,
     ) -> None:
-        if handlers is None:
-            from app.tasks import HANDLERS
-
-            handlers = HANDLERS
         self.settings = settings
         self.sessions = sessions
         self.handlers = handlers
         self.stop = stop or threading.Event()
-        self.base_token = jobs.claim_token()
+        self.base_token = queue.claim_token()
         self.claims = 0
 
     def run(self, max_jobs: int | None = None) -> int:
@@ -192,8 +97,8 @@ class Worker:
         self.claims += 1
         token = f"{self.base_token}:{self.claims}"
         with self.sessions() as session:
-            jobs.reap(session)
-            job = jobs.claim(session, token, self.settings.job_lease_seconds, tuple(self.handlers))
+            queue.reap(session)
+            job = queue.claim(session, token, self.settings.job_lease_seconds, tuple(self.handlers))
         return job, token
 
     def execute(self, job: Job, token: str) -> None:
@@ -210,16 +115,16 @@ class Worker:
                 outcome = self.handlers[job.kind](ctx)
             except Stopping:
                 ctx.log("worker stopping: job handed back to the queue")
-                jobs.release(session, job.id, token, ctx.log_text)
+                queue.release(session, job.id, token, ctx.log_text)
             except Cancelled:
                 ctx.log("cancelled")
-                jobs.finish(session, job.id, token, JobStatus.cancelled, log=ctx.log_text)
+                queue.finish(session, job.id, token, JobStatus.cancelled, log=ctx.log_text)
             except LeaseLost:
                 ctx.log("lease lost: another worker holds the job now; nothing written")
             except Exception as e:
                 self._fail(session, ctx, e)
             except BaseException:  # KeyboardInterrupt and the like: hand the job back
-                jobs.release(session, job.id, token, ctx.log_text)
+                queue.release(session, job.id, token, ctx.log_text)
                 raise
             else:
                 self._record(session, ctx, outcome)
@@ -227,7 +132,7 @@ class Worker:
     @staticmethod
     def _fail(session: Session, ctx: JobContext, error: Exception) -> None:
         ctx.log(traceback.format_exc().rstrip())
-        jobs.finish(
+        queue.finish(
             session,
             ctx.job.id,
             ctx.token,
@@ -241,10 +146,10 @@ class Worker:
         job, token = ctx.job, ctx.token
         if isinstance(outcome, Waiting):
             ctx.log(outcome.message)
-            jobs.wait_for_children(session, job.id, token, outcome.message)
+            queue.wait_for_children(session, job.id, token, outcome.message)
             return
         try:
-            written = jobs.finish(
+            written = queue.finish(
                 session,
                 job.id,
                 token,

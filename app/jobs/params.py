@@ -1,4 +1,5 @@
-"""The settings a train or evaluate job may change, each with the range it may take.
+"""What a job may be asked to do: its kind's parameters (train, evaluate, reindex), and the
+settings a train or evaluate job may change, each with the range it may take.
 
 One schema for the JSON API, the admin form and the worker (which validates a job's stored
 parameters again before training): a value outside these ranges either cannot train (0 epochs,
@@ -9,10 +10,11 @@ field_classes) are not settings a job may change.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from model.config import PRESETS
 from model.validation import MAX_SLICES_PER_CASE
 
 EPOCHS = (1, 1000)  # at least one pass over the data: a model trained zero steps is no model
@@ -56,3 +58,48 @@ class TrainingOverrides(BaseModel):
     def given(self) -> dict[str, Any]:
         """The settings to apply over the preset (model.config.preset's keyword overrides)."""
         return self.model_dump()
+
+
+FOLDS = (2, 10)  # patient-grouped cross-validation folds an evaluate job may ask for
+COHORT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+
+
+class _TrainingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cohort: str = Field(
+        default="lidc", pattern=COHORT_NAME, description="Cohort folder in the data directory"
+    )
+    preset: Preset = Field(default="lidc", description="Named model and training configuration")
+    overrides: TrainingOverrides = Field(
+        default_factory=TrainingOverrides,
+        description='Settings of the preset to change, e.g. {"epochs": 10}',
+    )
+
+
+class TrainParams(_TrainingParams):
+    kind: Literal["train"] = "train"
+    include_corrections: bool = Field(
+        default=True, description="Add cases corrected by accepted radiologist flags"
+    )
+    activate: bool = Field(default=False, description="Serve the new version once registered")
+
+
+class EvaluateParams(_TrainingParams):
+    kind: Literal["evaluate"] = "evaluate"
+    folds: int = Field(default=5, ge=FOLDS[0], le=FOLDS[1], description="Folds, grouped by patient")
+    vote_k: int = Field(default=5, ge=1, le=50, description="Texts in the top-k vote")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the fold assignment")
+
+
+class ReindexParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["reindex"] = "reindex"
+    include_corrections: bool = Field(
+        default=True, description="Add the texts and cases of accepted corrections"
+    )
+
+
+JobCreate = Annotated[TrainParams | EvaluateParams | ReindexParams, Field(discriminator="kind")]

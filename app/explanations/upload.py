@@ -16,7 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings
 from app.errors import InvalidInput, UnsupportedMediaType
-from app.explaining import (
+from app.explanations.identity import FIELDS as IDENTITY_FIELDS
+from app.explanations.identity import parse_identity
+from app.explanations.json_body import large_body_turn, read_json_body
+from app.explanations.service import (
     K_RANGE,
     ExplanationInput,
     check_k,
@@ -24,13 +27,11 @@ from app.explaining import (
     features_from_file,
     features_from_rows,
 )
-from app.identity import FIELDS as IDENTITY_FIELDS
-from app.identity import parse_identity
-from app.json_body import large_body_turn, read_json_body
 from app.parsing import parse_int
 from app.schemas import ContoursRequest, ExplanationRequest
 from model.inference import InputError
-from model.segmentation import from_contours, parse_spacing, read_segmentation
+from model.segmentation import from_contours, parse_spacing
+from model.segmentation_files import read_segmentation
 
 DEFAULT_K = 5
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session
 
-from app import jobs, registry
+from app import registry
 from app.config import Settings
 from app.db import as_utc
-from app.explaining import stored_features
+from app.explanations.service import stored_features
 from app.flagging import accepted_corrections
+from app.jobs import queue
+from app.jobs.context import Handler, JobContext, Outcome, Waiting
+from app.jobs.params import EvaluateParams, ReindexParams, TrainingOverrides, TrainParams
 from app.models import EvaluationReport, Explanation, JobStatus
-from app.overrides import TrainingOverrides
-from app.schemas import EvaluateParams, ReindexParams, TrainParams
-from app.worker import Handler, JobContext, Outcome, Waiting
 from model.cases import CaseList, Joined
 from model.checkpoint import Checkpoint, build_checkpoint
 from model.cohort import Cohort
@@ -242,14 +242,14 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
     settings = ctx.settings
     report_dir = Path(settings.reports_dir) / f"job-{ctx.job.id}"
     with ctx.sessions() as session:
-        folds = jobs.children(session, ctx.job.id)
+        folds = queue.children(session, ctx.job.id)
     if not folds:
         cohort = load_cohort(settings, params.cohort, ctx)
         patient_folds(cohort.patients, params.folds, params.seed)  # enough patients?
         fold_params = params.model_dump(exclude={"kind"}) | {"report_dir": str(report_dir)}
         with ctx.sessions() as session:
             for fold in range(1, params.folds + 1):
-                jobs.enqueue(
+                queue.enqueue(
                     session,
                     "evaluate_fold",
                     fold_params | {"fold": fold},
