@@ -35,6 +35,8 @@ WORKDIR /app
 COPY pyproject.toml alembic.ini ./
 COPY model ./model
 COPY app ./app
+COPY templates ./templates
+COPY static ./static
 COPY clipmed ./clipmed
 COPY migrations ./migrations
 # Editable, without dependencies (all in the venv already): alembic.ini and migrations/ are

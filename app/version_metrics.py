@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from app.models import ModelVersion
+from app.tables import ModelVersion
 from model.evaluate import MODEL_METHODS
 
 # train's validation metrics: "val/<field>/<mode>_macro_f1" (model.evaluate.validation_metrics)

@@ -549,7 +549,7 @@ def serve_cmd(
             create_app(settings),
             host=settings.host,
             port=settings.port,
-            # Our logging (configure_logging) and our access lines (app.metrics, with the
+            # Our logging (configure_logging) and our access lines (app.middleware.observe, with the
             # request id and route), instead of uvicorn's.
             log_config=None,
             access_log=False,
@@ -574,7 +574,7 @@ def bootstrap_model(settings, session) -> None:
     from app import audit, registry
     from app.jobs import queue
     from app.jobs.params import TrainParams
-    from app.models import Job
+    from app.tables import Job
 
     if not registry.is_empty(session):
         return
@@ -623,7 +623,7 @@ def bootstrap_admin(settings, session) -> None:
     import secrets
 
     from app import accounts
-    from app.models import Role
+    from app.tables import Role
 
     if accounts.has_users(session):
         return
@@ -746,7 +746,7 @@ def users_create(
 
     from app import accounts
     from app.errors import AppError
-    from app.models import Role
+    from app.tables import Role
 
     if role not in {r.value for r in Role}:
         fail(f"unknown role {role!r}; one of: {', '.join(r.value for r in Role)}")

@@ -29,9 +29,9 @@ from app.explanations.service import (
     features_from_rows,
 )
 from app.explanations.upload import validation_message
-from app.models import AuditEvent, Explanation
-from app.schemas import ExplanationRequest
+from app.payloads import ExplanationRequest
 from app.serving import Serving
+from app.tables import AuditEvent, Explanation
 from model.features_io import TooManyCases, read_npz_cases
 from model.inference import InputError, validate_features
 

@@ -19,8 +19,8 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from app.explanations.service import served_answer
-from app.models import Explanation
 from app.serving import Serving
+from app.tables import Explanation
 from model.datasets import builtin_schema
 from model.dicom_seg import PATIENT_STUDY
 from model.schema import Schema, SchemaError

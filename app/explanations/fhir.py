@@ -21,7 +21,7 @@ from typing import Any
 
 from app.db import as_utc
 from app.explanations.service import served_answer
-from app.models import Explanation
+from app.tables import Explanation
 from model.datasets import builtin_schema
 from model.schema import Field, Schema, SchemaError
 

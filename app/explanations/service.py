@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
-from app.models import AuditEvent, Explanation
 from app.serving import Serving
+from app.tables import AuditEvent, Explanation
 from model.features_io import MAX_ARRAY_BYTES, read_features
 from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count, validate_features
 from model.segmentation import Segmentation

@@ -28,7 +28,7 @@ from app.explanations.service import (
     features_from_rows,
 )
 from app.parsing import parse_int
-from app.schemas import ContoursRequest, ExplanationRequest
+from app.payloads import ContoursRequest, ExplanationRequest
 from model.inference import InputError
 from model.segmentation import from_contours, parse_spacing
 from model.segmentation_files import read_segmentation

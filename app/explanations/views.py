@@ -18,7 +18,7 @@ from app import registry
 from app.errors import NotFound
 from app.explanations import drawing
 from app.explanations.service import ExplanationInput, features_from_file, served_answer
-from app.models import Explanation, Flag, User
+from app.tables import Explanation, Flag, User
 from model.outline import OutlineStore
 from model.segmentation import from_contours
 from model.validation import InputError

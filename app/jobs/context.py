@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.jobs import queue
 from app.jobs.queue import LeaseLost
-from app.models import Job
+from app.tables import Job
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
 from app.jobs.params import EPOCHS, FOLDS, JobCreate
-from app.models import Job, User
 from app.parsing import parse_int
+from app.tables import Job, User
 from model.config import PRESETS
 
 JOB_KINDS = ("train", "evaluate", "reindex")

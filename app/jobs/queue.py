@@ -24,7 +24,7 @@ from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app.errors import Conflict, NotFound
-from app.models import FINISHED, Job, JobStatus, User
+from app.tables import FINISHED, Job, JobStatus, User
 
 ACTIVE = (JobStatus.queued, JobStatus.running)
 LOG_TAIL_CHARS = 20_000

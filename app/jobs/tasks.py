@@ -24,7 +24,7 @@ from app.flagging import accepted_corrections
 from app.jobs import queue
 from app.jobs.context import Handler, JobContext, Outcome, Waiting
 from app.jobs.params import EvaluateParams, ReindexParams, TrainingOverrides, TrainParams
-from app.models import EvaluationReport, Explanation, JobStatus
+from app.tables import EvaluationReport, Explanation, JobStatus
 from model.cases import CaseList, Joined
 from model.checkpoint import Checkpoint, build_checkpoint
 from model.cohort import Cohort

@@ -20,7 +20,7 @@ from app.config import Settings
 from app.jobs import queue
 from app.jobs.context import Cancelled, Handler, JobContext, Outcome, Stopping, Waiting
 from app.jobs.queue import LeaseLost
-from app.models import Job, JobStatus
+from app.tables import Job, JobStatus
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS
 from test_browser import log_in as browser_log_in
 
 from app.jobs import queue
-from app.models import (
+from app.tables import (
     AuditEvent,
     EvaluationReport,
     Job,

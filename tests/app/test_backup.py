@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app import accounts, audit, migrate
-from app.models import AuditEvent, User
+from app.tables import AuditEvent, User
 
 
 def libpq(url: str) -> str:

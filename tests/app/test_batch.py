@@ -11,7 +11,7 @@ from service_support import FEATURE_DIM, MAX_UPLOAD_BYTES
 from sqlalchemy import select
 
 from app.explanations.batches import MAX_BATCH_CASES
-from app.models import AuditEvent, Explanation
+from app.tables import AuditEvent, Explanation
 
 URL = "/api/v1/explanations/batch"
 RNG = np.random.default_rng(7)

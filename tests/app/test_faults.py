@@ -44,7 +44,7 @@ from app.db import make_engine, make_session_factory
 from app.errors import CheckpointRejected
 from app.explanations.service import npy_bytes
 from app.main import create_app
-from app.models import AuditEvent, Explanation, Flag, ModelVersion
+from app.tables import AuditEvent, Explanation, Flag, ModelVersion
 from model.checkpoint import Checkpoint
 from model.datasets.simulated import simulate_cohort
 

@@ -36,7 +36,7 @@ from app.jobs import queue
 from app.jobs.tasks import HANDLERS
 from app.jobs.worker import Worker
 from app.main import create_app
-from app.models import EvaluationReport, Job, ModelVersion
+from app.tables import EvaluationReport, Job, ModelVersion
 from model.datasets.simulated import simulate_cohort
 
 LEASE_SECONDS = 2.0

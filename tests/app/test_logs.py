@@ -32,7 +32,7 @@ from app.db import make_engine, make_session_factory
 from app.jobs import queue
 from app.jobs.context import Outcome
 from app.jobs.worker import Worker
-from app.models import AuditEvent
+from app.tables import AuditEvent
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import migrate
-from app.models import Explanation, Job, ModelVersion, User
+from app.tables import Explanation, Job, ModelVersion, User
 
 TABLES = {
     "model_versions",

@@ -21,7 +21,7 @@ from test_api import case, post_json
 from app.config import Settings
 from app.jobs import queue
 from app.main import create_app
-from app.models import Job, JobStatus
+from app.tables import Job, JobStatus
 
 Samples = dict[tuple[str, frozenset], float]
 

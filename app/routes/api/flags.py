@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 from app import audit, csv_export, flagging
 from app.deps import Reviewer, SessionDep
 from app.explanations import service
-from app.models import Flag, FlagReason, FlagStatus
-from app.schemas import ErrorResponse, RowId, Text, UtcDatetime
+from app.payloads import ErrorResponse, RowId, Text, UtcDatetime
+from app.tables import Flag, FlagReason, FlagStatus
 
 router = APIRouter(prefix="/api/v1", tags=["flags"])
 

@@ -16,8 +16,7 @@ from app.errors import NotFound
 from app.explanations import batches, dicom_sr, fhir, service
 from app.explanations.identity import parse_identity
 from app.explanations.upload import REQUEST_BODY_OPENAPI, read_explanation_request
-from app.models import Explanation
-from app.schemas import (
+from app.payloads import (
     BatchCaseError,
     BatchCaseResult,
     ErrorResponse,
@@ -25,6 +24,7 @@ from app.schemas import (
     ExplanationSummary,
     Text,
 )
+from app.tables import Explanation
 
 router = APIRouter(prefix="/api/v1/explanations", tags=["explanations"])
 

@@ -10,8 +10,8 @@ from app.deps import Admin, SessionDep, SettingsDep
 from app.jobs import queue
 from app.jobs.cohorts import check_cohort
 from app.jobs.params import JobCreate
-from app.models import JobStatus
-from app.schemas import ErrorResponse, JobOut, RowId
+from app.payloads import ErrorResponse, JobOut, RowId
+from app.tables import JobStatus
 
 router = APIRouter(prefix="/api/v1/admin/jobs", tags=["jobs"])
 

@@ -7,8 +7,8 @@ from pydantic import BaseModel
 
 from app import accounts, audit
 from app.deps import AnyUser, Principal, SessionDep
-from app.models import ApiToken, Role
-from app.schemas import ErrorResponse, RowId, UtcDatetime
+from app.payloads import ErrorResponse, RowId, UtcDatetime
+from app.tables import ApiToken, Role
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}

@@ -1,5 +1,5 @@
 """Admin jobs as pages: the list with a start form, one job with its live progress and log, and
-cancelling. The JSON API (`app.routes.jobs`) does the same for scripts; workers do the work.
+cancelling. The JSON API (`app.routes.api.jobs`) does the same for scripts; workers do the work.
 
 A running job's progress is a fragment that asks for itself again every second and, once the
 job has ended, comes back without the trigger, so the page stops polling by itself.
@@ -20,7 +20,7 @@ from app.errors import AppError, InvalidInput
 from app.jobs import queue
 from app.jobs.cohorts import available_cohorts, check_cohort
 from app.jobs.form import JobForm, job_params, split_traceback, usernames
-from app.schemas import RowId
+from app.payloads import RowId
 from app.web import render, render_error
 
 router = APIRouter(

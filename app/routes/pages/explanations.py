@@ -1,26 +1,25 @@
-"""The clinician's screen: server-rendered pages, each also served as an htmx fragment."""
+"""The clinician's screen for explanations: upload, examples, the recent list and one
+explanation, each page also served as an htmx fragment."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import audit, flagging, registry
+from app import audit, flagging
 from app.config import Settings
-from app.deps import AnyUser, Reviewer, ServingStateDep, SessionDep, SettingsDep, get_serving
-from app.errors import AppError, InvalidInput, NotFound
+from app.deps import AnyUser, ServingStateDep, SessionDep, SettingsDep, get_serving
+from app.errors import AppError, NotFound
 from app.explanations import service, views
 from app.explanations.identity import parse_identity
 from app.explanations.upload import DEFAULT_K, read_explanation_request
-from app.models import Explanation, FlagReason, FlagStatus, Role
 from app.parsing import parse_int
-from app.schemas import RowId
 from app.serving import ServingState
-from app.version_metrics import compare_metrics
+from app.tables import Explanation, FlagReason, Role
 from app.web import is_htmx, render
 from model.outline import OutlineStore
 
@@ -169,116 +168,3 @@ def explanation(
     context["flags"] = views.flag_views(session, flagging.flags_of(session, row.id))
     context["flag_reasons"] = list(FlagReason)
     return render(request, "explanation.html", "_explanation.html", context)
-
-
-@router.post("/explanations/{explanation_id}/flags")
-def flag_explanation(
-    explanation_id: str,
-    request: Request,
-    session: SessionDep,
-    caller: Reviewer,
-    target: Annotated[str, Form(max_length=80)],
-    reason: Annotated[FlagReason, Form()],
-    corrected_value: Annotated[str, Form(max_length=255)] = "",
-    comment: Annotated[str, Form(max_length=2000)] = "",
-) -> Response:
-    """The flag form on an explanation page: `target` is "field:<name>" or "text:<rank>";
-    `corrected_value` is "<field>=<code>" (one select for all fields: it names its field)."""
-    kind, _, value = target.partition(":")
-    try:
-        row = service.get_explanation(session, explanation_id)
-        if kind not in ("field", "text"):
-            raise InvalidInput(f"unknown flag target {target!r}")
-        if "=" in corrected_value:
-            value_field, _, corrected_value = corrected_value.partition("=")
-            if kind != "field" or value_field != value:
-                raise InvalidInput(
-                    f"the correct value chosen is one of {value_field!r}, not of the flagged "
-                    f"{value!r}"
-                )
-        rank = (
-            parse_int(value, "the flagged text's rank", *service.K_RANGE)
-            if kind == "text"
-            else None
-        )
-        flagging.create_flag(
-            session,
-            row,
-            caller.user,
-            field=value if kind == "field" else None,
-            text_rank=rank,
-            reason=reason,
-            corrected_value=corrected_value,
-            comment=comment,
-            audit_event=audit.flag_action(request, "flag.create"),
-        )
-    except AppError as e:
-        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
-    return RedirectResponse(f"/explanations/{explanation_id}", status_code=303)
-
-
-@router.get("/models")
-def models_page(
-    request: Request,
-    session: SessionDep,
-    caller: AnyUser,
-    activated: Annotated[str, Query(max_length=64)] = "",
-) -> Response:
-    """Registered versions, their validation metrics side by side, each field's flag and
-    accepted-correction rates; admins also get activation buttons and the history. After an
-    activation (`activated`), a notice says which version is now served."""
-    versions = registry.list_versions(session)
-    is_admin = caller.role == Role.admin
-    active = next((v for v in versions if v.is_active), None)
-    context = {
-        "notice": (
-            f"Model {activated} is now served."
-            if activated and active is not None and active.version == activated
-            else None
-        ),
-        "models": versions,
-        "metrics": compare_metrics(versions),
-        "rates": flagging.rates_by_model(session),
-        "is_admin": is_admin,
-        "active": next((v for v in versions if v.is_active), None),
-        "history": registry.history(session) if is_admin else [],
-    }
-    return render(request, "models.html", "models.html", context)
-
-
-@router.get("/review")
-def review_queue(
-    request: Request, session: SessionDep, caller: Reviewer, status: FlagStatus = FlagStatus.open
-) -> Response:
-    flags = views.flag_views(session, flagging.review_queue(session, status=status))
-    context = {
-        "flags": flags,
-        "status": status,
-        "statuses": list(FlagStatus),
-        "me": caller.user.id,
-    }
-    return render(request, "review.html", "review.html", context)
-
-
-@router.post("/review/{flag_id}")
-def review_flag(
-    flag_id: RowId,
-    request: Request,
-    session: SessionDep,
-    caller: Reviewer,
-    decision: Annotated[str, Form(pattern="^(accept|reject)$")],
-    note: Annotated[str, Form(max_length=2000)] = "",
-) -> Response:
-    try:
-        flagging.review(
-            session,
-            flag_id,
-            caller.user,
-            decision == "accept",
-            note,
-            audit.flag_action(request, f"flag.{decision}"),
-            audit.flag_action(request, f"flag.{decision}", "forbidden"),
-        )
-    except AppError as e:
-        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
-    return RedirectResponse("/review", status_code=303)

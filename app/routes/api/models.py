@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
-from app import audit, registry
+from app import registry
 from app.deps import Admin, AnyUser, ServingStateDep, SessionDep
-from app.models import Role
-from app.schemas import ErrorResponse, ModelEventOut, ModelVersionOut, Text
+from app.payloads import ErrorResponse, ModelEventOut, ModelVersionOut, Text
+from app.tables import Role
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
@@ -38,12 +37,5 @@ async def activate_model(
 ) -> ModelVersionOut:
     """Serve `version` from now on; requests already running finish with the version they
     started with. Rolling back is the same call with the older version."""
-    row = await run_in_threadpool(
-        registry.activate_version,
-        session,
-        version,
-        state,
-        caller.user,
-        audit.model_activated(request, version),
-    )
+    row = await registry.activate_for_request(request, session, version, state, caller.user)
     return ModelVersionOut.from_row(row)

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.db import as_utc
 from app.explanations.service import K_RANGE
-from app.models import EvaluationReport, Explanation, Job, ModelEvent, ModelVersion
+from app.tables import EvaluationReport, Explanation, Job, ModelEvent, ModelVersion
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.deps import ServingStateDep, SessionDep
-from app.schemas import Health, Readiness
+from app.payloads import Health, Readiness
 
 router = APIRouter(tags=["health"])
 
