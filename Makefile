@@ -11,7 +11,7 @@ DATA    ?= data
 #   make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: run test lint venv clean chromium caddy lock
+.PHONY: run test test-fast lint venv clean chromium caddy lock
 
 venv: $(STAMP)
 
@@ -38,6 +38,10 @@ run: $(RUNTIME)
 
 test: $(STAMP) chromium caddy
 	$(VENV)/bin/python -m pytest
+
+# The fast lane: every test but those that train a model or import LIDC (marked `slow`).
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 # The browser tests drive Debian's chromium through Playwright (never `playwright install`).
 chromium:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_support import FEATURE_DIM
 from sqlalchemy import select, update
-from test_auth import log_in, page_csrf
-from test_browser import CHROMIUM, CHROMIUM_ARGS
-from test_browser import log_in as browser_log_in
+from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.browser import log_in as browser_log_in
+from support.checkpoints import FEATURE_DIM
+from support.http import log_in, page_csrf
 
 from app.jobs import queue
 from app.tables import (
@@ -414,7 +414,8 @@ def report_folder(tmp_path_factory, text_encoder) -> tuple[Path, dict, bool]:
     simulated)."""
     from model.config import preset
     from model.datasets.simulated import simulate_cohort
-    from model.evaluate import cross_validate, write_report
+    from model.evaluate import cross_validate
+    from model.report import write_report
 
     cohort = simulate_cohort(40, None, seed=3, feature_dim=FEATURE_DIM, signal=2.0)
     mcfg, tcfg = preset(

@@ -9,10 +9,10 @@ import subprocess
 import tarfile
 
 import pytest
-from service_support import fresh_postgres_database
 from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from support.databases import fresh_postgres_database
 
 from app import accounts, audit, migrate
 from app.tables import AuditEvent, User

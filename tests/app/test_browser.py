@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from service_support import FEATURE_DIM, TEST_PASSWORD
-from test_pages import unseen_case
+from support.browser import CHROMIUM, CHROMIUM_ARGS, log_in
+from support.checkpoints import FEATURE_DIM
+from support.inputs import unseen_case
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOT = Path("/tmp/ui_results.png")
 
 pytestmark = [
@@ -45,14 +44,6 @@ def page(browser, service):
     log_in(tab, "admin")
     yield tab
     context.close()
-
-
-def log_in(tab, username: str) -> None:
-    tab.goto("/login")
-    tab.fill("#username", username)
-    tab.fill("#password", TEST_PASSWORD)
-    tab.click("form#login button[type=submit]")
-    tab.wait_for_url(re.compile(r"/$"))
 
 
 def test_upload_shows_the_ranked_texts_and_scores(page, service, client, tmp_path):
@@ -111,7 +102,8 @@ def test_clicking_an_example_explains_it(page, service):
 
 
 def test_radiologist_flags_a_field_and_an_admin_accepts_it(browser, service, client):
-    from test_api import case, post_json
+    from support.http import post_json
+    from support.inputs import case
 
     from app import registry
 

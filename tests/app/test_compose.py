@@ -19,10 +19,11 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from service_support import FEATURE_DIM, fresh_postgres_database
 from sqlalchemy import make_url
-from test_auth import log_in
-from test_serve import free_port
+from support.checkpoints import FEATURE_DIM
+from support.databases import fresh_postgres_database
+from support.http import log_in
+from support.servers import free_port
 
 from app.deps import SESSION_COOKIE
 from model.datasets.simulated import simulate_cohort

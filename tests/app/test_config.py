@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from private_postgres import private_cluster
 from pydantic_settings import SettingsError
 from sqlalchemy import create_engine, make_url, text
+from support.private_postgres import private_cluster
 
 from app.config import Settings
 

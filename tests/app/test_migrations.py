@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from service_support import fresh_database
 from sqlalchemy import MetaData, create_engine, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from support.databases import fresh_database
 
 from app import migrate
 from app.tables import Explanation, Job, ModelVersion, User
