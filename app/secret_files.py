@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 # setting -> the environment variables that name it (each may have a _FILE variant)
 SECRET_SETTINGS = {
     "database_url": ("DATABASE_URL", "CLIPMED_DATABASE_URL"),
+    "migrate_database_url": ("CLIPMED_MIGRATE_DATABASE_URL",),
     "db_password": ("CLIPMED_DB_PASSWORD",),
     "admin_password": ("CLIPMED_ADMIN_PASSWORD",),
     "metrics_token": ("CLIPMED_METRICS_TOKEN",),

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
+from app.errors import Conflict, InvalidInput, NotFound, NotYours, UnsupportedMediaType
 from app.serving import Serving
 from app.tables import AuditEvent, Explanation
 from model.features_io import MAX_ARRAY_BYTES, check_header, csv_header, read_features
@@ -180,10 +180,12 @@ def get_explanation(
     session: Session, explanation_id: str, owner_id: int | None = None
 ) -> Explanation:
     """The stored explanation; with `owner_id`, only if it is theirs (else not found, so ids
-    of other people's explanations are not confirmed)."""
+    of other people's explanations are not confirmed; NotYours, a NotFound, tells the audit)."""
     row = session.get(Explanation, explanation_id)
-    if row is None or (owner_id is not None and row.owner_id != owner_id):
+    if row is None:
         raise NotFound(f"no explanation with id {explanation_id!r}")
+    if owner_id is not None and row.owner_id != owner_id:
+        raise NotYours(f"no explanation with id {explanation_id!r}")
     return row
 
 

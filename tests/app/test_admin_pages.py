@@ -288,6 +288,13 @@ def test_start_a_job_from_the_form_then_cancel_it(service, admin_browser):
             "200-digit",
         ),
         ({"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "\u00b2"}, "folds must"),
+        # new since the attack: fullwidth digits, a Unicode minus, a no-break space
+        ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "\uff12"}, "epochs must"),
+        (
+            {"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "\u22125"},
+            "folds must",
+        ),
+        ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "\u00a02"}, "epochs must"),
         ({"kind": "shutdown"}, "choose the kind of job"),
         ({}, "choose the kind of job"),
     ],

@@ -1,5 +1,6 @@
 """docker-compose.yml without Docker: its services' very commands, run as processes against the
-real PostgreSQL (and Debian's caddy with deploy/Caddyfile for the `proxy` profile), driven over
+real PostgreSQL (migrate as the owner, web and workers as the application role the db's init
+script makes) and Debian's caddy with deploy/Caddyfile for the `proxy` profile, driven over
 HTTP(S). Fails when the compose file and the commands drift apart."""
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import yaml
-from sqlalchemy import make_url
+from sqlalchemy import URL, create_engine, make_url, text
 from support.checkpoints import FEATURE_DIM
 from support.databases import fresh_postgres_database
 from support.http import log_in
@@ -30,8 +33,13 @@ from model.datasets.simulated import simulate_cohort
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
-# The contents of ./secrets/ (a password with every character a URL would escape)
-SECRETS = {"postgres_password": "pg-s@cret/for:tests%", "admin_password": "a long admin pw"}
+INIT_ROLE = REPO / "deploy" / "postgres-init" / "01-app-role.sh"
+# The contents of ./secrets/ (passwords with every character a URL would escape)
+SECRETS = {
+    "postgres_password": "pg-s@cret/for:tests%",
+    "db_app_password": "app-s@cret/for:tests%",
+    "admin_password": "a long admin pw",
+}
 VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:[?-])(?P<arg>[^}]*))?\}")
 
 
@@ -79,6 +87,27 @@ def test_secrets_are_files_and_nowhere_else(compose):
     assert "PASSWORD=" not in (REPO / ".env.example").read_text()
 
 
+def test_migrate_is_the_owner_and_the_services_the_app_role(compose):
+    """Only the one-shot migration logs in as the owner and holds its password; it grants the
+    role web and the workers log in as, with their own password (the db's init script makes
+    that role from the same secret file)."""
+    services = compose["services"]
+    migrate = services["migrate"]["environment"]
+    assert migrate["CLIPMED_DB_USER"] == services["db"]["environment"]["POSTGRES_USER"]
+    assert migrate["CLIPMED_DB_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert services["migrate"]["secrets"] == ["postgres_password"]
+    for name in ("web", "worker"):
+        environment = services[name]["environment"]
+        assert environment["CLIPMED_DB_USER"] == migrate["CLIPMED_DB_APP_ROLE"] == "clipmed_app"
+        assert environment["CLIPMED_DB_PASSWORD_FILE"] == "/run/secrets/db_app_password"
+        assert "postgres_password" not in services[name]["secrets"]
+        assert "CLIPMED_DB_APP_ROLE" not in environment
+    db = services["db"]
+    assert set(db["secrets"]) == {"postgres_password", "db_app_password"}
+    assert "./deploy/postgres-init:/docker-entrypoint-initdb.d:ro" in db["volumes"]
+    assert "/run/secrets/db_app_password" in INIT_ROLE.read_text()
+
+
 def test_web_has_no_fixed_host_port_and_trusts_only_the_proxy(compose):
     web, proxy = compose["services"]["web"], compose["services"]["proxy"]
     # "127.0.0.1::8000": an ephemeral host port per replica, so `--scale web=2` can start
@@ -92,21 +121,25 @@ def test_web_has_no_fixed_host_port_and_trusts_only_the_proxy(compose):
 @pytest.fixture
 def stack_env(tmp_path) -> Iterator[dict[str, str]]:
     """What a local run of the compose services needs besides the compose file: a database of
-    the test server instead of the `db` service (given by parts, as compose gives `db`), the
-    secret files, a data folder instead of the volume, and a small first training (a simulated
-    cohort instead of LIDC) so the test takes seconds."""
+    the test server instead of the `db` service (given by parts, as compose gives `db`; its
+    owner stands in for `clipmed`, and an application role made by the db's init script,
+    deploy/postgres-init/01-app-role.sh, for `clipmed_app`), the secret files, a data folder
+    instead of the volume, and a small first training (a simulated cohort instead of LIDC) so
+    the test takes seconds."""
     simulate_cohort(120, tmp_path / "sim", seed=4, feature_dim=FEATURE_DIM, signal=2.0)
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     for name, value in SECRETS.items():
         (secrets / name).write_text(value + "\n")
-    with fresh_postgres_database("clipmed_compose") as url:
+    role = f"infra_compose_{uuid.uuid4().hex[:8]}"
+    with fresh_postgres_database("infra_compose") as url, app_role(url, role, secrets):
         parts = make_url(url)
         yield {
             "CLIPMED_DB_HOST": parts.host,
             "CLIPMED_DB_PORT": str(parts.port or 5432),
-            "CLIPMED_DB_USER": parts.username,
             "CLIPMED_DB_NAME": parts.database,
+            # compose's user names -> the test server's (for local_environment())
+            "ROLES": json.dumps({"clipmed": parts.username, "clipmed_app": role}),
             "CLIPMED_DATA_DIR": str(tmp_path),
             "CLIPMED_BOOTSTRAP_COHORT": "sim",
             "CLIPMED_BOOTSTRAP_OVERRIDES": json.dumps({"epochs": 2, "embed_dim": 32}),
@@ -117,12 +150,42 @@ def stack_env(tmp_path) -> Iterator[dict[str, str]]:
         }
 
 
+@contextmanager
+def app_role(url: str, role: str, secrets: Path) -> Iterator[None]:
+    """The application role, made by the db service's init script as the postgres image runs it
+    (as the owner, the password from the secret file), dropped afterwards."""
+    parts = make_url(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "POSTGRES_"))} | {
+        "PGHOST": parts.host or "127.0.0.1",
+        "PGPORT": str(parts.port or 5432),
+        "POSTGRES_USER": parts.username or "postgres",
+        "POSTGRES_DB": parts.database or "",
+        "CLIPMED_DB_APP_PASSWORD_FILE": str(secrets / "db_app_password"),
+        "CLIPMED_DB_APP_ROLE": role,
+    }
+    made = subprocess.run(["sh", str(INIT_ROLE)], env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    try:
+        yield
+    finally:
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f"DROP OWNED BY {role}"))
+            connection.execute(text(f"DROP ROLE {role}"))
+        engine.dispose()
+
+
 def local_environment(environment: dict[str, str], stack_env: dict[str, str]) -> dict[str, str]:
-    """A service's compose environment with /run/secrets/ pointing at the test's secret files
-    and the stand-ins (database parts, data folder) on top."""
-    secrets = stack_env["SECRETS_DIR"]
+    """A service's compose environment with /run/secrets/ pointing at the test's secret files,
+    compose's database users replaced by the test server's, and the stand-ins (database host,
+    port and name, data folder) on top."""
+    secrets, roles = stack_env["SECRETS_DIR"], json.loads(stack_env["ROLES"])
     mounted = {k: v.replace("/run/secrets", secrets, 1) for k, v in environment.items()}
-    return mounted | {k: v for k, v in stack_env.items() if k != "SECRETS_DIR"}
+    if "CLIPMED_DB_USER" in mounted:
+        mounted["CLIPMED_DB_USER"] = roles[mounted["CLIPMED_DB_USER"]]
+    if "CLIPMED_DB_APP_ROLE" in mounted:
+        mounted["CLIPMED_DB_APP_ROLE"] = roles[mounted["CLIPMED_DB_APP_ROLE"]]
+    return mounted | {k: v for k, v in stack_env.items() if k not in ("SECRETS_DIR", "ROLES")}
 
 
 def test_the_compose_services_commands_run_the_product(compose, stack_env, tmp_path):
@@ -204,6 +267,11 @@ def test_the_compose_services_commands_run_the_product(compose, stack_env, tmp_p
             assert again["model_version"] == second_version
             history = admin.get("/api/v1/models/history").json()
             assert [h["version"] for h in history[:2]] == [second_version, first_version]
+            # the services wrote the trail as the application role, which cannot rewrite it
+            trail = admin.get("/admin/audit.csv").text
+            assert "model.activate" in trail and "login" in trail
+        # and every connection of the web service and the workers is the application role's
+        assert connected_roles(stack_env) == {json.loads(stack_env["ROLES"])["clipmed_app"]}
     finally:
         for process in processes.values():
             if process.poll() is None:
@@ -218,6 +286,31 @@ def test_the_compose_services_commands_run_the_product(compose, stack_env, tmp_p
     # SIGTERM: workers hand back and exit 0; uvicorn re-raises SIGTERM after its shutdown
     assert codes["worker-1"] == codes["worker-2"] == 0, (codes, logs())
     assert codes["web"] in (0, -signal.SIGTERM), (codes, logs())
+
+
+def connected_roles(stack_env: dict[str, str]) -> set[str]:
+    """The roles of the other sessions on the stack's database."""
+    owner = json.loads(stack_env["ROLES"])["clipmed"]
+    url = URL.create(
+        "postgresql+psycopg",
+        username=owner,
+        host=stack_env["CLIPMED_DB_HOST"],
+        port=int(stack_env["CLIPMED_DB_PORT"]),
+        database=stack_env["CLIPMED_DB_NAME"],
+    )
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(
+                connection.scalars(
+                    text(
+                        "SELECT usename FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid()"
+                    )
+                )
+            )
+    finally:
+        engine.dispose()
 
 
 def csrf(browser: httpx.Client) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from pydantic_settings import SettingsError
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import URL, create_engine, make_url, text
 from support.private_postgres import private_cluster
 
 from app.config import Settings
@@ -67,7 +67,12 @@ def test_secrets_come_from_files(clean_env, tmp_path):
     for name in ("CLIPMED_DB_HOST", "CLIPMED_DB_USER", "CLIPMED_DB_NAME"):
         clean_env.delenv(name)
     clean_env.setenv("DATABASE_URL_FILE", str(tmp_path / "url"))
-    assert Settings().database_url == "postgresql+psycopg://u:x@h/d"
+    assert Settings().migrate_database_url == "postgresql+psycopg://u:x@h/d"  # empty = the URL
+    (tmp_path / "owner").write_text("postgresql+psycopg://owner:y@h/d\n")
+    clean_env.setenv("CLIPMED_MIGRATE_DATABASE_URL_FILE", str(tmp_path / "owner"))
+    settings = Settings()
+    assert settings.database_url == "postgresql+psycopg://u:x@h/d"
+    assert settings.migrate_database_url == "postgresql+psycopg://owner:y@h/d"
 
 
 def test_a_secret_set_twice_or_unreadable_is_refused(clean_env, tmp_path):
@@ -88,7 +93,9 @@ def test_a_secret_set_twice_or_unreadable_is_refused(clean_env, tmp_path):
 
 def test_migrate_logs_in_with_a_hard_password_from_a_secret_file(tmp_path):
     """A role whose password holds @ % / :, set on a server that checks passwords over TCP;
-    `clipmed migrate` given the parts and the password file gets in, a wrong password does not."""
+    `clipmed migrate` given the parts and the password file gets in and grants the application
+    role, a wrong password does not; the application role's settings with the owner's URL in
+    CLIPMED_MIGRATE_DATABASE_URL_FILE migrate too."""
     with private_cluster(host_auth="scram-sha-256") as pg:
         admin = create_engine(pg.socket_url, isolation_level="AUTOCOMMIT")
         try:
@@ -96,6 +103,7 @@ def test_migrate_logs_in_with_a_hard_password_from_a_secret_file(tmp_path):
                 password = connection.exec_driver_sql("SELECT quote_literal(%s)", (HARD_PASSWORD,))
                 connection.execute(text(f"CREATE ROLE clipmed LOGIN PASSWORD {password.scalar()}"))
                 connection.execute(text("CREATE DATABASE clipmed OWNER clipmed"))
+                connection.execute(text("CREATE ROLE clipmed_app LOGIN PASSWORD 'app:p@ss'"))
         finally:
             admin.dispose()
         secret = tmp_path / "db_password"
@@ -108,9 +116,10 @@ def test_migrate_logs_in_with_a_hard_password_from_a_secret_file(tmp_path):
             "CLIPMED_DB_USER": "clipmed",
             "CLIPMED_DB_NAME": "clipmed",
             "CLIPMED_DB_PASSWORD_FILE": str(secret),
+            "CLIPMED_DB_APP_ROLE": "clipmed_app",
         }
         done = subprocess.run([CLIPMED, "migrate"], env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
         report = json.loads(done.stdout)
         assert report["revision"] is not None
         assert HARD_PASSWORD not in done.stdout and "***" in report["database"]
@@ -120,3 +129,18 @@ def test_migrate_logs_in_with_a_hard_password_from_a_secret_file(tmp_path):
         assert refused.returncode != 0  # the exit code of a failure is the CLI's convention
         assert "password authentication failed" in refused.stderr
         assert "p@ss%w/rd" not in refused.stderr
+
+        # the application role's parts, the owner's URL from a file
+        (tmp_path / "app_password").write_text("app:p@ss\n")
+        owner = URL.create(
+            "postgresql+psycopg", "clipmed", HARD_PASSWORD, "127.0.0.1", pg.port, "clipmed"
+        )
+        (tmp_path / "migrate_url").write_text(owner.render_as_string(hide_password=False))
+        env |= {
+            "CLIPMED_DB_USER": "clipmed_app",
+            "CLIPMED_DB_PASSWORD_FILE": str(tmp_path / "app_password"),
+            "CLIPMED_MIGRATE_DATABASE_URL_FILE": str(tmp_path / "migrate_url"),
+        }
+        again = subprocess.run([CLIPMED, "migrate"], env=env, capture_output=True, text=True)
+        assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
+        assert json.loads(again.stdout)["database"].startswith("postgresql+psycopg://clipmed:***@")

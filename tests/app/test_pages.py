@@ -160,6 +160,20 @@ def test_out_of_range_k_is_refused_like_the_api(client):
     assert "k must be between 1 and 50, got 99" in page.text
 
 
+@pytest.mark.parametrize("k", ["\uff13", "\u22123", "\u00a03", "+-3", "9" * 5000])
+def test_a_k_that_is_not_a_plain_integer_is_refused_on_the_pages(client, example, k):
+    """The upload form and the example buttons read k as the API does (app.parsing)."""
+    before = count_explanations(client)
+    for page in (
+        explain(client, npy(unseen_case()), k=k),
+        client.post(f"/examples/{example}", data={"k": k}),
+    ):
+        assert page.status_code == 422, page.text
+        assert "k must be" in page.text and 'role="alert"' in page.text
+        assert "9" * 100 not in page.text  # the digits are not echoed back
+    assert count_explanations(client) == before
+
+
 def test_an_example_is_explained_with_a_click(client, example):
     response = client.post(f"/examples/{example}", data={"k": "3"})
     assert response.status_code == 303

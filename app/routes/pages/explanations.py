@@ -160,7 +160,7 @@ def explanation(
         row = service.get_explanation(session, explanation_id, caller.explanation_owner_filter)
     except AppError as e:
         if isinstance(e, NotFound):
-            audit.record_view(request, explanation_id, None)
+            audit.record_view(request, explanation_id, None, e)
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
     audit.record_view(request, explanation_id, row)
     context = views.explanation_view(session, row, _training_outlines(state))
