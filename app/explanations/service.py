@@ -18,7 +18,13 @@ from app.errors import Conflict, InvalidInput, NotFound, NotYours, UnsupportedMe
 from app.serving import Serving
 from app.tables import AuditEvent, Explanation
 from model.features_io import MAX_ARRAY_BYTES, check_header, csv_header, read_features
-from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count, validate_features
+from model.inference import (
+    MAX_SLICES_PER_CASE,
+    CaseExplanation,
+    InputError,
+    check_slice_count,
+    validate_features,
+)
 from model.segmentation import Segmentation
 from model.validation import K_RANGE
 
@@ -151,7 +157,7 @@ def explanation_row(
     serving: Serving,
     array: np.ndarray,
     k: int,
-    result: dict[str, Any],
+    result: CaseExplanation,
     case: ExplanationInput,
     owner_id: int | None,
 ) -> Explanation:

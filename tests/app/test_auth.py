@@ -36,6 +36,7 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET", "/explanations"): (303, 200, 200, 200),
     ("GET", "/explanations/{explanation_id}"): (303, 404, 404, 404),
     ("GET", "/login"): (200, 200, 200, 200),
+    ("GET", "/lang/{code}"): (303, 303, 303, 303),  # a preference cookie, for anyone
     ("POST", "/login"): (422, 422, 422, 422),
     ("POST", "/logout"): (303, 303, 303, 303),
     ("GET", "/openapi.json"): (401, 200, 200, 200),

@@ -17,10 +17,11 @@ from app.errors import AppError, NotFound
 from app.explanations import service, views
 from app.explanations.identity import parse_identity
 from app.explanations.upload import DEFAULT_K, read_explanation_request
+from app.i18n import N_
 from app.parsing import parse_int
 from app.serving import ServingState
 from app.tables import Explanation, FlagReason, Role
-from app.web import is_htmx, render
+from app.web import UPLOAD_ADVICE, is_htmx, render, render_error
 from model.outline import OutlineStore
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)
@@ -60,7 +61,10 @@ def _created(request: Request, session: Session, row: Explanation, state: Servin
 
 def _failed(request: Request, settings: Settings, error: AppError) -> Response:
     """The service's own message, with its status; nothing was stored."""
-    context = _index_context(settings, error)
+    context = _index_context(settings, error) | {
+        "error_action": N_("Could not explain this case."),
+        "error_advice": UPLOAD_ADVICE.get(error.status_code),
+    }
     return render(request, "index.html", "_error.html", context, error.status_code)
 
 
@@ -161,7 +165,7 @@ def explanation(
     except AppError as e:
         if isinstance(e, NotFound):
             audit.record_view(request, explanation_id, None, e)
-        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
+        return render_error(request, e, N_("Could not show this explanation."))
     audit.record_view(request, explanation_id, row)
     context = views.explanation_view(session, row, _training_outlines(state))
     context["can_flag"] = caller.role in (Role.radiologist, Role.admin)

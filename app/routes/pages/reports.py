@@ -27,7 +27,7 @@ def report_page(report_id: RowId, request: Request, session: SessionDep, _: Admi
     try:
         row = reports.get_report(session, report_id)
     except AppError as e:
-        return render_error(request, e, f"Could not show report {report_id}")
+        return render_error(request, e, f"Could not show report {report_id}.")
     context = {
         "report": row,
         "table": reports.summary_table(row.summary),
@@ -46,7 +46,7 @@ def report_figure(
     try:
         path = reports.figure_path(reports.get_report(session, report_id), name)
     except AppError as e:
-        return render_error(request, e, "No such figure")
+        return render_error(request, e, "Could not show this figure.")
     return FileResponse(path, media_type="image/png")
 
 
@@ -58,5 +58,5 @@ def report_file(
     try:
         path, media_type = reports.download_path(reports.get_report(session, report_id), name)
     except AppError as e:
-        return render_error(request, e, "No such file")
+        return render_error(request, e, "Could not show this file.")
     return FileResponse(path, media_type=media_type, filename=f"report-{report_id}-{name}")
