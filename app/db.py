@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Connection,
     CursorResult,
     Delete,
     Engine,
@@ -13,6 +16,7 @@ from sqlalchemy import (
     create_engine,
     event,
     make_url,
+    text,
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -49,6 +53,36 @@ def make_engine(url: str) -> Engine:
     # connect_timeout: a server that is down answers 503 in seconds instead of hanging a request.
     connect_args = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 5}
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+# PostgreSQL advisory lock keys (any 64-bit numbers, fixed, ours alone): replicas started
+# together take turns at migrating the schema and at the first-run bootstrap instead of racing.
+MIGRATION_LOCK = 0x636C69706D656401  # "clipmed" 01
+BOOTSTRAP_LOCK = 0x636C69706D656402
+
+
+def lock_for_transaction(connection: Connection, key: int) -> None:
+    """Wait for the advisory lock `key`, held until the connection's transaction ends (on
+    SQLite, whose writers already take turns, nothing)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+@contextmanager
+def advisory_lock(engine: Engine, key: int) -> Iterator[None]:
+    """Hold the advisory lock `key` for the block, on a connection of its own, so the block may
+    commit as often as it likes (on SQLite, nothing)."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            connection.commit()
 
 
 def database_unavailable(error: BaseException) -> bool:

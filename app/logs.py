@@ -26,7 +26,17 @@ _fields: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 )
 
 # Fields our own lines add with `extra=` or `bound`; the text format shows them as key=value.
-FIELDS = ("request_id", "job_id", "method", "route", "path", "status", "duration_ms", "user")
+FIELDS = (
+    "request_id",
+    "job_id",
+    "method",
+    "route",
+    "path",
+    "status",
+    "duration_ms",
+    "user",
+    "client",
+)
 # uvicorn decorates some records with an ANSI-coloured copy of the message.
 NOT_LOGGED = (*RESERVED_ATTRS, "color_message")
 # Chatter at INFO that says nothing about this service (alembic lists its plugins each run).

@@ -485,13 +485,14 @@ def demo_cmd(
 def service_settings(**overrides):
     """The service's Settings (CLIPMED_* / DATABASE_URL), with command-line overrides."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
     from sqlalchemy import make_url
 
     from app.config import Settings
 
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as e:
+    except (ValidationError, SettingsError) as e:
         bad_usage(str(e))
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
@@ -543,7 +544,7 @@ def serve_cmd(
 
     import uvicorn
 
-    from app.db import make_engine, make_session_factory
+    from app.db import BOOTSTRAP_LOCK, advisory_lock, make_engine, make_session_factory
     from app.errors import AppError
     from app.logs import configure_logging
     from app.main import create_app
@@ -553,10 +554,13 @@ def serve_cmd(
     migrate_database(settings)
     engine = make_engine(settings.database_url)
     try:
-        with make_session_factory(engine)() as session:
-            bootstrap_model(settings, session)
-        with make_session_factory(engine)() as session:
-            bootstrap_admin(settings, session)
+        # Replicas starting together: one at a time looks for an empty registry or no users,
+        # so the first model and the first admin are made once.
+        with advisory_lock(engine, BOOTSTRAP_LOCK):
+            with make_session_factory(engine)() as session:
+                bootstrap_model(settings, session)
+            with make_session_factory(engine)() as session:
+                bootstrap_admin(settings, session)
     except AppError as e:
         fail(e.message)
     finally:

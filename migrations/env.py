@@ -9,7 +9,7 @@ from sqlalchemy import create_engine
 
 import app.tables  # noqa: F401  (registers the tables on Base.metadata)
 from app.config import Settings
-from app.db import Base
+from app.db import MIGRATION_LOCK, Base, lock_for_transaction
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -45,6 +45,9 @@ def run_migrations_online() -> None:
                 compare_type=True,
             )
             with context.begin_transaction():
+                # One migrator at a time (replicas starting together): the others wait here,
+                # then find the schema at head and have nothing to do.
+                lock_for_transaction(connection, MIGRATION_LOCK)
                 context.run_migrations()
     finally:
         engine.dispose()

@@ -78,6 +78,8 @@ def log_access(scope: Scope, route: str, status: int, seconds: float) -> None:
         "status": status,
         "duration_ms": round(seconds * 1000, 1),
     }
+    if scope.get("client"):  # behind a trusted proxy, the address it forwarded (uvicorn)
+        fields["client"] = scope["client"][0]
     if principal is not None:
         fields["user"] = principal.user.username
     quiet = route in QUIET_ROUTES and status < 400

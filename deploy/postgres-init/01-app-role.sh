@@ -5,9 +5,9 @@
 # SELECT on the audit trail, no ownership, not a superuser. The password comes from a secret
 # file, never from the command line.
 set -eu
-password_file="${CLIPMED_DB_APP_PASSWORD_FILE:-/run/secrets/db_app_secret}"
+password_file="${CLIPMED_DB_APP_PASSWORD_FILE:-/run/secrets/db_app_password}"
 if [ ! -s "$password_file" ]; then
-    echo "01-app-role.sh: no password in $password_file (set CLIPMED_DB_APP_PASSWORD)" >&2
+    echo "01-app-role.sh: no password in $password_file (the db_app_password secret, ./secrets/db_app_password)" >&2
     exit 1
 fi
 app_password="$(cat "$password_file")"

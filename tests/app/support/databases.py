@@ -60,6 +60,23 @@ def fresh_database(kind: str, tmp_dir: Path) -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def fresh_postgres_database(prefix: str = "clipmed_test") -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database of its own (not a schema: for what works on
+    whole databases, such as pg_dump, or settings given by parts), dropped afterwards."""
+    url = make_url(postgres_url())
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def events(service, **where) -> list[AuditEvent]:
     with service.session() as session:
         query = select(AuditEvent).order_by(AuditEvent.id)

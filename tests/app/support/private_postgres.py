@@ -48,15 +48,24 @@ def _unavailable(reason: str) -> None:
 
 
 class PrivateCluster:
-    def __init__(self, bin_dir: Path, root: Path, os_user: str | None) -> None:
+    def __init__(
+        self, bin_dir: Path, root: Path, os_user: str | None, host_auth: str = "trust"
+    ) -> None:
         self.bin_dir = bin_dir
         self.root = root  # data/, the socket and the server log
         self.os_user = os_user  # run the server binaries as this user (None: as ourselves)
         self.port = _free_port()
+        # TCP connections: "trust", or "scram-sha-256" (passwords checked; the socket, at
+        # socket_url, stays trusted for setting them)
+        self.host_auth = host_auth
 
     @property
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def socket_url(self) -> str:
+        return f"postgresql+psycopg://postgres@/postgres?host={self.root}&port={self.port}"
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
         command = [str(self.bin_dir / tool), *args]
@@ -68,8 +77,9 @@ class PrivateCluster:
 
     def init(self) -> None:
         # --no-sync only skips initdb's own fsync; the running server syncs as usual.
-        self._run("initdb", "-D", str(self.root / "data"), "-A", "trust", "-U", "postgres",
-                  "-E", "UTF8", "--no-sync")  # fmt: skip
+        self._run("initdb", "-D", str(self.root / "data"), "--auth-local=trust",
+                  f"--auth-host={self.host_auth}", "-U", "postgres", "-E", "UTF8",
+                  "--no-sync")  # fmt: skip
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
@@ -98,7 +108,7 @@ class PrivateCluster:
 
 
 @contextmanager
-def private_cluster() -> Iterator[PrivateCluster]:
+def private_cluster(host_auth: str = "trust") -> Iterator[PrivateCluster]:
     """A started cluster, stopped and deleted afterwards whatever happens."""
     bin_dir = _bin_dir()
     if bin_dir is None:
@@ -113,7 +123,7 @@ def private_cluster() -> Iterator[PrivateCluster]:
     if os_user is not None:
         entry = pwd.getpwnam(os_user)
         os.chown(root, entry.pw_uid, entry.pw_gid)
-    cluster = PrivateCluster(bin_dir, root, os_user)
+    cluster = PrivateCluster(bin_dir, root, os_user, host_auth)
     try:
         cluster.init()
         cluster.start()
