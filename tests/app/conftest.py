@@ -20,6 +20,7 @@ from service_support import (
     add_user,
     bearer,
     build_lidc_checkpoint,
+    build_report_folder,
     build_small_checkpoint,
     fresh_database,
     running_server,
@@ -154,3 +155,22 @@ def client_as(service) -> Iterator:
             return stack.enter_context(client)
 
         yield make
+
+
+@dataclass(frozen=True)
+class ReportFolders:
+    """Two real evaluation reports of the same simulated cohort, split and fold count (one and
+    two training epochs): (folder, summary) each."""
+
+    a: tuple[Path, dict]
+    b: tuple[Path, dict]
+
+
+@pytest.fixture(scope="session")
+def report_folders(tmp_path_factory, text_encoder) -> ReportFolders:
+    root = tmp_path_factory.mktemp("reports")
+    made = {
+        name: (root / name, build_report_folder(root / name, text_encoder, epochs))
+        for name, epochs in (("a", 1), ("b", 2))
+    }
+    return ReportFolders(**made)
