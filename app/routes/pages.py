@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import audit, explaining, flagging, presenting, registry
+from app import audit, explaining, flagging, paging, presenting, registry
 from app.admin_views import compare_metrics
 from app.config import Settings
-from app.deps import AnyUser, Reviewer, ServingStateDep, SessionDep, SettingsDep, get_serving
+from app.deps import (
+    AnyUser,
+    Principal,
+    Reviewer,
+    ServingStateDep,
+    SessionDep,
+    SettingsDep,
+    get_serving,
+)
 from app.errors import AppError, InvalidInput, NotFound
 from app.identity import parse_identity
 from app.models import Explanation, FlagReason, FlagStatus, Role
@@ -24,8 +33,6 @@ from app.web import is_htmx, render
 from model.outline import OutlineStore
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)
-
-RECENT_LIMIT = 50
 
 
 def _index_context(settings: Settings, error: AppError | None = None) -> dict:
@@ -42,16 +49,28 @@ def _training_outlines(state: ServingState) -> OutlineStore | None:
     return serving.checkpoint.outlines if serving is not None else None
 
 
-def _created(request: Request, session: Session, row: Explanation, state: ServingState) -> Response:
+def _explanation_context(
+    session: Session, row: Explanation, state: ServingState, caller: Principal
+) -> dict:
+    """The explanation with its flags and, for reviewers, what the flag form offers."""
+    context = presenting.explanation_view(session, row, _training_outlines(state))
+    context["can_flag"] = caller.role in (Role.radiologist, Role.admin)
+    context["flags"] = presenting.flag_views(session, flagging.flags_of(session, row.id))
+    context["flag_reasons"] = list(FlagReason)
+    return context
+
+
+def _created(
+    request: Request, session: Session, row: Explanation, state: ServingState, caller: Principal
+) -> Response:
     """The fragment (htmx, which also moves the address bar), else a redirect to the page."""
     url = f"/explanations/{row.id}"
     if is_htmx(request):
-        context = presenting.explanation_view(session, row, _training_outlines(state))
         return render(
             request,
             "explanation.html",
-            "_explanation.html",
-            context,
+            "_explanation_page.html",
+            _explanation_context(session, row, state, caller),
             201,
             headers={"HX-Push-Url": url},
         )
@@ -91,7 +110,7 @@ async def explain_upload(
         )
     except AppError as e:
         return _failed(request, settings, e)
-    return _created(request, session, row, state)
+    return _created(request, session, row, state, caller)
 
 
 @router.post("/examples/{name}")
@@ -119,32 +138,84 @@ async def explain_example(
         )
     except AppError as e:
         return _failed(request, settings, e)
-    return _created(request, session, row, state)
+    return _created(request, session, row, state, caller)
+
+
+FilterText = Annotated[str, Query(max_length=64)]
+DayText = Annotated[str, Query(max_length=10, description="a UTC day, YYYY-MM-DD")]
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """The filters both growing lists share, and the keyset cursor of the page asked for."""
+
+    filters: dict[str, str]  # case identity, UTC days (since, until), user: as the form sent them
+    after: str
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return parse_identity(self.filters)
+
+    def page_url(self, path: str, after: str | None, **more: str) -> str | None:
+        """The list at `after` (None: no such page) with the same filters."""
+        if after is None:
+            return None
+        query = paging.query_string({**more, **self.filters}, after=after)
+        return f"{path}?{query}" if query else path
+
+
+def list_query(
+    study_instance_uid: FilterText = "",
+    patient_pseudonym: FilterText = "",
+    since: DayText = "",
+    until: DayText = "",
+    user: FilterText = "",
+    after: Annotated[str, Query(max_length=120, description="keyset cursor: next page")] = "",
+) -> ListQuery:
+    filters = {
+        "study_instance_uid": study_instance_uid,
+        "patient_pseudonym": patient_pseudonym,
+        "since": since,
+        "until": until,
+        "user": user,
+    }
+    return ListQuery(filters, after)
+
+
+ListQueryDep = Annotated[ListQuery, Depends(list_query)]
 
 
 @router.get("/explanations")
-def recent(
-    request: Request,
-    session: SessionDep,
-    caller: AnyUser,
-    study_instance_uid: str = "",
-    patient_pseudonym: str = "",
-) -> Response:
-    """Newest first, optionally only one study or patient (the filter form: GET, htmx swaps
-    the list and pushes the address)."""
-    filters = {"study_instance_uid": study_instance_uid, "patient_pseudonym": patient_pseudonym}
+def recent(request: Request, session: SessionDep, caller: AnyUser, q: ListQueryDep) -> Response:
+    """Newest first, 50 a page (keyset: `after` the last row seen), filtered by case identity,
+    UTC days and (for reviewers and admins; clinicians see their own) who asked. The filter
+    form is a GET: htmx swaps the list and pushes the address."""
+    f = q.filters
+    context: dict = {"filters": f, "pick_user": caller.explanation_owner_filter is None}
     try:
-        identity = parse_identity(filters)
+        rows = explaining.recent_explanations(
+            session,
+            paging.PAGE_SIZE + 1,
+            caller.explanation_owner_filter,
+            q.identity,
+            since=f["since"],
+            until=f["until"],
+            user_id=paging.user_id_named(session, f["user"]) if context["pick_user"] else None,
+            after=q.after,
+        )
     except AppError as e:
-        context = {"items": [], "filters": filters, "error": e}
+        context |= {"items": [], "error": e}
         return render(request, "explanations.html", "_recent.html", context, e.status_code)
-    rows = explaining.recent_explanations(
-        session, RECENT_LIMIT, caller.explanation_owner_filter, identity
-    )
-    items = [
-        {"row": row, "top_text": (row.result.get("texts") or [{}])[0].get("text")} for row in rows
-    ]
-    context = {"items": items, "filters": filters}
+    page = paging.page_of(rows, lambda row: paging.time_id_cursor(row.created_at, row.id))
+    context |= {
+        "items": [
+            {"row": row, "top_text": (row.result.get("texts") or [{}])[0].get("text")}
+            for row in page.items
+        ],
+        "filtered": any(f.values()),
+        "next_url": q.page_url("/explanations", page.next_cursor),
+        "first_url": q.page_url("/explanations", "") if q.after else None,
+    }
     return render(request, "explanations.html", "_recent.html", context)
 
 
@@ -163,11 +234,8 @@ def explanation(
             audit.record_view(request, explanation_id, None)
         return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
     audit.record_view(request, explanation_id, row)
-    context = presenting.explanation_view(session, row, _training_outlines(state))
-    context["can_flag"] = caller.role in (Role.radiologist, Role.admin)
-    context["flags"] = presenting.flag_views(session, flagging.flags_of(session, row.id))
-    context["flag_reasons"] = list(FlagReason)
-    return render(request, "explanation.html", "_explanation.html", context)
+    context = _explanation_context(session, row, state, caller)
+    return render(request, "explanation.html", "_explanation_page.html", context)
 
 
 @router.post("/explanations/{explanation_id}/flags")
@@ -247,14 +315,38 @@ def models_page(
 
 @router.get("/review")
 def review_queue(
-    request: Request, session: SessionDep, caller: Reviewer, status: FlagStatus = FlagStatus.open
+    request: Request,
+    session: SessionDep,
+    caller: Reviewer,
+    q: ListQueryDep,
+    status: FlagStatus = FlagStatus.open,
+    field: FilterText = "",
 ) -> Response:
-    flags = presenting.flag_views(session, flagging.review_queue(session, status=status))
-    context = {
-        "flags": flags,
-        "status": status,
-        "statuses": list(FlagStatus),
-        "me": caller.user.id,
+    """Flags newest first, 50 a page (keyset on the flag id), filtered by status, field, who
+    raised them, UTC days and the flagged explanation's identity."""
+    f = q.filters
+    shown = {"status": status.value, "field": field}
+    context: dict = {"filters": shown | f, "statuses": list(FlagStatus), "me": caller.user.id}
+    try:
+        rows = flagging.review_queue(
+            session,
+            status=status,
+            field=field or None,
+            limit=paging.PAGE_SIZE + 1,
+            since=f["since"],
+            until=f["until"],
+            flagged_by=paging.user_id_named(session, f["user"]),
+            identity=q.identity,
+            after=q.after,
+        )
+    except AppError as e:
+        context |= {"flags": [], "error": e}
+        return render(request, "review.html", "review.html", context, e.status_code)
+    page = paging.page_of(rows, lambda flag: str(flag.id))
+    context |= {
+        "flags": presenting.flag_views(session, page.items),
+        "next_url": q.page_url("/review", page.next_cursor, **shown),
+        "first_url": q.page_url("/review", "", **shown) if q.after else None,
     }
     return render(request, "review.html", "review.html", context)
 

@@ -123,6 +123,19 @@ def test_htmx_upload_returns_the_fragment_and_pushes_the_url(client):
     assert 'id="explanation"' in full.text and 'id="explanation"' in again.text
 
 
+def test_the_fragment_after_an_upload_carries_the_flag_form_for_reviewers(client_as):
+    """Flag where you look: the result shown right after an upload has the flags and, for
+    radiologists and admins, the flag form aimed at that explanation."""
+    for role, can_flag in (("clinician", False), ("radiologist", True), ("admin", True)):
+        response = explain(client_as(role), npy(unseen_case()), headers=HX)
+        assert response.status_code == 201
+        fragment, url = response.text, response.headers["hx-push-url"]
+        assert "<html" not in fragment and 'id="flags-title"' in fragment
+        assert ('id="flag-form"' in fragment) == can_flag, role
+        assert (f'action="{url}/flags"' in fragment) == can_flag, role
+        assert "Print / save as PDF" in fragment
+
+
 @pytest.mark.parametrize(
     ("filename", "data", "status"),
     [
