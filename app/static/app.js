@@ -18,3 +18,11 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 });
+
+// "Print / save as PDF" on an explanation (also in fragments htmx swaps in later, hence one
+// listener on the document); the print stylesheet in app.css lays the page out for A4.
+document.addEventListener("click", (event) => {
+  if (event.target instanceof Element && event.target.closest("[data-print]")) {
+    window.print();
+  }
+});

@@ -1,27 +1,24 @@
-"""The clinician's screen in a real browser: Debian's chromium, driven by Playwright.
-
-Never `playwright install`: the browser is /usr/bin/chromium (`make chromium` installs it).
-"""
+"""The clinician's screen in a real browser: Debian's chromium, driven by Playwright."""
 
 from __future__ import annotations
 
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from service_support import FEATURE_DIM, TEST_PASSWORD
+from browser_support import launched_chromium, log_in, needs_chromium
+from service_support import FEATURE_DIM
 from test_pages import unseen_case
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOT = Path("/tmp/ui_results.png")
 
 pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: make chromium"),
+    needs_chromium,
     # One database is enough here: the HTTP tests cover both.
     pytest.mark.parametrize("service", ["sqlite"], indirect=True),
 ]
@@ -29,12 +26,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -45,14 +38,6 @@ def page(browser, service):
     log_in(tab, "admin")
     yield tab
     context.close()
-
-
-def log_in(tab, username: str) -> None:
-    tab.goto("/login")
-    tab.fill("#username", username)
-    tab.fill("#password", TEST_PASSWORD)
-    tab.click("form#login button[type=submit]")
-    tab.wait_for_url(re.compile(r"/$"))
 
 
 def test_upload_shows_the_ranked_texts_and_scores(page, service, client, tmp_path):
@@ -76,6 +61,7 @@ def test_upload_shows_the_ranked_texts_and_scores(page, service, client, tmp_pat
     assert scores == [f"{t['similarity']:.3f}" for t in stored["texts"]]
     assert page.get_by_text("Research use only — not for diagnosis").first.is_visible()
     assert page.locator(".banner.simulated").is_visible()
+    assert page.locator("#result #flag-form").is_visible()  # flag where you look
 
     page.goto(f"/explanations/{explanation_id}")  # the full page, as a reload shows it
     page.locator("#explanation").wait_for()
@@ -193,3 +179,43 @@ def test_the_audit_export_follows_the_filter_htmx_swapped_in(page, client_as):
     assert href == "/admin/audit.csv?action=login&outcome=success"
     rows = list(csv.DictReader(io.StringIO(client_as("admin").get(href).text)))
     assert rows and all(r["action"] == "login" and r["outcome"] == "success" for r in rows)
+
+
+def test_print_puts_the_explanation_on_at_most_two_a4_pages(page, service, client):
+    from io import BytesIO
+
+    from pypdf import PdfReader
+
+    from app.explaining import served_answer
+
+    body = {
+        "features": unseen_case(seed=11).tolist(),
+        "k": 5,
+        "patient_pseudonym": "PRINT-0042",
+        "study_instance_uid": "1.2.840.99.1.7",
+        "nodule_label": "RUL 1",
+    }
+    created = client.post("/api/v1/explanations", json=body).json()
+    stored = created["explanation"]
+    page.goto(f"/explanations/{created['id']}")
+    # the button is wired by the static script (no inline script under the CSP)
+    page.evaluate("window.print = () => { window.printed = true; }")
+    page.get_by_role("button", name="Print / save as PDF").click()
+    assert page.evaluate("window.printed") is True
+
+    reader = PdfReader(BytesIO(page.pdf(format="A4", print_background=True)))
+    # NFKC: the PDF's text has ligatures ("ﬁ") where the page has letters
+    text = unicodedata.normalize("NFKC", " ".join(p.extract_text() for p in reader.pages))
+    flat = re.sub(r"\s+", "", text)
+    assert 1 <= len(reader.pages) <= 2
+    assert "PRINT-0042" in text and "1.2.840.99.1.7" in flat
+    assert created["model_version"] in flat and created["catalog_version"] in flat
+    assert re.sub(r"\s+", "", "Research use only — not for diagnosis") in flat
+    for field in stored["fields"]:
+        served = served_answer(field)  # the answer the screen leads with
+        assert re.sub(r"\s+", "", served["label"]) in flat
+        assert f"{round(100 * served['probability'])}%" in flat
+    for t in stored["texts"]:
+        assert re.sub(r"\s+", "", t["text"]) in flat and f"{t['similarity']:.3f}" in flat
+    assert "Outlineperslice" in flat
+    assert "Flag a field" not in text and "Log out" not in text  # forms and navigation stay off
