@@ -1,5 +1,6 @@
 """Every page of every role in a real browser: no sideways scrolling on a phone (390 px) or a
-tablet (768 px), and no serious or critical accessibility violation as axe-core sees it."""
+tablet (768 px), and no accessibility violation as axe-core sees it (none serious or critical;
+the few moderate ones of Swagger UI's markup listed by name, as in the README)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ WIDTHS = (390, 768)
 AXE_WIDTHS = (390, 1280)
 # Violations of markup that is not ours: Swagger UI's own (on /docs only), allowed by rule id.
 NOT_OURS = {"/docs": {"nested-interactive"}}
+# The moderate and minor findings not fixed yet, by page, as README lists them ("Accessibility
+# as a test"): a new one fails here until it is fixed or listed there.
+KNOWN_MODERATE = {"/docs": {"heading-order", "region"}}
 
 COMMON = ["/", "/explanations", "/explanations/{own}", "/models", "/docs", "/explanations/missing"]
 PAGES = {
@@ -100,7 +104,7 @@ def visit(tab, path: str) -> None:
 def test_the_page_fits_small_screens_and_passes_axe(tabs, seeded, role, path):
     tab = tabs[role]
     url = path.format(**seeded[role or "anonymous"])
-    too_wide, serious = {}, {}
+    too_wide, violations = {}, {}
     for width in sorted({*WIDTHS, *AXE_WIDTHS}):
         tab.set_viewport_size({"width": width, "height": 900})
         visit(tab, url)
@@ -109,13 +113,9 @@ def test_the_page_fits_small_screens_and_passes_axe(tabs, seeded, role, path):
             if sizes[0] > sizes[1]:
                 too_wide[width] = sizes
         if width in AXE_WIDTHS:
-            allowed = NOT_OURS.get(path, set())
-            found = [
-                v
-                for v in axe_violations(tab)
-                if v["impact"] in ("serious", "critical") and v["id"] not in allowed
-            ]
+            allowed = NOT_OURS.get(path, set()) | KNOWN_MODERATE.get(path, set())
+            found = [v for v in axe_violations(tab) if v["id"] not in allowed]
             if found:
-                serious[width] = found
+                violations[width] = found
     assert too_wide == {}, f"{url} scrolls sideways ([scrollWidth, innerWidth] per width)"
-    assert serious == {}, f"{url}: serious or critical accessibility violations"
+    assert violations == {}, f"{url}: accessibility violations not listed in the README"
