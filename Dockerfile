@@ -18,6 +18,8 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md alembic.ini ./
 COPY model ./model
 COPY app ./app
+COPY templates ./templates
+COPY static ./static
 COPY clipmed ./clipmed
 COPY migrations ./migrations
 # Editable: alembic.ini and migrations/ are read from /app.

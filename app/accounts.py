@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.db import as_utc
 from app.errors import InvalidInput, NotAuthenticated, NotFound
-from app.models import ApiToken, LoginForm, Role, User, WebSession
+from app.tables import ApiToken, LoginForm, Role, User, WebSession
 
 PASSWORDS = PasswordHash.recommended()  # argon2id with the library's current parameters
 SESSION_LIFETIME = timedelta(hours=12)

@@ -14,9 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from app import accounts, audit
 from app.config import Settings
 from app.errors import Forbidden, NoActiveModel, NotAuthenticated
-from app.models import Role, User
 from app.origin import check_origin
 from app.serving import Serving, ServingState
+from app.tables import Role, User
 
 SESSION_COOKIE = "clipmed_session"
 CSRF_HEADER = "x-csrf-token"

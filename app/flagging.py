@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app import paging, registry
 from app.errors import Forbidden, InvalidInput, NotFound
-from app.models import AuditEvent, Explanation, Flag, FlagReason, FlagStatus, User
+from app.tables import AuditEvent, Explanation, Flag, FlagReason, FlagStatus, User
 
 CORRECTION_COLUMNS = (
     "flag_id",

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
-from app.models import User
+from app.tables import User
 
 PAGE_SIZE = 50
 T = TypeVar("T")

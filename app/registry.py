@@ -9,10 +9,13 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
+from app import audit
 from app.errors import CheckpointRejected, Conflict, NotFound
-from app.models import AuditEvent, ModelEvent, ModelVersion, User
 from app.serving import Serving, ServingState, load_checkpoint
+from app.tables import AuditEvent, ModelEvent, ModelVersion, User
 
 
 def list_versions(session: Session) -> list[ModelVersion]:
@@ -151,6 +154,16 @@ def activate_version(
             lock.release()
     session.refresh(row)
     return row
+
+
+async def activate_for_request(
+    request: Request, session: Session, version: str, state: ServingState, caller: User
+) -> ModelVersion:
+    """Model activation as the API and the models page both ask for it: `activate_version`
+    off the event loop (it loads the checkpoint), audited as this request's event."""
+    return await run_in_threadpool(
+        activate_version, session, version, state, caller, audit.model_activated(request, version)
+    )
 
 
 def swap_catalog(

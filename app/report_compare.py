@@ -12,8 +12,8 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, NotFound
-from app.models import EvaluationReport
 from app.reports import get_report, method_name
+from app.tables import EvaluationReport
 from model.evaluate import BASELINES, MODEL_METHODS
 
 COLUMNS = ("fold", "field", "method", "macro_f1")

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.models import EvaluationReport
+from app.tables import EvaluationReport
 from model.evaluate import BASELINES, METHOD_NAMES, MODEL_METHODS
 
 FIGURE_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.png$")

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from app.config import Settings
 from app.db import as_utc
 from app.errors import TooManyAttempts
-from app.models import LoginAttempt
+from app.tables import LoginAttempt
 
 
 def client_address(request: Request) -> str:

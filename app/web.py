@@ -1,5 +1,6 @@
-"""Rendering HTML: the templates and static files next to this module, and one URL, two
-renderings (the full page, or only the fragment when htmx asks with `HX-Request`)."""
+"""Rendering HTML: the templates and static files at the repository's top level (beside
+`app/`), and one URL, two renderings (the full page, or only the fragment when htmx asks with
+`HX-Request`)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from starlette.responses import HTMLResponse
 
 from app.errors import AppError
 
-APP_DIR = Path(__file__).resolve().parent
-TEMPLATES_DIR = APP_DIR / "templates"
-STATIC_DIR = APP_DIR / "static"
+ROOT_DIR = Path(__file__).resolve().parent.parent  # the repository (or the image's /app)
+TEMPLATES_DIR = ROOT_DIR / "templates"
+STATIC_DIR = ROOT_DIR / "static"
 RESEARCH_NOTICE = "Research use only — not for diagnosis"
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)

@@ -58,7 +58,8 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def load_cohort(path: Path, schema: str | None):
     from model.cohort import Cohort, CohortError
-    from model.schema import SchemaError, builtin_schema
+    from model.datasets import builtin_schema
+    from model.schema import SchemaError
 
     try:
         cohort = Cohort.load(path)
@@ -222,7 +223,8 @@ def read_case(path: Path, spacing_mm: str | None):
     """(features, segmentation or None) of a case file: a segmentation's features are computed
     by the same code as the service's."""
     from model.features_io import load_features_file
-    from model.segmentation import load_segmentation_file, parse_spacing
+    from model.segmentation import parse_spacing
+    from model.segmentation_files import load_segmentation_file
 
     segmentation = load_segmentation_file(path, parse_spacing(spacing_mm))
     if segmentation is not None:
@@ -543,7 +545,7 @@ def serve_cmd(
             create_app(settings),
             host=settings.host,
             port=settings.port,
-            # Our logging (configure_logging) and our access lines (app.metrics, with the
+            # Our logging (configure_logging) and our access lines (app.middleware.observe, with the
             # request id and route), instead of uvicorn's.
             log_config=None,
             access_log=False,
@@ -565,9 +567,10 @@ def bootstrap_model(settings, session) -> None:
     queue a first training (activated when done) for the workers, once."""
     from sqlalchemy import select
 
-    from app import audit, jobs, registry
-    from app.models import Job
-    from app.schemas import TrainParams
+    from app import audit, registry
+    from app.jobs import queue
+    from app.jobs.params import TrainParams
+    from app.tables import Job
 
     if not registry.is_empty(session):
         return
@@ -603,7 +606,7 @@ def bootstrap_model(settings, session) -> None:
         )
     except ValueError as e:  # pydantic's ValidationError names the setting
         fail(f"CLIPMED_BOOTSTRAP_*: {e}")
-    job = jobs.enqueue(session, "train", params.model_dump())
+    job = queue.enqueue(session, "train", params.model_dump())
     typer.echo(
         f"no model yet: queued train job {job.id} ({params.preset} on {params.cohort}); "
         "the service is ready once a worker has trained and activated it",
@@ -616,7 +619,7 @@ def bootstrap_admin(settings, session) -> None:
     import secrets
 
     from app import accounts
-    from app.models import Role
+    from app.tables import Role
 
     if accounts.has_users(session):
         return
@@ -670,8 +673,9 @@ def worker_cmd(
         raise typer.Exit(0)
 
     from app.db import make_engine, make_session_factory
+    from app.jobs.tasks import HANDLERS
+    from app.jobs.worker import Worker
     from app.logs import configure_logging
-    from app.worker import Worker
 
     settings = service_settings()
     if settings.text_encoder:
@@ -694,7 +698,7 @@ def worker_cmd(
         torch.set_num_threads(settings.worker_torch_threads)
     engine = make_engine(settings.database_url)
     try:
-        Worker(settings, make_session_factory(engine), stop=stop).run(max_jobs)
+        Worker(settings, make_session_factory(engine), HANDLERS, stop=stop).run(max_jobs)
     finally:
         engine.dispose()
 
@@ -738,7 +742,7 @@ def users_create(
 
     from app import accounts
     from app.errors import AppError
-    from app.models import Role
+    from app.tables import Role
 
     if role not in {r.value for r in Role}:
         fail(f"unknown role {role!r}; one of: {', '.join(r.value for r in Role)}")

@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine
 
-import app.models  # noqa: F401  (registers the tables on Base.metadata)
+import app.tables  # noqa: F401  (registers the tables on Base.metadata)
 from app.config import Settings
 from app.db import Base
 

@@ -251,17 +251,3 @@ def _field_dict(f: Field) -> dict:
     if f.concept is None:
         del d["concept"]
     return d
-
-
-def builtin_schema(name: str) -> Schema:
-    """The schemas shipped with the package: ``lidc``, ``lidc-ratings``, ``thesis``."""
-    from model.datasets import lidc, simulated
-
-    schemas = {
-        "lidc": lidc.binned_schema,
-        "lidc-ratings": lidc.ratings_schema,
-        "thesis": simulated.thesis_schema,
-    }
-    if name not in schemas:
-        raise SchemaError(f"unknown schema {name!r}; built in: {', '.join(schemas)}")
-    return schemas[name]()

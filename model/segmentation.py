@@ -2,23 +2,19 @@
 
 Accepted: contours JSON (:mod:`model.outline`), a binary mask volume as ``.npy``/``.npz``
 ([slices, rows, cols] with its spacing given beside it), NIfTI (``.nii``, ``.nii.gz``; spacing
-from the header) and DICOM SEG (:mod:`model.dicom_seg`). Contours are rasterised on their
-grid exactly as the LIDC importer rasterises a read; masks are measured slice by slice; both
-go through :mod:`model.datasets.morphometry`, the code that made the training features, whose
-name and version (``FEATURE_EXTRACTOR``) travel with the result.
+from the header) and DICOM SEG (:mod:`model.dicom_seg`); :mod:`model.segmentation_files` reads
+a file by its type. Contours are rasterised on their grid exactly as the LIDC importer
+rasterises a read; masks are measured slice by slice; both go through
+:mod:`model.datasets.morphometry`, the code that made the training features, whose name and
+version (``FEATURE_EXTRACTOR``) travel with the result.
 
-Every refusal is an :class:`~model.inference.InputError` naming the problem. What a file
-could inflate to is judged from its header before its voxels are decoded.
+Every refusal is an :class:`~model.inference.InputError` naming the problem.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import shapely
@@ -31,13 +27,10 @@ from model.datasets.morphometry import (
     slice_morphometry,
     stack_slices,
 )
-from model.features_io import MAX_ARRAY_BYTES, read_array
 from model.outline import SPACING_RANGE_MM, NoduleOutline, SliceOutline, parse_outline
 from model.validation import MAX_SLICES_PER_CASE, InputError
 
 MAX_MASK_VOXELS = 32 * 512 * 512  # default cap on a mask volume's voxels (8.4 M)
-MASK_SUFFIXES = (".nii", ".nii.gz")
-NIFTI_HEADER_BYTES = {348: 352, 540: 544}  # sizeof_hdr -> bytes before the data (NIfTI-1, -2)
 OUTLINE_TOLERANCE_PX = 0.3  # drawn mask outlines are simplified within this many pixels
 _FULL_3D = np.ones((3, 3, 3), bool)  # voxels touching by a face, an edge or a corner connect
 
@@ -206,130 +199,3 @@ def _slice_outline(
         # find_contours winds around the foreground one way, around a hole the other
         (holes if signed > 0 else contours).append(xy[:-1])  # drop the closing repeat
     return SliceOutline(float(z), tuple(contours), tuple(holes))
-
-
-# --- files ------------------------------------------------------------------------------------
-def read_segmentation(
-    data: bytes,
-    filename: str,
-    spacing_mm: tuple[float, float, float] | None = None,
-    *,
-    max_voxels: int = MAX_MASK_VOXELS,
-    max_slices: int = MAX_SLICES_PER_CASE,
-    max_bytes: int,
-) -> Segmentation | None:
-    """The segmentation in an uploaded file, or None when the file holds features instead.
-
-    .json: contours; .nii/.nii.gz: NIfTI; .dcm (or a DICOM preamble): DICOM SEG; .npy/.npz:
-    a 3-D mask (an .npz member 'mask'; spacing from `spacing_mm` or a member 'spacing_mm'),
-    while a 2-D .npy or an .npz with 'features' is a feature file (None).
-    """
-    name = filename.lower()
-    if name.endswith(".json"):
-        return from_contours(_json(data), max_slices)
-    if name.endswith(MASK_SUFFIXES):
-        mask, spacing, z0 = read_nifti(data, max_voxels)
-        return from_mask(mask, spacing, z0, "nifti", max_voxels, max_slices)
-    if name.endswith(".dcm") or data[128:132] == b"DICM":
-        from model.dicom_seg import read_seg  # pydicom/highdicom only when needed
-
-        return read_seg(data, max_voxels=max_voxels, max_slices=max_slices)
-    if name.endswith((".npy", ".npz")):
-        array = read_array(data, filename, members=("features", "mask"), max_array_bytes=max_bytes)
-        if array.name == "features" or array.values.ndim != 3:
-            return None
-        spacing = spacing_mm or array.spacing
-        if spacing is None:
-            raise InputError(
-                "a mask volume needs its voxel spacing: send spacing_mm (slice, row, column "
-                "in mm) as a form field, or an .npz member 'spacing_mm'"
-            )
-        return from_mask(array.values, spacing, 0.0, "mask", max_voxels, max_slices)
-    return None
-
-
-def _json(data: bytes) -> object:
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"the contours file is not valid JSON: {str(e)[:200]}") from None
-
-
-def read_nifti(
-    data: bytes, max_voxels: int
-) -> tuple[np.ndarray, tuple[float, float, float], float]:
-    """(mask [slices, rows, cols], spacing (z, row, col), z of slice 0) of a NIfTI-1/2 file.
-
-    The header is read first (from the first bytes of a gzip stream) and the shape checked
-    against `max_voxels` before the voxels are inflated; a gzip stream that inflates past
-    what its header declares is refused.
-    """
-    import nibabel
-
-    gz = data[:2] == b"\x1f\x8b"
-    head = _inflate(data, 544) if gz else data[:544]
-    sizeof = int.from_bytes(head[:4], "little")
-    if sizeof not in NIFTI_HEADER_BYTES:
-        sizeof = int.from_bytes(head[:4], "big")
-    if sizeof not in NIFTI_HEADER_BYTES:
-        raise InputError("not a NIfTI file (the header size is neither 348 nor 540)")
-    header_class = nibabel.Nifti1Header if sizeof == 348 else nibabel.Nifti2Header
-    try:
-        header = header_class.from_fileobj(io.BytesIO(head), check=False)  # no silent fixes
-        shape = tuple(int(n) for n in header.get_data_shape())
-        itemsize = header.get_data_dtype().itemsize
-    except Exception as e:  # nibabel raises HeaderDataError, ValueError, struct errors ...
-        raise InputError(f"not a valid NIfTI header: {str(e)[:200]}") from None
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) != 3:
-        raise InputError(f"a NIfTI mask must be a 3-D volume, got shape {shape}")
-    check_voxels(shape, max_voxels)
-    # as written (nibabel would quietly turn a zero into 1), before any voxel is decoded
-    check_spacing(tuple(round(abs(float(v)), 6) for v in header["pixdim"][1:4][::-1]))
-    offset = max(int(header.get_data_offset()), NIFTI_HEADER_BYTES[sizeof])
-    needed = offset + math.prod(shape) * itemsize
-    raw = _inflate(data, needed, strict=True) if gz else data
-    if len(raw) < needed:
-        raise InputError(
-            f"the NIfTI file is truncated: its header declares {needed} bytes, {len(raw)} given"
-        )
-    try:
-        image = nibabel.Nifti1Image if sizeof == 348 else nibabel.Nifti2Image
-        img = nibabel.as_closest_canonical(image.from_bytes(raw[:needed]))
-        values = np.asanyarray(img.dataobj)
-        # the header holds float32: 0.7 reads back as 0.699999988; 6 decimals give 0.7 again
-        zooms = tuple(round(float(v), 6) for v in img.header.get_zooms()[:3])
-    except InputError:
-        raise
-    except Exception as e:
-        raise InputError(f"could not read the NIfTI volume: {str(e)[:200]}") from None
-    values = values.reshape(values.shape[:3])
-    mask = np.ascontiguousarray(values.transpose(2, 1, 0))  # (x, y, z) -> (z, row = y, col = x)
-    spacing = check_spacing((zooms[2], zooms[1], zooms[0]))
-    return mask, spacing, float(img.affine[2, 3])
-
-
-def _inflate(data: bytes, limit: int, strict: bool = False) -> bytes:
-    """At most `limit` bytes of a gzip stream; with `strict`, one that holds more is refused."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit)
-        if strict and (inflater.unconsumed_tail or inflater.decompress(b"", 1)):
-            raise InputError(
-                f"the gzip stream inflates past the {limit} bytes its NIfTI header declares"
-            )
-    except zlib.error as e:
-        raise InputError(f"not a valid gzip stream: {e}") from None
-    return out
-
-
-def load_segmentation_file(
-    path: Path, spacing_mm: tuple[float, float, float] | None = None
-) -> Segmentation | None:
-    """A segmentation file from disk (see read_segmentation); None for a feature file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such file: {path}")
-    data = path.read_bytes()
-    return read_segmentation(data, path.name, spacing_mm, max_bytes=MAX_ARRAY_BYTES)

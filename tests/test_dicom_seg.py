@@ -9,7 +9,8 @@ import pytest
 from dicom_support import SPACING, Z0, ct_series, ellipsoid, seg_dataset, to_bytes
 
 from model.dicom_seg import read_seg
-from model.segmentation import MAX_MASK_VOXELS, from_mask, read_segmentation
+from model.segmentation import MAX_MASK_VOXELS, from_mask
+from model.segmentation_files import read_segmentation
 from model.validation import InputError
 
 LIMITS = {"max_voxels": MAX_MASK_VOXELS, "max_slices": 512}

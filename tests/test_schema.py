@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from model.schema import UNKNOWN, Schema, SchemaError, builtin_schema
+from model.datasets import builtin_schema
+from model.schema import UNKNOWN, Schema, SchemaError
 
 SCHEMAS = ["lidc", "lidc-ratings", "thesis"]
 

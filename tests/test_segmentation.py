@@ -14,14 +14,8 @@ from test_cli import clipmed
 from model.cohort import Cohort
 from model.datasets.morphometry import FEATURE_EXTRACTOR, FEATURE_NAMES
 from model.outline import OutlineStore, parse_outline
-from model.segmentation import (
-    from_contours,
-    from_mask,
-    load_segmentation_file,
-    outline_features,
-    parse_spacing,
-    read_nifti,
-)
+from model.segmentation import from_contours, from_mask, outline_features, parse_spacing
+from model.segmentation_files import load_segmentation_file, read_nifti
 from model.validation import InputError
 
 

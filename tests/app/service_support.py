@@ -180,7 +180,7 @@ def add_report_row(
     simulated: bool = True,
 ) -> int:
     """An evaluation report row (as the evaluate job stores one) for a report folder."""
-    from app.models import EvaluationReport
+    from app.tables import EvaluationReport
 
     with sessions() as session:
         row = EvaluationReport(

@@ -1,7 +1,7 @@
 """The admin screens over real HTTP (and one real browser): jobs with their live progress,
 starting and cancelling, model activation from the models page, evaluation reports.
 
-Jobs are rows moved through their states with `app.jobs` (claim, report, finish) against the
+Jobs are rows moved through their states with `app.jobs.queue` (claim, report, finish) against the
 real database of a real server; no worker runs. Each test's jobs get a kind of their own, so a
 claim takes exactly the job the test made.
 """
@@ -22,8 +22,8 @@ from sqlalchemy import select, update
 from test_auth import log_in, page_csrf
 from test_browser import log_in as browser_log_in
 
-from app import jobs
-from app.models import (
+from app.jobs import queue
+from app.tables import (
     AuditEvent,
     Job,
     JobStatus,
@@ -42,26 +42,26 @@ def new_job(service, params: dict | None = None, parent_id: int | None = None) -
     """A queued job of a kind no other test uses: (id, kind)."""
     kind = f"ui-{secrets.token_hex(4)}"
     with service.session() as session:
-        job = jobs.enqueue(session, kind, params or {"cohort": "lidc"}, parent_id=parent_id)
+        job = queue.enqueue(session, kind, params or {"cohort": "lidc"}, parent_id=parent_id)
         return job.id, kind
 
 
 def claim(service, job_id: int, kind: str) -> str:
-    token = jobs.claim_token()
+    token = queue.claim_token()
     with service.session() as session:
-        job = jobs.claim(session, token, LEASE, kinds=(kind,))
+        job = queue.claim(session, token, LEASE, kinds=(kind,))
         assert job is not None and job.id == job_id
     return token
 
 
 def progress(service, job_id: int, token: str, value: float, message: str, log: str) -> None:
     with service.session() as session:
-        jobs.report(session, session.get(Job, job_id), token, LEASE, value, message, log)
+        queue.report(session, session.get(Job, job_id), token, LEASE, value, message, log)
 
 
 def finish(service, job_id: int, token: str, status: JobStatus, **fields) -> None:
     with service.session() as session:
-        assert jobs.finish(session, job_id, token, status, **fields)
+        assert queue.finish(session, job_id, token, status, **fields)
 
 
 def live_root(html: str) -> str:
@@ -98,7 +98,7 @@ def test_the_progress_fragment_polls_while_the_job_runs_and_stops_when_it_ends(
 
     if end == "cancelled":
         with service.session() as session:
-            jobs.cancel(session, job_id)  # a held job: asked, the worker stops at its next point
+            queue.cancel(session, job_id)  # a held job: asked, the worker stops at its next point
         assert "Cancellation requested" in client.get(url, headers=HX).text
         finish(service, job_id, token, JobStatus.cancelled, log="stopped\n")
     elif end == "failed":
@@ -126,7 +126,7 @@ def test_the_job_page_shows_params_folds_their_progress_and_the_log(service, cli
     parent_id, parent_kind = new_job(service, {"cohort": "lidc", "folds": 2, "preset": "lidc"})
     parent_token = claim(service, parent_id, parent_kind)
     with service.session() as session:
-        jobs.wait_for_children(session, parent_id, parent_token, "waiting for 2 fold jobs")
+        queue.wait_for_children(session, parent_id, parent_token, "waiting for 2 fold jobs")
     fold_ids = [new_job(service, {"fold": f}, parent_id=parent_id) for f in (1, 2)]
     fold_token = claim(service, *fold_ids[0])
     progress(service, fold_ids[0][0], fold_token, 0.5, "fold 1/2: epoch 1", "fold one says hi\n")
@@ -161,19 +161,19 @@ def test_a_failed_job_shows_one_line_and_folds_the_traceback_away(service, clien
     log = (
         "10:00:00 loading the cohort\n"
         "10:00:01 Traceback (most recent call last):\n"
-        '  File "app/tasks.py", line 55, in load_cohort\n'
+        '  File "app/jobs/tasks.py", line 55, in load_cohort\n'
         "ValueError: disk on fire\n"
         "10:00:02 giving up"
     )
     with service.session() as session:
-        jobs.finish(
+        queue.finish(
             session, job_id, token, JobStatus.failed, error="ValueError: disk on fire", log=log
         )
 
     page = client.get(f"/admin/jobs/{job_id}").text
     assert '<p class="job-error">ValueError: disk on fire</p>' in page
     folded = re.search(r'<details class="traceback">(.*?)</details>', page, re.S)
-    assert folded and 'File "app/tasks.py", line 55' in html.unescape(folded.group(1))
+    assert folded and 'File "app/jobs/tasks.py", line 55' in html.unescape(folded.group(1))
     shown = re.search(r'<pre class="log" id="job-log">(.*?)</pre>', page, re.S).group(1)
     assert "loading the cohort" in shown and "giving up" in shown and "Traceback" not in shown
 
@@ -184,7 +184,7 @@ def test_the_jobs_table_stops_polling_once_every_job_has_ended(service, client):
     with service.session() as session:  # end everything, as workers eventually do
         session.execute(
             update(Job)
-            .where(Job.status.in_(jobs.ACTIVE))
+            .where(Job.status.in_(queue.ACTIVE))
             .values(status=JobStatus.cancelled, worker=None)
         )
         session.commit()

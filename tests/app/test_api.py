@@ -15,7 +15,7 @@ from service_support import FEATURE_DIM, MAX_UPLOAD_BYTES, add_user, bearer
 from sqlalchemy import func, select
 
 from app import registry
-from app.models import Explanation
+from app.tables import Explanation
 
 RNG = np.random.default_rng(0)
 

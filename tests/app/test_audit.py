@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from test_api import case, post_json
 from test_auth import MISSING, log_in
 
-from app.models import AuditEvent
+from app.tables import AuditEvent
 
 
 def events(service, **where) -> list[AuditEvent]:

@@ -278,7 +278,7 @@ def test_the_login_form_token_is_checked_against_the_server_not_the_cookie(servi
 def events_of(service, action: str, actor: str) -> list:
     from sqlalchemy import select
 
-    from app.models import AuditEvent
+    from app.tables import AuditEvent
 
     with service.session() as session:
         query = select(AuditEvent).where(AuditEvent.action == action, AuditEvent.actor == actor)

@@ -10,8 +10,8 @@ import numpy as np
 from service_support import FEATURE_DIM, MAX_UPLOAD_BYTES
 from sqlalchemy import select
 
-from app.batching import MAX_BATCH_CASES
-from app.models import AuditEvent, Explanation
+from app.explanations.batches import MAX_BATCH_CASES
+from app.tables import AuditEvent, Explanation
 
 URL = "/api/v1/explanations/batch"
 RNG = np.random.default_rng(7)

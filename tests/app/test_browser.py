@@ -186,7 +186,7 @@ def test_print_puts_the_explanation_on_at_most_two_a4_pages(page, service, clien
 
     from pypdf import PdfReader
 
-    from app.explaining import served_answer
+    from app.explanations.service import served_answer
 
     body = {
         "features": unseen_case(seed=11).tolist(),

@@ -11,7 +11,7 @@ import pytest
 from dicom_support import ct_series, ellipsoid, seg_dataset, to_bytes
 from service_support import bearer
 
-from model.schema import builtin_schema
+from model.datasets import builtin_schema
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 

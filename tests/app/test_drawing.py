@@ -1,4 +1,4 @@
-"""app.drawing: real LIDC outlines drawn as SVG small multiples."""
+"""app.explanations.drawing: real LIDC outlines drawn as SVG small multiples."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from app import drawing
+from app.explanations import drawing
 from model.outline import NoduleOutline, SliceOutline
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -42,9 +42,9 @@ from app import migrate, registry
 from app.config import Settings
 from app.db import make_engine, make_session_factory
 from app.errors import CheckpointRejected
-from app.explaining import npy_bytes
+from app.explanations.service import npy_bytes
 from app.main import create_app
-from app.models import AuditEvent, Explanation, Flag, ModelVersion
+from app.tables import AuditEvent, Explanation, Flag, ModelVersion
 from model.checkpoint import Checkpoint
 from model.datasets.simulated import simulate_cohort
 

@@ -11,8 +11,8 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from service_support import bearer
 
-from app.fhir import FHIR_SYSTEMS
-from model.schema import builtin_schema
+from app.explanations.fhir import FHIR_SYSTEMS
+from model.datasets import builtin_schema
 
 STUDY = "1.2.840.113619.2.55.3.604688119"
 SERIES = "1.2.840.113619.2.55.3.604688119.1"

@@ -11,7 +11,7 @@ from test_api import case, post_json
 from test_audit import events
 
 from app import registry
-from app.models import Explanation, Flag, FlagReason, FlagStatus, User
+from app.tables import Explanation, Flag, FlagReason, FlagStatus, User
 
 
 def explained(client) -> dict:

@@ -30,11 +30,13 @@ from service_support import (
 from sqlalchemy import select
 from test_api import post_json
 
-from app import jobs, migrate, registry
+from app import migrate, registry
 from app.config import Settings
+from app.jobs import queue
+from app.jobs.tasks import HANDLERS
+from app.jobs.worker import Worker
 from app.main import create_app
-from app.models import EvaluationReport, Job, ModelVersion
-from app.worker import Worker
+from app.tables import EvaluationReport, Job, ModelVersion
 from model.datasets.simulated import simulate_cohort
 
 LEASE_SECONDS = 2.0
@@ -56,7 +58,7 @@ class JobService:
 
     def job(self, job_id: int) -> Job:
         with self.session() as session:
-            return jobs.get(session, job_id)
+            return queue.get(session, job_id)
 
     def start(self, **params) -> int:
         response = self.admin.post("/api/v1/admin/jobs", json=params)
@@ -168,14 +170,14 @@ def test_concurrent_claims_never_take_the_same_job(job_service):
     """Eight claimers race over 40 queued jobs: each job is claimed exactly once."""
     sessions = job_service.app.state.sessions
     with sessions() as session:
-        queued = {jobs.enqueue(session, "probe", {}).id for _ in range(40)}
+        queued = {queue.enqueue(session, "probe", {}).id for _ in range(40)}
     claimed: list[int] = []
     lock = threading.Lock()
 
     def claimer(n: int) -> None:
         while True:
             with sessions() as session:
-                job = jobs.claim(session, f"claimer-{n}", 60, kinds=("probe",))
+                job = queue.claim(session, f"claimer-{n}", 60, kinds=("probe",))
             if job is None:
                 return
             with lock:
@@ -236,9 +238,9 @@ def test_a_killed_worker_loses_nothing_and_another_finishes_the_job(job_service,
 def test_a_job_whose_worker_died_too_often_fails(job_service, workers):
     service = job_service
     with service.session() as session:
-        job = jobs.enqueue(session, "train", {"kind": "train"}, max_attempts=1)
+        job = queue.enqueue(session, "train", {"kind": "train"}, max_attempts=1)
         # a worker took it and died: its lease ran out long ago
-        assert jobs.claim(session, "dead-worker", -1).id == job.id
+        assert queue.claim(session, "dead-worker", -1).id == job.id
     workers()
     body = service.wait(job.id, ended("failed"))
     assert "lease expired" in body["error"] and body["attempts"] == 1
@@ -271,7 +273,7 @@ def test_cancelling_a_queued_evaluation_cancels_it_at_once(job_service):
     body = service.admin.post(f"/api/v1/admin/jobs/{job_id}/cancel").json()
     assert body["status"] == "cancelled"
     with service.session() as session:  # no worker will ever claim it
-        assert jobs.claim(session, "w", 60) is None
+        assert queue.claim(session, "w", 60) is None
 
 
 def test_bad_job_requests_are_refused_by_name(job_service):
@@ -287,7 +289,7 @@ def test_bad_job_requests_are_refused_by_name(job_service):
         response = admin.post("/api/v1/admin/jobs", json=body)
         assert response.status_code == 422 and named in response.json()["detail"], body
     with job_service.session() as session:
-        assert jobs.list_jobs(session) == []
+        assert queue.list_jobs(session) == []
 
 
 def test_a_train_job_on_a_missing_cohort_is_refused_naming_the_available_ones(job_service):
@@ -325,7 +327,7 @@ def test_reindex_adds_corrected_cases_and_the_service_follows(job_service):
         clients["admin"].post(f"/api/v1/flags/{flag['id']}/review", json={"decision": "accept"})
 
         job_id = service.start(kind="reindex")
-        Worker(service.settings, service.app.state.sessions).run(max_jobs=1)
+        Worker(service.settings, service.app.state.sessions, HANDLERS).run(max_jobs=1)
         body = service.admin.get(f"/api/v1/admin/jobs/{job_id}").json()
         assert body["status"] == "succeeded", body
         result = body["result"]
@@ -355,7 +357,7 @@ def test_reindex_adds_corrected_cases_and_the_service_follows(job_service):
 
         # nothing new to add: a second re-index changes nothing
         second = service.start(kind="reindex")
-        Worker(service.settings, service.app.state.sessions).run(max_jobs=1)
+        Worker(service.settings, service.app.state.sessions, HANDLERS).run(max_jobs=1)
         assert service.job(second).result["changed"] is False
 
 
@@ -410,15 +412,15 @@ def test_only_admins_start_jobs_or_activate(job_service):
             assert http.post("/api/v1/admin/jobs", json={"kind": "reindex"}).status_code == 403
             assert http.get("/api/v1/admin/jobs").status_code == 403
     with job_service.session() as session:
-        assert jobs.list_jobs(session) == []
-        assert jobs.counts_by_status(session) == {}
+        assert queue.list_jobs(session) == []
+        assert queue.counts_by_status(session) == {}
 
 
 def test_a_train_job_builds_the_case_index_the_settings_ask_for(job_service):
     service = job_service
     settings = service.settings.model_copy(update={"case_index": "hnsw"})
     job_id = service.start(kind="train", cohort="sim", overrides={**TINY, "epochs": 1})
-    Worker(settings, service.app.state.sessions).run(max_jobs=1)
+    Worker(settings, service.app.state.sessions, HANDLERS).run(max_jobs=1)
     result = service.job(job_id).result
     spec = json.loads((Path(result["path"]) / "cases.json").read_text())
     assert spec["kind"] == "hnsw"  # 120 cases: "auto" would have chosen the exact index
@@ -454,17 +456,17 @@ def test_overrides_out_of_range_are_refused_by_name_and_nothing_is_queued(job_se
     assert response.status_code == 422, response.text
     assert len(response.text) < 1000
     with job_service.session() as session:
-        assert jobs.list_jobs(session) == []
+        assert queue.list_jobs(session) == []
 
 
 def test_a_stored_train_job_of_zero_epochs_fails_and_registers_nothing(job_service):
     service = job_service
     with service.session() as session:  # queued before the API checked ranges, say
-        job = jobs.enqueue(
+        job = queue.enqueue(
             session, "train", {"kind": "train", "cohort": "sim", "overrides": {"epochs": 0}}
         )
         versions = session.scalars(select(ModelVersion.version)).all()
-    Worker(service.settings, service.app.state.sessions).run(max_jobs=1)
+    Worker(service.settings, service.app.state.sessions, HANDLERS).run(max_jobs=1)
     body = service.admin.get(f"/api/v1/admin/jobs/{job.id}").json()
     assert body["status"] == "failed", body
     assert "epochs" in body["error"] and "greater than or equal to 1" in body["error"], body

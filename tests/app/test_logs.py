@@ -26,11 +26,13 @@ from test_api import case, post_json
 from test_auth import log_in
 from test_serve import free_port
 
-from app import jobs, logs
+from app import logs
 from app.config import Settings
 from app.db import make_engine, make_session_factory
-from app.models import AuditEvent
-from app.worker import Outcome, Worker
+from app.jobs import queue
+from app.jobs.context import Outcome
+from app.jobs.worker import Worker
+from app.tables import AuditEvent
 
 
 @pytest.fixture
@@ -148,12 +150,16 @@ def test_a_workers_lines_during_a_job_carry_its_id(database, tmp_path, json_line
 
     try:
         with sessions() as session:
-            job_id = jobs.enqueue(session, "probe", {}).id
+            job_id = queue.enqueue(session, "probe", {}).id
         settings = Settings(data_dir=tmp_path, database_url=database, job_poll_seconds=0.05)
         assert Worker(settings, sessions, handlers={"probe": probe}).run(max_jobs=1) == 1
     finally:
         engine.dispose()
-    lines = [line for line in json_lines() if line["logger"] in ("app.worker", "model.train")]
+    lines = [
+        line
+        for line in json_lines()
+        if line["logger"] in ("app.jobs.worker", "app.jobs.context", "model.train")
+    ]
     by_message = {line["message"]: line for line in lines}
     assert by_message[f"job {job_id}: probing"]["job_id"] == job_id
     assert by_message["deep inside the handler"]["job_id"] == job_id

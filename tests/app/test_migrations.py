@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import migrate
-from app.models import ModelVersion
+from app.tables import ModelVersion
 
 TABLES = {
     "model_versions",

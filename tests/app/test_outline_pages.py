@@ -15,8 +15,8 @@ import pytest
 from service_support import TEST_PASSWORD, bearer
 from test_segmentation_uploads import ellipsoid, held_out_read, nifti_bytes
 
-from app import presenting
-from app.presenting import NO_OUTLINE_FEATURES, NO_OUTLINE_TRAINING
+from app.explanations import views
+from app.explanations.views import NO_OUTLINE_FEATURES, NO_OUTLINE_TRAINING
 from app.web import templates
 
 HX = {"HX-Request": "true"}
@@ -88,14 +88,14 @@ def test_feature_upload_says_why_there_is_no_picture(pages, lidc_small):
 def test_a_similar_case_without_an_outline_says_so(lidc_small):
     case = {"case_id": "SIM-0001", "patient_id": "p", "similarity": 0.5, "descriptors": {}}
     known = {**case, "case_id": str(lidc_small.cases["case_id"].iloc[0])}
-    views = presenting.similar_outlines([case, known], lidc_small.outlines)
-    assert views["SIM-0001"].drawing is None and views["SIM-0001"].missing == NO_OUTLINE_TRAINING
-    assert views[known["case_id"]].drawing.slices_shown <= 5
+    shown = views.similar_outlines([case, known], lidc_small.outlines)
+    assert shown["SIM-0001"].drawing is None and shown["SIM-0001"].missing == NO_OUTLINE_TRAINING
+    assert shown[known["case_id"]].drawing.slices_shown <= 5
     macro = templates.env.get_template("_outline.html").module.similar_outline
-    assert NO_OUTLINE_TRAINING in str(macro(views["SIM-0001"]))
-    assert presenting.similar_outlines([case], None)["SIM-0001"].missing == NO_OUTLINE_TRAINING
+    assert NO_OUTLINE_TRAINING in str(macro(shown["SIM-0001"]))
+    assert views.similar_outlines([case], None)["SIM-0001"].missing == NO_OUTLINE_TRAINING
     row = SimpleNamespace(input_kind="features", outline=None)
-    assert presenting.case_outline(row, None).missing == NO_OUTLINE_FEATURES
+    assert views.case_outline(row, None).missing == NO_OUTLINE_FEATURES
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: make chromium")

@@ -216,28 +216,29 @@ def test_attention_model_charts_its_slice_weights(client, service):
 
 
 def test_low_confidence_is_visible_with_its_reasons(client, service):
-    from app import explaining, presenting
+    from app.explanations import views
+    from app.explanations.service import get_explanation
 
     pushed = explain(client, npy(unseen_case()), headers=HX).headers["hx-push-url"]
     with service.session() as session:
-        row = explaining.get_explanation(session, pushed.rsplit("/", 1)[1])
+        row = get_explanation(session, pushed.rsplit("/", 1)[1])
         row.result = {
             **row.result,
             "low_confidence": True,
             "low_confidence_reasons": ["best similarity 0.10 is under 0.3"],
         }
-        context = presenting.explanation_view(session, row)
+        context = views.explanation_view(session, row)
     text = templates.get_template("_explanation.html").render(context)
     assert "Low confidence" in text and "best similarity 0.10 is under 0.3" in text
 
 
 def test_lidc_codes_are_shown_as_their_labels(monkeypatch):
-    from app import presenting
+    from app.explanations import views
     from model.datasets.lidc import ratings_schema
 
     schema = ratings_schema()
     mapping = {f.name: dict(zip(f.values, f.value_labels, strict=True)) for f in schema.fields}
-    monkeypatch.setattr(presenting, "value_labels", lambda session, version: mapping)
+    monkeypatch.setattr(views, "value_labels", lambda session, version: mapping)
     field = schema.fields[0]
     assert field.values[0] != field.value_labels[0]  # "1" and its human label
     n = len(field.values)
@@ -267,9 +268,7 @@ def test_lidc_codes_are_shown_as_their_labels(monkeypatch):
         created_at=datetime.now(UTC),
         result=result,
     )
-    text = templates.get_template("_explanation.html").render(
-        presenting.explanation_view(None, row)
-    )
+    text = templates.get_template("_explanation.html").render(views.explanation_view(None, row))
     dist = re.findall(r'<span class="dist-label">([^<]*)</span>', text)
     assert dist == [esc(label) for label in field.value_labels]
     assert esc(field.value_labels[1]) in text and "60% of the vote" in text

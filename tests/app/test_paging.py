@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, insert, select
 
-from app.models import Explanation, Flag, FlagReason, FlagStatus, User
+from app.tables import Explanation, Flag, FlagReason, FlagStatus, User
 
 N_EXPLANATIONS = 3_000
 N_FLAGS = 2_000

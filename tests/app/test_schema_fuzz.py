@@ -32,7 +32,7 @@ from service_support import FEATURE_DIM, bearer
 from sqlalchemy import select
 
 from app import accounts
-from app.models import ApiToken
+from app.tables import ApiToken
 
 # The fuzz runs on SQLite only (the `service` fixture is otherwise started once per database);
 # what only PostgreSQL refuses has its own test on both.
@@ -85,8 +85,9 @@ def operations(document) -> Operations:
 
 @on_sqlite
 def test_every_error_is_documented_as_the_body_the_app_sends(document):
-    """app.main answers a request that fails validation with ErrorResponse, not with FastAPI's
-    HTTPValidationError, which a route gets in the document unless it lists its own 422."""
+    """app.error_handlers answers a request that fails validation with ErrorResponse, not with
+    FastAPI's HTTPValidationError, which a route gets in the document unless it lists its own
+    422."""
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             for status, response in operation["responses"].items():

@@ -11,7 +11,7 @@ from browser_support import axe_violations, launched_chromium, log_in, needs_chr
 from service_support import add_report_row, bearer
 from test_pages import unseen_case
 
-from app import jobs
+from app.jobs import queue
 
 pytestmark = [needs_chromium, pytest.mark.parametrize("service", ["sqlite"], indirect=True)]
 
@@ -67,7 +67,7 @@ def seeded(service, report_folders) -> dict[str, dict[str, str]]:
         flag = {"text_rank": 1, "reason": "wrong_value", "comment": "a long comment " * 8}
         assert http.post(f"/api/v1/explanations/{own['admin']}/flags", json=flag).is_success
     with service.session() as session:
-        job = jobs.enqueue(session, "evaluate", {"cohort": "lidc", "folds": 5, "preset": "lidc"})
+        job = queue.enqueue(session, "evaluate", {"cohort": "lidc", "folds": 5, "preset": "lidc"})
         job_id = job.id
     (a, a_summary), (b, b_summary) = report_folders.a, report_folders.b
     reports = [

@@ -1,5 +1,5 @@
-"""Security headers on every answer of every route (app.security_headers), no inline script in
-any page, and the API viewer served by the app itself."""
+"""Security headers on every answer of every route (app.middleware.security_headers), no
+inline script in any page, and the API viewer served by the app itself."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Mount
 from test_auth import PATH_VALUES
 
-from app.security_headers import CONTENT_SECURITY_POLICY
+from app.middleware.security_headers import CONTENT_SECURITY_POLICY
 from app.web import TEMPLATES_DIR
 
 # A file each mount serves; a mount missing here fails the test (so a new one gets checked).

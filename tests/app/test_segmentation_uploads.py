@@ -17,7 +17,7 @@ import pytest
 from service_support import HELD_OUT_PATIENT, bearer
 from sqlalchemy import func, select
 
-from app.models import Explanation
+from app.tables import Explanation
 from model.datasets.morphometry import FEATURE_EXTRACTOR
 
 SPACING = (2.5, 0.7, 0.7)

@@ -18,10 +18,10 @@ from service_support import bearer, running_server
 from sqlalchemy import update
 from test_api import case, post_json
 
-from app import jobs
 from app.config import Settings
+from app.jobs import queue
 from app.main import create_app
-from app.models import Job, JobStatus
+from app.tables import Job, JobStatus
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -104,11 +104,11 @@ def test_job_gauges_and_durations_follow_the_queue(service, client_as):
     anonymous = client_as(None)
     before = scrape(anonymous)
     with service.session() as session:
-        done, failed, _waiting = (jobs.enqueue(session, kind, {}) for _ in range(3))
+        done, failed, _waiting = (queue.enqueue(session, kind, {}) for _ in range(3))
         for job, status in ((done, JobStatus.succeeded), (failed, JobStatus.failed)):
-            claimed = jobs.claim(session, f"test:{job.id}", 60, (kind,))
+            claimed = queue.claim(session, f"test:{job.id}", 60, (kind,))
             assert claimed is not None and claimed.id == job.id
-            assert jobs.finish(session, job.id, f"test:{job.id}", status)
+            assert queue.finish(session, job.id, f"test:{job.id}", status)
         # a run of 90 s for the succeeded one, 2 s for the failed one
         for job, seconds in ((done, 90), (failed, 2)):
             session.refresh(job)

