@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= data
 
-.PHONY: run test lint venv clean chromium
+.PHONY: run test test-fast lint venv clean chromium
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ run: $(STAMP)
 
 test: $(STAMP) chromium
 	$(VENV)/bin/python -m pytest
+
+# The fast lane: every test but those that train a model or import LIDC (marked `slow`).
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 # The browser tests drive Debian's chromium through Playwright (never `playwright install`).
 chromium:

@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     )
     # Folder of checkpoint folders; empty = <data_dir>/checkpoints.
     checkpoints_dir: Path | None = None
-    # Folder of the frozen text encoder; empty = model.config.default_text_encoder().
+    # Folder of the frozen text encoder; empty = model.config.text_encoder_path()'s choice.
     text_encoder: str = ""
     # Largest request body accepted by the explanation endpoint, in bytes.
     max_upload_bytes: int = Field(default=8 << 20, gt=0)

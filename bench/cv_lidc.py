@@ -40,15 +40,15 @@ def gpu_model(device: str) -> str:
 
 def run_one(preset: str, cohort: Path, folds: int, out: Path, device: str = "cpu") -> dict:
     from model.cohort import Cohort
-    from model.config import default_text_encoder
     from model.config import preset as get_preset
     from model.encoders import FrozenTextEncoder
-    from model.evaluate import MODEL_METHODS, cross_validate, write_report
+    from model.evaluate import MODEL_METHODS, cross_validate
+    from model.report import write_report
 
     data = Cohort.load(cohort)
     mcfg, tcfg = get_preset(preset, device=device)
     start = time.perf_counter()
-    encoder = FrozenTextEncoder(default_text_encoder(), mcfg.text_max_length)
+    encoder = FrozenTextEncoder.for_config(mcfg)
     load_seconds = time.perf_counter() - start
     result = cross_validate(data, mcfg, tcfg, encoder, folds=folds)
     wall = time.perf_counter() - start
@@ -81,7 +81,6 @@ def seconds_per_batch(preset: str, cohort: Path, batches: int = 20, device: str 
     import numpy as np
 
     from model.cohort import Cohort
-    from model.config import default_text_encoder
     from model.config import preset as get_preset
     from model.encoders import FrozenTextEncoder, TextTokenCache
     from model.train import train
@@ -90,10 +89,10 @@ def seconds_per_batch(preset: str, cohort: Path, batches: int = 20, device: str 
     mcfg, tcfg = get_preset(preset, device=device)
     n = tcfg.batch_size * batches
     subset = data.subset(np.arange(min(n, len(data))))
-    encoder = FrozenTextEncoder(default_text_encoder(), mcfg.text_max_length)
+    encoder = FrozenTextEncoder.for_config(mcfg)
     cache = TextTokenCache(encoder, data.texts())
     one = tcfg.replace(epochs=1, val_fraction=0.0, patience=0)
-    n_classes = [len(f.values) for f in data.schema.fields]
+    n_classes = data.schema.class_counts
     result = train(subset, mcfg, one, encoder, cache, field_classes=n_classes)
     per_batch = result.seconds / batches
     fold_batches = int(np.ceil(len(data) * (1 - 1 / 5) * (1 - tcfg.val_fraction) / tcfg.batch_size))

@@ -67,7 +67,7 @@ def embeddings(work: Path, n_archive: int, n_queries: int, feature_dim: int, tra
 
     import torch
 
-    from model.config import default_text_encoder, preset
+    from model.config import preset
     from model.datasets.simulated import simulate_cohort
     from model.encoders import FrozenTextEncoder
     from model.train import embed_cases, train
@@ -82,8 +82,8 @@ def embeddings(work: Path, n_archive: int, n_queries: int, feature_dim: int, tra
 
     t0 = time.perf_counter()
     mcfg, tcfg = preset("lidc", epochs=10)
-    encoder = FrozenTextEncoder(default_text_encoder(), mcfg.text_max_length)
-    n_classes = [len(f.values) for f in cohort.schema.fields]
+    encoder = FrozenTextEncoder.for_config(mcfg)
+    n_classes = cohort.schema.class_counts
     torch.manual_seed(SEED)
     result = train(
         cohort.subset(np.arange(min(train_cases, n_archive))),

@@ -73,7 +73,7 @@ def train_one(folder: Path, threads: int) -> dict:
     import torch
 
     from model.cohort import Cohort
-    from model.config import default_text_encoder, preset
+    from model.config import preset
     from model.encoders import FrozenTextEncoder
     from model.train import train
 
@@ -82,10 +82,10 @@ def train_one(folder: Path, threads: int) -> dict:
     sampler.start()
     cohort = Cohort.load(folder)
     mcfg, tcfg = preset("lidc", epochs=1)
-    encoder = FrozenTextEncoder(default_text_encoder(), mcfg.text_max_length)
+    encoder = FrozenTextEncoder.for_config(mcfg)
     loaded = memory_now()
     batches = []
-    n_classes = [len(f.values) for f in cohort.schema.fields]
+    n_classes = cohort.schema.class_counts
     result = train(
         cohort,
         mcfg,

@@ -56,7 +56,8 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def load_cohort(path: Path, schema: str | None):
+def cohort_option(path: Path, schema: str | None):
+    """The cohort a --cohort option names, read with the --schema built-in schema if given."""
     from model.cohort import Cohort, CohortError
     from model.datasets import builtin_schema
     from model.schema import SchemaError
@@ -125,31 +126,18 @@ def data_simulate(
     typer.echo(json.dumps({k: v for k, v in cohort.describe().items() if k != "fields"}))
 
 
-def train_checkpoint(cohort, preset_name: str, overrides: dict, out: Path, holdout=None):
-    """Train on the cohort (minus `holdout` indices) and save a checkpoint; returns it."""
+def train_cohort(cohort, preset_name: str, overrides: dict, out: Path, holdout=None):
+    """Train on the cohort (minus `holdout` indices) by the one recipe and save the checkpoint."""
     import numpy as np
 
-    from model.checkpoint import build_checkpoint
-    from model.config import default_text_encoder, preset
+    from model.config import preset
     from model.encoders import FrozenTextEncoder
-    from model.train import train
+    from model.recipe import train_checkpoint
 
     mcfg, tcfg = preset(preset_name, **overrides)
-    encoder = FrozenTextEncoder(mcfg.text_encoder or default_text_encoder(), mcfg.text_max_length)
+    encoder = FrozenTextEncoder.for_config(mcfg)
     keep = np.setdiff1d(np.arange(len(cohort)), np.asarray(holdout if holdout is not None else []))
     cases = cohort.subset(keep)
-    update, close = progress_printer(f"training ({preset_name})")
-    try:
-        result = train(
-            cases,
-            mcfg,
-            tcfg,
-            encoder,
-            on_progress=update,
-            field_classes=[len(f.values) for f in cohort.schema.fields],
-        )
-    finally:
-        close()
     data = {
         "cohort": cohort.name,
         "simulated": cohort.simulated,
@@ -158,18 +146,11 @@ def train_checkpoint(cohort, preset_name: str, overrides: dict, out: Path, holdo
         "held_out_cases": len(cohort) - len(cases),
         "preset": preset_name,
     }
-    case_ids = cohort.cases["case_id"].astype(str).to_numpy()[keep].tolist()
-    ckpt = build_checkpoint(
-        result,
-        cases,
-        case_ids,
-        cohort.schema,
-        encoder,
-        tcfg,
-        data,
-        feature_extractor=cohort.feature_extractor,
-        outlines=cohort.outlines,
-    )
+    update, close = progress_printer(f"training ({preset_name})")
+    try:
+        ckpt, _ = train_checkpoint(cases, mcfg, tcfg, encoder, data, on_progress=update)
+    finally:
+        close()
     ckpt.save(out)
     return ckpt
 
@@ -194,9 +175,9 @@ def train_cmd(
 
     if out.exists():
         fail(f"{out} already exists; checkpoints are never overwritten")
-    data = load_cohort(cohort, schema)
+    data = cohort_option(cohort, schema)
     try:
-        ckpt = train_checkpoint(data, preset, parse_overrides(set_ or []), out)
+        ckpt = train_cohort(data, preset, parse_overrides(set_ or []), out)
     except (ValueError, CheckpointError) as e:
         fail(str(e))
     typer.echo(
@@ -376,19 +357,19 @@ def evaluate_cmd(
     """Patient-grouped k-fold cross-validation with baselines; writes a report folder."""
     from tqdm import tqdm
 
-    from model.config import default_text_encoder
     from model.config import preset as get_preset
     from model.encoders import FrozenTextEncoder
-    from model.evaluate import cross_validate, write_report
+    from model.evaluate import cross_validate
+    from model.report import write_report
 
     if folds < 2:
         fail("--folds must be at least 2")
-    data = load_cohort(cohort, schema)
+    data = cohort_option(cohort, schema)
     try:
         mcfg, tcfg = get_preset(preset, **parse_overrides(set_ or []))
     except ValueError as e:
         fail(str(e))
-    encoder = FrozenTextEncoder(mcfg.text_encoder or default_text_encoder(), mcfg.text_max_length)
+    encoder = FrozenTextEncoder.for_config(mcfg)
     bar = tqdm(total=folds * tcfg.epochs, desc="cross-validation", unit="epoch", file=sys.stderr)
 
     def update(p) -> None:
@@ -442,7 +423,7 @@ def demo_cmd(
         ckpt = Checkpoint.load(ckpt_dir)
     else:
         typer.echo("training the default model (held-out patients: 5%)", err=True)
-        ckpt = train_checkpoint(cohort, "lidc", {}, ckpt_dir, holdout=holdout)
+        ckpt = train_cohort(cohort, "lidc", {}, ckpt_dir, holdout=holdout)
     case = int(holdout[0])
     explanation = Explainer(ckpt).explain(cohort.slices(case), k=5)
     truth = cohort.schema.text(cohort.labels[case])
@@ -516,8 +497,6 @@ def serve_cmd(
 
     settings = service_settings(host=host, port=port)
     configure_logging(settings.log_format, settings.log_level)
-    if settings.text_encoder:
-        os.environ.setdefault("TEXT_ENCODER", settings.text_encoder)
     migrate_database(settings)
     engine = make_engine(settings.database_url)
     try:
@@ -678,8 +657,6 @@ def worker_cmd(
     from app.logs import configure_logging
 
     settings = service_settings()
-    if settings.text_encoder:
-        os.environ.setdefault("TEXT_ENCODER", settings.text_encoder)
     configure_logging(settings.log_format, settings.log_level)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

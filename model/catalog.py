@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -149,21 +150,24 @@ def build_case_faiss(embeddings: np.ndarray, spec: CaseIndexSpec, seed: int = 0)
     n, d = x.shape
     if spec.kind == "flat":
         return _flat_index(x), spec
+    index: faiss.Index
     if spec.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = spec.hnsw_ef_construction
-        index.add(x)
+        hnsw = faiss.IndexHNSWFlat(d, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = spec.hnsw_ef_construction
+        hnsw.add(x)
+        index = hnsw
     else:
         if n == 0:
             raise ValueError("an IVF index needs cases to train its lists on")
         nlist = spec.ivf_nlist or max(1, min(n, round(4 * math.sqrt(n))))
         spec = dataclasses.replace(spec, ivf_nlist=nlist)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.seed = seed
         sample = min(n, nlist * spec.ivf_train_per_list)
         rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
-        index.train(x[rows])
-        index.add(x)
+        ivf.train(x[rows])
+        ivf.add(x)
+        index = ivf
     set_search_parameters(index, spec)
     return index, spec
 
@@ -171,7 +175,8 @@ def build_case_faiss(embeddings: np.ndarray, spec: CaseIndexSpec, seed: int = 0)
 def set_search_parameters(index: faiss.Index, spec: CaseIndexSpec) -> None:
     """Apply the query-time parameters of `spec`; FAISS files do not promise to carry them."""
     if spec.kind == "hnsw":
-        faiss.downcast_index(index).hnsw.efSearch = spec.hnsw_ef_search
+        hnsw: Any = faiss.downcast_index(index)  # the stubs type it as the base Index
+        hnsw.hnsw.efSearch = spec.hnsw_ef_search
     elif spec.kind == "ivf":
         faiss.extract_index_ivf(index).nprobe = spec.ivf_nprobe
 

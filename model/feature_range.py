@@ -29,19 +29,17 @@ ABSOLUTE_LIMIT = 1e6  # checkpoints without stored ranges
 def training_feature_ranges(cases, feature_names: Sequence[str] | None = None) -> dict:
     """Per-feature min, max, mean and std over every slice of `cases` (a model.train.CaseSet),
     JSON-ready for a checkpoint's metadata; streamed case by case, in float64."""
-    low = high = total = squares = None
-    slices = 0
-    for i in range(len(cases)):
-        x = np.asarray(cases.slices(i), dtype=np.float64)  # (s, f)
-        if low is None:
-            low, high = x.min(0), x.max(0)
-            total, squares = x.sum(0), (x**2).sum(0)
-        else:
-            low, high = np.minimum(low, x.min(0)), np.maximum(high, x.max(0))
-            total, squares = total + x.sum(0), squares + (x**2).sum(0)
-        slices += len(x)
-    if low is None:
+    if not len(cases):
         raise ValueError("no training cases to take feature ranges from")
+    first = np.asarray(cases.slices(0), dtype=np.float64)  # (s, f)
+    low, high = first.min(0), first.max(0)
+    total, squares = first.sum(0), (first**2).sum(0)
+    slices = len(first)
+    for i in range(1, len(cases)):
+        x = np.asarray(cases.slices(i), dtype=np.float64)
+        low, high = np.minimum(low, x.min(0)), np.maximum(high, x.max(0))
+        total, squares = total + x.sum(0), squares + (x**2).sum(0)
+        slices += len(x)
     mean = total / slices
     std = np.sqrt(np.maximum(squares / slices - mean**2, 0.0))
     return {

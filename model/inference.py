@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import torch
@@ -12,8 +13,9 @@ from model.checkpoint import Checkpoint
 from model.clip import batch_slices, select_slices
 from model.feature_range import FeatureBounds
 from model.retrieval import top1_fields, vote_fields, zero_shot
+from model.schema import Field
 from model.served import pooled_features, served_inputs
-from model.validation import MAX_SLICES_PER_CASE, InputError, check_slice_count
+from model.validation import K_RANGE, MAX_SLICES_PER_CASE, InputError, check_slice_count
 
 LOW_SIMILARITY = 0.5  # fallback threshold for checkpoints that do not carry their own
 SPLIT_VOTE = 0.6  # without a served read-out: a winning vote share under this -> low confidence
@@ -74,6 +76,114 @@ def _rounded(values: np.ndarray) -> list[float]:
     return [round(v, 4) for v in values.tolist()]
 
 
+class ServedAnswer(TypedDict):
+    value: str | None  # the stored code
+    label: str | None  # its human label
+    probability: float  # calibrated probability, or the vote share when uncalibrated
+    calibrated: bool  # False for checkpoints from before the served read-out
+    distribution: dict[str, float] | None  # probability per code (served read-out only)
+
+
+class VoteAnswer(TypedDict):
+    value: str | None
+    label: str | None
+    share: float  # the winning share of the similarity-weighted vote
+    tally: dict[str, float]  # vote share per code
+
+
+class Top1Answer(TypedDict):
+    value: str | None
+    label: str | None
+
+
+class FieldAnswer(TypedDict):
+    field: str
+    label: str
+    served: ServedAnswer
+    vote: VoteAnswer
+    top1: Top1Answer
+    zero_shot: dict[str, float]  # softmax over the field's value texts
+    head: NotRequired[dict[str, float]]  # the classification head's softmax, where trained
+
+
+class RetrievedText(TypedDict):
+    rank: int
+    text: str
+    similarity: float
+    training_cases: int
+    descriptors: dict[str, str | None]
+
+
+class SlicesUsed(TypedDict):
+    received: int
+    used: int
+    subsampled: bool
+
+
+class SliceWeight(TypedDict):
+    slice: int
+    weight: float
+
+
+class SliceSimilarity(TypedDict):
+    slice: int
+    similarity: float
+
+
+class SimilarCase(TypedDict):
+    case_id: str
+    patient_id: str
+    descriptors: dict[str, str | None]
+    similarity: float
+
+
+class CaseExplanation(TypedDict):
+    """One case's explanation, as the API returns it (key order is the JSON's)."""
+
+    model_version: str
+    catalog_version: str
+    schema: str  # the schema's name
+    simulated: bool
+    k: int
+    slices: SlicesUsed
+    texts: list[RetrievedText]
+    fields: list[FieldAnswer]
+    slice_attention: list[SliceWeight] | None
+    slice_evidence: list[SliceSimilarity]
+    similar_cases: list[SimilarCase]
+    low_confidence: bool
+    low_confidence_reasons: list[str]
+
+
+@dataclass
+class _Forward:
+    """What one model pass over a batch gives the per-case answers: (b, ...) arrays."""
+
+    used: list[np.ndarray]  # per case, the slice indices the model read
+    weights: torch.Tensor | None  # (b, s) attention over slices (attn model only)
+    heads: list[np.ndarray]  # per field, (b, classes) head softmax; empty without heads
+    served: tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None  # codes, probability, dists
+    sims: np.ndarray  # (b, k) similarity of each retrieved text
+    ids: np.ndarray  # (b, k) catalog rows
+    vote: np.ndarray  # (b, fields) voted codes
+    share: np.ndarray  # (b, fields) winning vote shares
+    tallies: list[np.ndarray]  # per field, (b, classes) vote shares
+    top1: np.ndarray  # (b, fields) codes of the best text
+    zero_shots: list[np.ndarray]  # per field, (b, classes)
+    case_sims: np.ndarray  # (b, n_similar)
+    case_ids: np.ndarray  # (b, n_similar) rows of the case index, -1 = none
+    evidence: list[list[SliceSimilarity]]
+    catalog_texts: dict[int, tuple[str, int, dict]]  # row -> (text, training cases, labels)
+
+
+def _value(f: Field, index: int) -> str | None:
+    return None if index < 0 else f.values[index]
+
+
+def _label(f: Field, index: int) -> str | None:
+    return None if index < 0 else f.value_labels[index]
+
+
 @dataclass
 class Explainer:
     checkpoint: Checkpoint
@@ -85,7 +195,7 @@ class Explainer:
         # The training cases as the explanation shows them, built once rather than per request.
         schema = self.checkpoint.schema
         self._text_cache: dict[int, tuple[str, int, dict]] = {}  # filled by _catalog_texts
-        self._training_cases = [
+        self._training_cases: list[dict] = [
             {
                 "case_id": row["case_id"],
                 "patient_id": row["patient_id"],
@@ -97,29 +207,66 @@ class Explainer:
             for row in self.checkpoint.cases.cases.to_dict("records")
         ]
 
-    def explain(self, features: np.ndarray, k: int = 5, n_similar: int = 5) -> dict:
-        """The explanation of one case as a JSON-ready dict."""
+    def explain(self, features: np.ndarray, k: int = 5, n_similar: int = 5) -> CaseExplanation:
+        """The explanation of one case, JSON-ready."""
         return self.explain_batch([features], k, n_similar)[0]
 
     def explain_batch(
         self, cases: Sequence[np.ndarray], k: int = 5, n_similar: int = 5
-    ) -> list[dict]:
-        """The explanations of many cases, one model pass for all: the dicts `explain` returns.
+    ) -> list[CaseExplanation]:
+        """The explanations of many cases, one model pass for all: what `explain` returns.
 
         Every case is validated first; an invalid one raises InputError naming its index.
         """
-        ckpt, schema = self.checkpoint, self.checkpoint.schema
-        cfg = ckpt.config
-        if not 1 <= k <= 50:
-            raise InputError(f"k must be between 1 and 50, got {k}")
+        arrays = self._validate(cases, k)
+        if not arrays:
+            return []
+        run = self._forward(arrays, k, n_similar)
+        ckpt = self.checkpoint
+        simulated = bool(ckpt.meta.get("data", {}).get("simulated", False))
+        results = []
+        for i, array in enumerate(arrays):
+            fields = self._field_answers(run, i)
+            best = float(run.sims[i, 0]) if run.sims.shape[1] else 0.0
+            reasons = self._low_confidence(best, fields, run.served is not None)
+            n_slices, n_used = len(array), len(run.used[i])
+            results.append(
+                CaseExplanation(
+                    model_version=ckpt.version,
+                    catalog_version=ckpt.catalog.version,
+                    schema=ckpt.schema.name,
+                    simulated=simulated,
+                    k=k,
+                    slices={"received": n_slices, "used": n_used, "subsampled": n_slices > n_used},
+                    texts=self._retrieved_texts(run, i),
+                    fields=fields,
+                    slice_attention=self._attention(run, i),
+                    slice_evidence=run.evidence[i],
+                    similar_cases=self._similar_cases(run, i),
+                    low_confidence=bool(reasons),
+                    low_confidence_reasons=reasons,
+                )
+            )
+        return results
+
+    # --- the steps of an explanation ------------------------------------------------------------
+    def _validate(self, cases: Sequence[np.ndarray], k: int) -> list[np.ndarray]:
+        """Each case's features as float32 [slices, dim]; InputError names the first bad one."""
+        if not K_RANGE[0] <= k <= K_RANGE[1]:
+            raise InputError(f"k must be between {K_RANGE[0]} and {K_RANGE[1]}, got {k}")
+        cfg = self.checkpoint.config
         arrays = []
         for i, features in enumerate(cases):
             try:
                 arrays.append(validate_features(features, cfg.feature_dim, bounds=self.bounds))
             except InputError as e:
                 raise InputError(f"case {i}: {e}" if len(cases) > 1 else str(e)) from None
-        if not arrays:
-            return []
+        return arrays
+
+    def _forward(self, arrays: list[np.ndarray], k: int, n_similar: int) -> _Forward:
+        """One model pass over all cases, then every search and read-out the answers draw on."""
+        ckpt, schema = self.checkpoint, self.checkpoint.schema
+        cfg = ckpt.config
         used = [select_slices(len(a), cfg.max_slices) for a in arrays]
         slices, mask = batch_slices(arrays, cfg.max_slices)  # (b, s, f), (b, s)
         with torch.no_grad():
@@ -136,133 +283,127 @@ class Explainer:
         sims, ids = sims[:, keep], ids[:, keep]
         if not keep.any():  # an empty catalog, or an embedding the index could not place
             raise InputError("no descriptor text could be retrieved for these features")
-        n_classes = [len(f.values) for f in schema.fields]
-        vote, share, tallies = vote_fields(sims, ids, ckpt.catalog.labels, n_classes)
-        top1 = top1_fields(ids, ckpt.catalog.labels)
+        vote, share, tallies = vote_fields(sims, ids, ckpt.catalog.labels, schema.class_counts)
         scale = ckpt.model.scale.item()
-        zero_shots = [zero_shot(emb_np, ckpt.zero_shot[f.name], scale) for f in schema.fields]
-        c_sims, c_ids = ckpt.cases.search(emb_np, n_similar)
-        evidence = self._slice_evidence(
-            [a[u] for a, u in zip(arrays, used, strict=True)], used, ids[:, 0]
+        case_sims, case_ids = ckpt.cases.search(emb_np, n_similar)
+        return _Forward(
+            used=used,
+            weights=weights,
+            heads=heads,
+            served=served,
+            sims=sims,
+            ids=ids,
+            vote=vote,
+            share=share,
+            tallies=list(tallies),
+            top1=top1_fields(ids, ckpt.catalog.labels),
+            zero_shots=[zero_shot(emb_np, ckpt.zero_shot[f.name], scale) for f in schema.fields],
+            case_sims=case_sims,
+            case_ids=case_ids,
+            evidence=self._slice_evidence(
+                [a[u] for a, u in zip(arrays, used, strict=True)], used, ids[:, 0]
+            ),
+            catalog_texts=self._catalog_texts(set(ids.ravel().tolist())),
         )
-        threshold = float(ckpt.meta.get("low_similarity", LOW_SIMILARITY))
-        simulated = bool(ckpt.meta.get("data", {}).get("simulated", False))
 
-        def label(j: int, v: int) -> str | None:
-            return None if v < 0 else schema.fields[j].value_labels[v]
-
-        catalog_texts = self._catalog_texts(set(ids.ravel().tolist()))
-
-        results = []
-        for i, array in enumerate(arrays):
-            texts = [
-                {
-                    "rank": rank,
-                    "text": catalog_texts[t][0],
-                    "similarity": round(s, 4),
-                    "training_cases": catalog_texts[t][1],
-                    "descriptors": dict(catalog_texts[t][2]),
-                }
-                for rank, (s, t) in enumerate(
-                    zip(sims[i].tolist(), ids[i].tolist(), strict=True), 1
-                )
-            ]
-
-            fields = []
-            for j, f in enumerate(schema.fields):
-                if served is not None:
-                    value = int(served[0][i, j])
-                    answer = {
-                        "value": f.values[value],
-                        "label": label(j, value),
-                        "probability": round(float(served[1][i, j]), 4),
-                        "calibrated": True,
-                        "distribution": dict(zip(f.values, _rounded(served[2][j][i]), strict=True)),
-                    }
-                else:  # a checkpoint from before the served read-out: the vote, uncalibrated
-                    answer = {
-                        "value": f.values[vote[i, j]] if vote[i, j] >= 0 else None,
-                        "label": label(j, int(vote[i, j])),
-                        "probability": round(float(share[i, j]), 4),
-                        "calibrated": False,
-                        "distribution": None,
-                    }
-                entry = {
-                    "field": f.name,
-                    "label": f.label,
-                    "served": answer,
-                    "vote": {
-                        "value": f.values[vote[i, j]] if vote[i, j] >= 0 else None,
-                        "label": label(j, int(vote[i, j])),
-                        "share": round(float(share[i, j]), 4),
-                        "tally": dict(zip(f.values, _rounded(tallies[j][i]), strict=True)),
-                    },
-                    "top1": {
-                        "value": f.values[top1[i, j]] if top1[i, j] >= 0 else None,
-                        "label": label(j, int(top1[i, j])),
-                    },
-                    "zero_shot": dict(zip(f.values, _rounded(zero_shots[j][i]), strict=True)),
-                }
-                if heads:
-                    entry["head"] = dict(zip(f.values, _rounded(heads[j][i]), strict=True))
-                fields.append(entry)
-
-            best = float(sims[i, 0]) if sims.shape[1] else 0.0
-            doubtful = [
-                fe["field"]
-                for fe in fields
-                if fe["served"]["probability"]
-                < (LOW_PROBABILITY if fe["served"]["calibrated"] else SPLIT_VOTE)
-            ]
-            reasons = []
-            if best < threshold:
-                reasons.append(
-                    f"best similarity {best:.2f} is under {threshold:.2f}, which 90% of the "
-                    "training cases reach"
-                )
-            if doubtful:
-                reasons.append(
-                    f"probability under {LOW_PROBABILITY:.0%} for {', '.join(doubtful)}"
-                    if served is not None
-                    else f"split vote on {', '.join(doubtful)}"
-                )
-
-            similar = [
-                {**self._training_cases[c], "similarity": round(s, 4)}
-                for s, c in zip(c_sims[i].tolist(), c_ids[i].tolist(), strict=True)
-                if c >= 0
-            ]
-            attention = None
-            if weights is not None:
-                attention = [
-                    {"slice": s, "weight": w}
-                    for s, w in zip(
-                        used[i].tolist(), _rounded(weights[i, : len(used[i])].numpy()), strict=True
-                    )
-                ]
-            n_slices = len(array)
-            results.append(
-                {
-                    "model_version": ckpt.version,
-                    "catalog_version": ckpt.catalog.version,
-                    "schema": schema.name,
-                    "simulated": simulated,
-                    "k": k,
-                    "slices": {
-                        "received": n_slices,
-                        "used": len(used[i]),
-                        "subsampled": n_slices > len(used[i]),
-                    },
-                    "texts": texts,
-                    "fields": fields,
-                    "slice_attention": attention,
-                    "slice_evidence": evidence[i],
-                    "similar_cases": similar,
-                    "low_confidence": bool(reasons),
-                    "low_confidence_reasons": reasons,
-                }
+    def _retrieved_texts(self, run: _Forward, i: int) -> list[RetrievedText]:
+        texts = run.catalog_texts
+        return [
+            RetrievedText(
+                rank=rank,
+                text=texts[t][0],
+                similarity=round(s, 4),
+                training_cases=texts[t][1],
+                descriptors=dict(texts[t][2]),
             )
-        return results
+            for rank, (s, t) in enumerate(
+                zip(run.sims[i].tolist(), run.ids[i].tolist(), strict=True), 1
+            )
+        ]
+
+    def _field_answers(self, run: _Forward, i: int) -> list[FieldAnswer]:
+        """Per field: the served answer, the vote, the top-1 text, zero-shot and head scores."""
+        fields = []
+        for j, f in enumerate(self.checkpoint.schema.fields):
+            voted = int(run.vote[i, j])
+            served: ServedAnswer
+            if run.served is not None:
+                codes, probability, distribution = run.served
+                value = int(codes[i, j])
+                served = {
+                    "value": f.values[value],
+                    "label": _label(f, value),
+                    "probability": round(float(probability[i, j]), 4),
+                    "calibrated": True,
+                    "distribution": dict(zip(f.values, _rounded(distribution[j][i]), strict=True)),
+                }
+            else:  # a checkpoint from before the served read-out: the vote, uncalibrated
+                served = {
+                    "value": _value(f, voted),
+                    "label": _label(f, voted),
+                    "probability": round(float(run.share[i, j]), 4),
+                    "calibrated": False,
+                    "distribution": None,
+                }
+            entry: FieldAnswer = {
+                "field": f.name,
+                "label": f.label,
+                "served": served,
+                "vote": {
+                    "value": _value(f, voted),
+                    "label": _label(f, voted),
+                    "share": round(float(run.share[i, j]), 4),
+                    "tally": dict(zip(f.values, _rounded(run.tallies[j][i]), strict=True)),
+                },
+                "top1": {
+                    "value": _value(f, int(run.top1[i, j])),
+                    "label": _label(f, int(run.top1[i, j])),
+                },
+                "zero_shot": dict(zip(f.values, _rounded(run.zero_shots[j][i]), strict=True)),
+            }
+            if run.heads:
+                entry["head"] = dict(zip(f.values, _rounded(run.heads[j][i]), strict=True))
+            fields.append(entry)
+        return fields
+
+    def _low_confidence(self, best: float, fields: list[FieldAnswer], served: bool) -> list[str]:
+        """Why an answer deserves doubt: a best text less similar than 90% of the training
+        cases' best, or a field whose served probability (or vote share) is low."""
+        threshold = float(self.checkpoint.meta.get("low_similarity", LOW_SIMILARITY))
+        doubtful = [
+            fe["field"]
+            for fe in fields
+            if fe["served"]["probability"]
+            < (LOW_PROBABILITY if fe["served"]["calibrated"] else SPLIT_VOTE)
+        ]
+        reasons = []
+        if best < threshold:
+            reasons.append(
+                f"best similarity {best:.2f} is under {threshold:.2f}, which 90% of the "
+                "training cases reach"
+            )
+        if doubtful:
+            reasons.append(
+                f"probability under {LOW_PROBABILITY:.0%} for {', '.join(doubtful)}"
+                if served
+                else f"split vote on {', '.join(doubtful)}"
+            )
+        return reasons
+
+    def _attention(self, run: _Forward, i: int) -> list[SliceWeight] | None:
+        """CLIPMedical-Attn's weight on each used slice (None for the pooled-vector model)."""
+        if run.weights is None:
+            return None
+        used = run.used[i]
+        weights = _rounded(run.weights[i, : len(used)].numpy())
+        return [{"slice": s, "weight": w} for s, w in zip(used.tolist(), weights, strict=True)]
+
+    def _similar_cases(self, run: _Forward, i: int) -> list[SimilarCase]:
+        return [
+            {**self._training_cases[c], "similarity": round(s, 4)}
+            for s, c in zip(run.case_sims[i].tolist(), run.case_ids[i].tolist(), strict=True)
+            if c >= 0
+        ]
 
     def _catalog_texts(self, rows: set[int]) -> dict[int, tuple[str, int, dict]]:
         """(text, training cases, descriptors) of catalog rows, built once per row."""
@@ -282,7 +423,7 @@ class Explainer:
 
     def _slice_evidence(
         self, slices: Sequence[np.ndarray], used: Sequence[np.ndarray], top_rows: np.ndarray
-    ) -> list[list[dict]]:
+    ) -> list[list[SliceSimilarity]]:
         """Per case, each used slice embedded on its own, and its similarity to the case's best
         text (all cases' slices in one pass).
 

@@ -240,7 +240,8 @@ class OutlineStore:
             return None
         slices = []
         for s in range(self.case_slices[i], self.case_slices[i + 1]):
-            contours, holes = [], []
+            contours: list[np.ndarray] = []
+            holes: list[np.ndarray] = []
             for c in range(self.slice_contours[s], self.slice_contours[s + 1]):
                 xy = self.points[self.contour_points[c] : self.contour_points[c + 1]]
                 (holes if self.contour_hole[c] else contours).append(xy.astype(np.float64))

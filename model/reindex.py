@@ -4,16 +4,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 
 import faiss
 import numpy as np
 import pandas as pd
 
+from model.cases import CaseSet, case_table
 from model.catalog import EXACT_BELOW, CaseIndex, CaseIndexSpec, Catalog, choose_case_index
 from model.checkpoint import Checkpoint
 from model.encoders import TextTokenCache
-from model.train import CaseSet, embed_cases, embed_texts
+from model.train import embed_cases, embed_texts
 
 
 def stored_vectors(index: faiss.Index) -> np.ndarray:
@@ -29,16 +29,17 @@ def stored_vectors(index: faiss.Index) -> np.ndarray:
 def with_added_cases(
     base: Checkpoint,
     cases: CaseSet,
-    case_ids: Sequence[str],
     origin: str,
     case_index: str = "auto",
     case_index_exact_below: int = EXACT_BELOW,
+    text_encoder: str = "",
 ) -> Checkpoint:
     """`base` with `cases` added to its catalog (new texts, higher counts) and case index.
 
     `origin` is the folder of the checkpoint as trained; it is kept in the new one's metadata
     so re-indexing again starts from the trained catalog, not from an earlier re-index. The
     case index kind is chosen again for the new size (`case_index`: "auto" or a kind).
+    `text_encoder` is the service's setting for the encoder's folder (empty: where it was).
     """
     if len(cases) and cases.slices(0).shape[1] != base.config.feature_dim:
         raise ValueError(
@@ -57,24 +58,26 @@ def with_added_cases(
     embeddings = base.catalog.embeddings
     labels = base.catalog.labels
     if new_texts:
-        cache = TextTokenCache(base.text_encoder(), new_texts)
+        cache = TextTokenCache(base.text_encoder(text_encoder), new_texts)
         embeddings = np.vstack([embeddings, embed_texts(model, cache, new_texts)])
         labels = np.vstack([labels, np.stack([schema.parse(t) for t in new_texts])])
         counts = np.concatenate([counts, [added[t] for t in new_texts]])
     catalog = Catalog.build([*base.catalog.texts, *new_texts], labels, counts, embeddings)
 
-    table = pd.DataFrame({"case_id": list(case_ids), "patient_id": cases.patients})
-    for j, f in enumerate(schema.fields):
-        table[f.name] = [f.values[v] if v >= 0 else "" for v in cases.labels[:, j]]
-    case_table = pd.concat([base.cases.cases, table.astype(str)], ignore_index=True)
+    if cases.schema != schema:
+        raise ValueError(
+            f"the added cases are read with schema {cases.schema.name!r}, not the "
+            f"model's {schema.name!r}"
+        )
+    table = pd.concat([base.cases.cases, case_table(cases).astype(str)], ignore_index=True)
     case_vectors = np.vstack([stored_vectors(base.cases.index), embed_cases(model, cases)])
-    kind = choose_case_index(len(case_table), case_index, case_index_exact_below)
-    cases_index = CaseIndex.build(case_table, case_vectors, CaseIndexSpec(kind=kind))
+    kind = choose_case_index(len(table), case_index, case_index_exact_below)
+    cases_index = CaseIndex.build(table, case_vectors, CaseIndexSpec(kind=kind))
 
     meta = {
         **base.meta,
         "reindexed_from": base.meta.get("reindexed_from") or origin,
-        "added_case_ids": [str(c) for c in case_ids],
+        "added_case_ids": [str(c) for c in cases.case_ids],
     }
     return Checkpoint(
         model,

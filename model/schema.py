@@ -77,6 +77,16 @@ class Field:
                 f"unknown value {code!r} for field {self.name!r}; allowed: {', '.join(self.values)}"
             ) from None
 
+    def lookup(self, value: str | None) -> int | None:
+        """Class index of a value given as its code or its label, any case; None if neither."""
+        if value is None:
+            return None
+        wanted = value.strip().lower()
+        for i, (code, label) in enumerate(zip(self.values, self.value_labels, strict=True)):
+            if wanted in (str(code).lower(), str(label).lower()):
+                return i
+        return None
+
     def code(self, value: str) -> tuple[str, str, str] | None:
         """(scheme, code, display) of a stored value, or None where it has no standard code."""
         return self.codes.get(value)
@@ -120,6 +130,11 @@ class Schema:
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
 
+    @property
+    def class_counts(self) -> list[int]:
+        """Classes per field, in field order (the sizes of the per-field heads)."""
+        return [len(f.values) for f in self.fields]
+
     def field(self, name: str) -> Field:
         for f in self.fields:
             if f.name == name:
@@ -161,6 +176,14 @@ class Schema:
                     )
                 labels[i, j] = f.code_index(None if value is None else str(value))
         return labels
+
+    def value_columns(self, labels: np.ndarray) -> dict[str, list[str]]:
+        """A [n, fields] label matrix as one column of stored codes per field ("" = unknown),
+        the descriptor columns of a case table."""
+        return {
+            f.name: [f.values[v] if v >= 0 else "" for v in labels[:, j]]
+            for j, f in enumerate(self.fields)
+        }
 
     # --- labels <-> text --------------------------------------------------------------------
     def text(self, labels: Sequence[int]) -> str:

@@ -139,7 +139,7 @@ def check_voxels(shape: tuple[int, ...], max_voxels: int) -> None:
 def check_spacing(spacing: object) -> tuple[float, float, float]:
     """Three voxel spacings (z, row, col) in mm, each within SPACING_RANGE_MM."""
     try:
-        values = tuple(float(v) for v in spacing)  # type: ignore[union-attr]
+        values = tuple(float(v) for v in spacing)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         raise InputError(
             f"spacing_mm must be three numbers (slice, row, column) in mm, got {spacing!r}"
@@ -152,7 +152,7 @@ def check_spacing(spacing: object) -> tuple[float, float, float]:
     for name, v in zip(("slice", "row", "column"), values, strict=True):
         if not (math.isfinite(v) and low <= v <= high):
             raise InputError(f"{name} spacing must be between {low} and {high} mm, got {v:g}")
-    return values  # type: ignore[return-value]
+    return (values[0], values[1], values[2])
 
 
 def parse_spacing(text: str | None) -> tuple[float, float, float] | None:
@@ -188,7 +188,8 @@ def _slice_outline(
     mask: np.ndarray, z: float, spacing: float, origin: tuple[float, float]
 ) -> SliceOutline:
     """The mask's boundary on one slice in mm, outer contours and holes apart."""
-    contours, holes = [], []
+    contours: list[np.ndarray] = []
+    holes: list[np.ndarray] = []
     padded = np.pad(mask, 1).astype(np.float32)
     for line in measure.find_contours(padded, 0.5, positive_orientation="high"):
         simplified = shapely.simplify(shapely.linearrings(line - 1.0), OUTLINE_TOLERANCE_PX)

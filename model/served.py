@@ -1,14 +1,17 @@
 """The served answer of each descriptor field: one read-out, declared before any evaluation.
 
-Per field, a class-balanced multinomial logistic regression on the case's pooled slice features
-(mean and max, what the baselines see) joined to its CLIP image embedding (what retrieval
-sees), with its inverse regularisation C chosen on validation patients (never on test folds).
-Its probability is calibrated on the same validation patients: an isotonic map from the
-top class's raw probability to the chance that the top class is right, so "80%" is right
-about 80% of the time. Retrieval stays the explanation: the texts and similar cases shown are
-the evidence behind the answer, and the vote, zero-shot and head read-outs stay available.
+Per field, the served read-out sees the case's pooled slice features (mean and max, what the
+baselines see) joined to its CLIP image embedding (what retrieval sees). Two kinds of
+read-out are candidates, both class-balanced: a multinomial logistic regression (for each C
+of a grid) and gradient-boosted trees. Which one a field serves is decided on held-out
+predictions over patient-grouped inner folds of the training patients (never on test folds),
+and its top-class probability is calibrated on the same held-out predictions by an isotonic
+map, so "80%" is right about 80% of the time. Retrieval stays the explanation: the texts and
+similar cases shown are the evidence behind the answer, and the vote, zero-shot and head
+read-outs stay available.
 
-Everything is plain arrays (saved with safetensors beside the weights): nothing is pickled.
+Everything is plain arrays (saved with safetensors beside the weights; trees as node arrays,
+model.trees): nothing is pickled.
 """
 
 from __future__ import annotations
@@ -16,18 +19,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from model import metrics
 from model.clip import batch_slices
+from model.encoders import mean_max_pool
+from model.trees import TreeEnsemble
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried on validation patients
-VAL_FRACTION = 0.2  # share of the training patients that choose C and fit the calibration
-MIN_VAL_PER_FIELD = 20  # fewer known validation labels than this: no calibration (identity)
+INNER_FOLDS = 3  # patient-grouped folds of the training patients that choose and calibrate
+MIN_VAL_PER_FIELD = 20  # fewer held-out known labels than this: no calibration (identity)
+TREE_ROUNDS = 60  # gradient boosting: at most this many rounds (early stopping with >= 500 cases)
+TREE_LEAVES = 15  # ... of trees with at most this many leaves
 
 
 def pooled_features(cases, max_slices: int) -> np.ndarray:
@@ -37,10 +45,7 @@ def pooled_features(cases, max_slices: int) -> np.ndarray:
         x, mask = batch_slices(
             [cases.slices(i) for i in range(s, min(s + 512, len(cases)))], max_slices
         )
-        m = mask.unsqueeze(-1)
-        mean = (x * m).sum(1) / m.sum(1)
-        peak = x.masked_fill(~m, float("-inf")).amax(1)
-        out.append(torch.cat([mean, peak], -1).numpy())
+        out.append(mean_max_pool(x, mask).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -51,13 +56,29 @@ def served_inputs(pooled: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FieldHead:
-    weights: np.ndarray  # float64 [classes, inputs]; a constant field has zero weights
+    weights: np.ndarray  # float64 [classes, inputs]; zeros for a constant field or trees
     bias: np.ndarray  # float64 [classes]
     calib_x: np.ndarray  # isotonic map: raw top-class probability ...
     calib_y: np.ndarray  # ... -> calibrated probability (np.interp between the points)
-    C: float  # the chosen inverse regularisation (0 for a constant field)
+    C: float  # the chosen inverse regularisation (0 for a constant field or trees)
+    trees: TreeEnsemble | None = None  # set when gradient-boosted trees won on validation
+    tree_classes: np.ndarray | None = None  # int64: the classes the trees' columns stand for
+
+    @property
+    def readout(self) -> str:
+        """Which read-out this field serves, in words (the checkpoint and reports name it)."""
+        if self.trees is not None:
+            return "gradient boosting, balanced"
+        if self.C == 0:
+            return "constant"
+        return f"logistic regression, balanced (C={self.C:g})"
 
     def raw_proba(self, z: np.ndarray) -> np.ndarray:
+        if self.trees is not None:
+            assert self.tree_classes is not None
+            p = np.zeros((len(z), len(self.bias)))
+            p[:, self.tree_classes] = self.trees.predict_proba(z)
+            return p
         logits = z @ self.weights.T + self.bias
         logits -= logits.max(1, keepdims=True)
         p = np.exp(logits)
@@ -103,21 +124,34 @@ class ServedHead:
                 f"{j}.calib_y": h.calib_y,
                 f"{j}.C": np.array([h.C]),
             }
+            if h.trees is not None:
+                assert h.tree_classes is not None
+                out |= h.trees.tensors(f"{j}.trees.")
+                out[f"{j}.tree_classes"] = h.tree_classes
         return {k: np.ascontiguousarray(v, np.float64) for k, v in out.items()}
 
     @classmethod
     def from_tensors(cls, t: dict[str, np.ndarray], n_fields: int) -> ServedHead:
-        fields = [
-            FieldHead(
+        fields = []
+        for j in range(n_fields):
+            head = FieldHead(
                 t[f"{j}.weights"],
                 t[f"{j}.bias"],
                 t[f"{j}.calib_x"],
                 t[f"{j}.calib_y"],
                 float(t[f"{j}.C"][0]),
             )
-            for j in range(n_fields)
-        ]
+            if f"{j}.tree_classes" in t:  # older checkpoints hold linear heads only
+                head.trees = TreeEnsemble.from_tensors(t, f"{j}.trees.")
+                head.tree_classes = t[f"{j}.tree_classes"].astype(np.int64)
+            fields.append(head)
         return cls(t["mean"], t["scale"], fields)
+
+
+# A candidate read-out for one field: ("logreg", C) or ("trees", 0.0).
+Candidate = tuple[str, float]
+LOGREG_ONLY = "logreg"
+LOGREG_OR_TREES = "logreg+trees"
 
 
 def fit_served(
@@ -126,70 +160,116 @@ def fit_served(
     groups: np.ndarray,
     n_classes: list[int],
     seed: int = 0,
-    val_fraction: float = VAL_FRACTION,
+    candidates: str = LOGREG_OR_TREES,
 ) -> ServedHead:
     """Fits the served read-out on training cases x [n, inputs], y [n, fields] (-1: unknown).
 
-    The patients in `groups` are split once: C is chosen by validation macro-F1 and the
-    calibration fitted on the validation patients' predictions; the served model is the one
-    fitted on the other patients (refitting on all would change what was calibrated).
+    Per field, every candidate (class-balanced logistic regression for each C of the grid,
+    and, with LOGREG_OR_TREES, class-balanced gradient-boosted trees) is fitted on
+    INNER_FOLDS patient-grouped folds of these training patients, so every training case
+    gets a prediction from a model that never saw its patient. The candidate with the best
+    macro-F1 on those held-out predictions wins and is refitted on all the training cases;
+    its top-class probability is calibrated by an isotonic map fitted on the same held-out
+    predictions. Test patients are never seen.
     """
     x = np.asarray(x, np.float64)
     # One thread: scikit-learn's OpenMP loss loops on a busy 2-core machine (a web server, a
     # worker) spin far longer than they compute: 0.2 s per fit with one thread, 10 s without.
     with threadpool_limits(1):
-        return _fit_served(x, y, groups, n_classes, seed, val_fraction)
+        return _fit_served(x, np.asarray(y), np.asarray(groups), n_classes, seed, candidates)
 
 
-def _fit_served(x, y, groups, n_classes, seed, val_fraction) -> ServedHead:
-    from model.train import split_by_patient  # train imports the model package widely
-
-    fit_idx, val_idx = split_by_patient(np.asarray(groups), val_fraction, seed)
-    scaler = StandardScaler().fit(x[fit_idx])
+def _fit_served(x, y, groups, n_classes, seed, candidates) -> ServedHead:
+    scaler = StandardScaler().fit(x)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     z = (x - scaler.mean_) / scale
-    heads = [
-        _fit_field(z[fit_idx], y[fit_idx, j], z[val_idx], y[val_idx, j], k, seed)
-        for j, k in enumerate(n_classes)
-    ]
+    folds = inner_folds(groups, seed)
+    tried: list[Candidate] = [("logreg", C) for C in C_GRID]
+    if candidates == LOGREG_OR_TREES:
+        tried.append(("trees", 0.0))
+    heads = [_fit_field(z, y[:, j], folds, k, tried, seed) for j, k in enumerate(n_classes)]
     return ServedHead(scaler.mean_.astype(np.float64), scale.astype(np.float64), heads)
 
 
+def inner_folds(groups: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """INNER_FOLDS (fit, held-out) index pairs, split by patient; none with too few patients."""
+    if len(np.unique(groups)) < INNER_FOLDS:
+        return []
+    splitter = GroupKFold(n_splits=INNER_FOLDS, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(groups)), groups=groups))
+
+
 def _fit_field(
-    z_fit: np.ndarray, y_fit: np.ndarray, z_val: np.ndarray, y_val: np.ndarray, k: int, seed: int
+    z: np.ndarray,
+    y: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    k: int,
+    tried: list[Candidate],
+    seed: int,
 ) -> FieldHead:
-    known = y_fit >= 0
-    present = np.unique(y_fit[known])
+    known = y >= 0
+    present = np.unique(y[known])
     identity = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
     if len(present) < 2:  # nothing to learn: always the one class seen (or the first)
         bias = np.full(k, -30.0)
         bias[int(present[0]) if len(present) else 0] = 0.0
-        return FieldHead(np.zeros((k, z_fit.shape[1])), bias, *identity, 0.0)
-    val_known = y_val >= 0
-    best = None
-    for C in C_GRID:
-        clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed)
-        clf.fit(z_fit[known], y_fit[known])
-        weights, bias = _full_classes(clf, k, z_fit.shape[1])
-        head = FieldHead(weights, bias, *identity, C)
-        if val_known.sum() == 0:
-            score = 0.0
-        else:
-            pred = head.raw_proba(z_val[val_known]).argmax(1)
-            rep = metrics.classification_report(y_val[val_known], pred, k, ordinal=False)
-            score = rep["macro_f1"]
-        if best is None or score > best[0] + 1e-9:
-            best = (score, head)
-    head = best[1]
-    if val_known.sum() >= MIN_VAL_PER_FIELD:
-        p = head.raw_proba(z_val[val_known])
+        return FieldHead(np.zeros((k, z.shape[1])), bias, *identity, 0.0)
+
+    # Held-out probabilities of every candidate, for the training cases whose fold could fit.
+    held_out = np.full((len(tried), len(y), k), np.nan)
+    for fit_idx, out_idx in folds:
+        fit_idx, out_idx = fit_idx[known[fit_idx]], out_idx[known[out_idx]]
+        if len(out_idx) == 0 or len(np.unique(y[fit_idx])) < 2:
+            continue
+        for c, candidate in enumerate(tried):
+            head = _fit_candidate(candidate, z[fit_idx], y[fit_idx], k, seed)
+            held_out[c, out_idx] = head.raw_proba(z[out_idx])
+    scored = np.isfinite(held_out[0, :, 0])
+    best = 0  # with no held-out predictions at all: the first candidate, uncalibrated
+    if scored.any():
+        scores = [
+            metrics.classification_report(y[scored], p[scored].argmax(1), k, ordinal=False)[
+                "macro_f1"
+            ]
+            for p in held_out
+        ]
+        best = int(np.argmax(scores))  # ties: the earlier (simpler) candidate
+    head = _fit_candidate(tried[best], z[known], y[known], k, seed)
+    if scored.sum() >= MIN_VAL_PER_FIELD:
+        p = held_out[best, scored]
         top = p.argmax(1)
-        correct = (top == y_val[val_known]).astype(np.float64)
+        correct = (top == y[scored]).astype(np.float64)
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         iso.fit(p[np.arange(len(p)), top], correct)
         head.calib_x = np.asarray(iso.X_thresholds_, np.float64)
         head.calib_y = np.asarray(iso.y_thresholds_, np.float64)
     return head
+
+
+def _fit_candidate(
+    candidate: Candidate, z: np.ndarray, y: np.ndarray, k: int, seed: int
+) -> FieldHead:
+    """One candidate fitted on standardised inputs z and known labels y (two classes or more)."""
+    identity = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    kind, C = candidate
+    if kind == "trees":
+        clf = HistGradientBoostingClassifier(
+            max_iter=TREE_ROUNDS,
+            max_leaf_nodes=TREE_LEAVES,
+            class_weight="balanced",
+            # its inner split is stratified: too few cases leave a class out of it
+            early_stopping=bool(len(y) >= 500),
+            random_state=seed,
+        )
+        clf.fit(z, y)
+        head = FieldHead(np.zeros((k, z.shape[1])), np.zeros(k), *identity, 0.0)
+        head.trees = TreeEnsemble.from_sklearn(clf)
+        head.tree_classes = np.asarray(clf.classes_, np.int64)
+        return head
+    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed)
+    clf.fit(z, y)
+    weights, bias = _full_classes(clf, k, z.shape[1])
+    return FieldHead(weights, bias, *identity, C)
 
 
 def _full_classes(clf: LogisticRegression, k: int, d: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,28 +6,15 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import torch
 
+from model.cases import CaseSet
 from model.clip import CLIPMedical, batch_slices
 from model.config import ModelConfig, TrainConfig
 from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.loss import clip_loss, multitask_loss
-
-
-class CaseSet(Protocol):
-    """What training needs of a set of cases: a Cohort or a CohortView."""
-
-    labels: np.ndarray
-
-    def __len__(self) -> int: ...
-    def slices(self, i: int) -> np.ndarray: ...
-    def texts(self) -> list[str]: ...
-
-    @property
-    def patients(self) -> np.ndarray: ...
 
 
 @dataclass
@@ -57,6 +44,15 @@ class Subset:
         self.labels = base.labels[idx]
         all_texts = base.texts()
         self._texts = [all_texts[i] for i in idx]
+        self.schema = base.schema
+        self.feature_names = base.feature_names
+        self.feature_extractor = base.feature_extractor
+        self.outlines = base.outlines
+
+    @property
+    def case_ids(self) -> list[str]:
+        ids = self.base.case_ids
+        return [ids[i] for i in self.idx]
 
     def __len__(self) -> int:
         return len(self.idx)

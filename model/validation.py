@@ -1,4 +1,5 @@
-"""What every reader of a case's input shares: the error that names a problem, the slice cap.
+"""What every reader of a case's input shares: the error that names a problem, the slice cap,
+the range of k.
 
 A leaf module (numpy-free even), so the readers of features, outlines and segmentations and
 the explainer can all import it without importing each other.
@@ -9,6 +10,7 @@ from __future__ import annotations
 # Hard cap on one case's slices. The longest LIDC-IDRI read outlines 56 slices (6,859 reads);
 # 512 leaves room for thin-slice CT and still refuses what is not one nodule before any work.
 MAX_SLICES_PER_CASE = 512
+K_RANGE = (1, 50)  # distinct texts an explanation may return; checked before any model work
 
 
 class InputError(ValueError):

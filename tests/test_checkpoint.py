@@ -39,6 +39,7 @@ def test_checkpoint_explains_itself_and_holds_no_pickle(tmp_path, trained_small)
         "catalog.json",
         "checkpoint.json",
         "model.safetensors",
+        "outlines.npz",  # the LIDC cases' contours, to draw them as similar cases
         "served.safetensors",
         "zeroshot.safetensors",
     ]

@@ -3,13 +3,10 @@
 import csv as csvlib
 import io
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import clipmed
 
 SMALL = [
     "--set",
@@ -23,22 +20,6 @@ SMALL = [
     "--set",
     "patience=0",
 ]
-
-
-def clipmed(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    bin_dir = Path(sys.executable).parent
-    exe = bin_dir / "clipmed"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "clipmed"]
-    proc = subprocess.run(
-        [*cmd, *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"clipmed {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.mark.parametrize(

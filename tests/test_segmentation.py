@@ -9,7 +9,7 @@ import json
 import nibabel
 import numpy as np
 import pytest
-from test_cli import clipmed
+from cli_support import clipmed
 
 from model.cohort import Cohort
 from model.datasets.morphometry import FEATURE_EXTRACTOR, FEATURE_NAMES

@@ -21,9 +21,9 @@ from app.tables import AuditEvent, Explanation
 from model.features_io import MAX_ARRAY_BYTES, read_features
 from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count, validate_features
 from model.segmentation import Segmentation
+from model.validation import K_RANGE
 
 SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
-K_RANGE = (1, 50)  # the Explainer's own bounds, checked before any model work
 IDENTITY_FIELDS = ("study_instance_uid", "series_instance_uid", "nodule_label", "patient_pseudonym")
 
 

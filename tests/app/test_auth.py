@@ -12,13 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
-from service_support import TEST_PASSWORD, add_user, bearer
-from test_api import case, post_json
+from support.http import PATH_VALUES, TEST_PASSWORD, add_user, bearer, log_in, page_csrf, post_json
+from support.inputs import case
 
 from app.deps import SESSION_COOKIE
 
 CALLERS = (None, "clinician", "radiologist", "admin")
-MISSING = "00000000-0000-0000-0000-000000000000"
 
 # (method, path) -> expected status for (anonymous, clinician, radiologist, admin), each request
 # sent with no body. A route missing here fails test_every_route_has_an_expected_decision.
@@ -77,15 +76,6 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET", "/admin/reports/{report_id}/figures/{name}"): (303, 403, 403, 404),
     ("GET", "/admin/reports/{report_id}/files/{name}"): (303, 403, 403, 404),
 }
-PATH_VALUES = {
-    "explanation_id": MISSING,
-    "name": "no-such-example.npy",
-    "flag_id": "0",
-    "token_id": "0",
-    "job_id": "0",
-    "version": "no-such-version",
-    "report_id": "0",
-}
 
 
 def app_routes(app) -> set[tuple[str, str]]:
@@ -112,7 +102,7 @@ def test_route_by_role_matrix(service, client_as, route):
 def test_nobody_reviews_their_own_flag(service, client_as, flagger):
     """Separation of duties, in the service layer: the API and the page refuse (403) and audit
     it, whatever the role; the other reviewer decides."""
-    from test_audit import events
+    from support.databases import events
 
     own = client_as(flagger)
     created = post_json(own, case().tolist())
@@ -187,20 +177,6 @@ def test_owners_and_admins_create_and_revoke_tokens(service, client_as):
     second = clinician.post("/api/v1/tokens").json()
     revoked = clinician.post(f"/api/v1/tokens/{second['id']}/revoke").json()
     assert revoked["revoked_at"] is not None
-
-
-def log_in(http: httpx.Client, username: str, password: str = TEST_PASSWORD) -> httpx.Response:
-    """Logs in through the form as a browser does: from then on the client sends this site's
-    Origin on every request (app.origin checks it on state-changing ones)."""
-    http.headers.setdefault("Origin", str(http.base_url).rstrip("/"))
-    form = http.get("/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-    data = {"username": username, "password": password, "csrf_token": token}
-    return http.post("/login", data=data)
-
-
-def page_csrf(page: str) -> str:
-    return re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
 
 
 def test_browser_session_cookie_and_logout(service):
@@ -354,7 +330,7 @@ def test_browser_requests_that_change_state_must_come_from_this_site(service):
 
 def test_the_public_origin_setting_names_this_site(service, tmp_path):
     from pydantic import ValidationError
-    from service_support import running_server, service_settings
+    from support.servers import running_server, service_settings
 
     from app.main import create_app
 
@@ -419,7 +395,7 @@ def test_one_address_trying_many_usernames_is_stopped(service):
 
 def test_failed_logins_are_counted_in_the_database(service, tmp_path):
     """Another replica (or the same service restarted) on the database sees the same count."""
-    from service_support import running_server, service_settings
+    from support.servers import running_server, service_settings
 
     from app.main import create_app
 
@@ -438,7 +414,7 @@ def test_failed_logins_are_counted_in_the_database(service, tmp_path):
 def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted(service, tmp_path):
     """By default (no CLIPMED_FORWARDED_ALLOW_IPS) a client cannot pick its own address: every
     request here comes from 127.0.0.1, whatever X-Forwarded-For says."""
-    from service_support import running_server, service_settings
+    from support.servers import running_server, service_settings
 
     from app.main import create_app
 

@@ -7,8 +7,9 @@ import json
 
 import httpx
 import numpy as np
-from service_support import FEATURE_DIM, MAX_UPLOAD_BYTES
 from sqlalchemy import select
+from support.checkpoints import FEATURE_DIM
+from support.servers import MAX_UPLOAD_BYTES
 
 from app.explanations.batches import MAX_BATCH_CASES
 from app.tables import AuditEvent, Explanation

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import launched_chromium, log_in, needs_chromium
-from service_support import FEATURE_DIM
-from test_pages import unseen_case
+from support.browser import launched_chromium, log_in, needs_chromium
+from support.checkpoints import FEATURE_DIM
+from support.inputs import unseen_case
 
 SCREENSHOT = Path("/tmp/ui_results.png")
 
@@ -97,7 +97,8 @@ def test_clicking_an_example_explains_it(page, service):
 
 
 def test_radiologist_flags_a_field_and_an_admin_accepts_it(browser, service, client):
-    from test_api import case, post_json
+    from support.http import post_json
+    from support.inputs import case
 
     from app import registry
 

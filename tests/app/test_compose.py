@@ -17,9 +17,10 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from service_support import FEATURE_DIM, fresh_database
-from test_auth import log_in
-from test_serve import free_port
+from support.checkpoints import FEATURE_DIM
+from support.databases import fresh_database
+from support.http import log_in
+from support.servers import free_port
 
 from model.datasets.simulated import simulate_cohort
 

@@ -7,9 +7,8 @@ import csv
 import io
 
 import httpx
-from service_support import TEST_PASSWORD, add_user, bearer
-from test_api import case, post_json
-from test_auth import log_in
+from support.http import TEST_PASSWORD, add_user, bearer, log_in, post_json
+from support.inputs import case
 
 from app.csv_export import FORMULA_STARTS
 

@@ -9,7 +9,7 @@ import httpx
 import pydicom
 import pytest
 from dicom_support import ct_series, ellipsoid, seg_dataset, to_bytes
-from service_support import bearer
+from support.http import bearer
 
 from model.datasets import builtin_schema
 

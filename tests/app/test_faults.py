@@ -25,18 +25,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from private_postgres import private_cluster
-from service_support import (
-    FEATURE_DIM,
-    TEST_PASSWORD,
-    add_user,
-    bearer,
-    fresh_database,
-    running_server,
-)
 from sqlalchemy import create_engine, select
-from test_api import post_json
-from test_auth import log_in
+from support.checkpoints import FEATURE_DIM
+from support.databases import fresh_database
+from support.http import TEST_PASSWORD, add_user, bearer, log_in, post_json
+from support.private_postgres import private_cluster
+from support.servers import running_server
 
 from app import migrate, registry
 from app.config import Settings

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from service_support import bearer
+from support.http import bearer
 
 from app.explanations.fhir import FHIR_SYSTEMS
 from model.datasets import builtin_schema

@@ -7,8 +7,9 @@ import io
 import re
 
 from sqlalchemy import select
-from test_api import case, post_json
-from test_audit import events
+from support.databases import events
+from support.http import post_json
+from support.inputs import case
 
 from app import registry
 from app.tables import Explanation, Flag, FlagReason, FlagStatus, User

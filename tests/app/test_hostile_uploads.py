@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from service_support import DATABASES, FEATURE_DIM, add_user, bearer, fresh_database
+from support.checkpoints import FEATURE_DIM
+from support.databases import DATABASES, fresh_database
+from support.http import add_user, bearer
+from support.servers import free_port
 
 from app import migrate, registry
 from app.config import Settings
@@ -51,12 +53,6 @@ class ServerProcess:
     url: str
     pid: int
     token: str  # an admin's: sees every stored explanation
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=DATABASES)

@@ -19,16 +19,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from service_support import (
-    DATABASES,
-    FEATURE_DIM,
-    add_user,
-    bearer,
-    fresh_database,
-    running_server,
-)
 from sqlalchemy import select
-from test_api import post_json
+from support.checkpoints import FEATURE_DIM
+from support.databases import DATABASES, fresh_database
+from support.http import add_user, bearer, post_json
+from support.servers import running_server
 
 from app import migrate, registry
 from app.config import Settings

@@ -6,25 +6,18 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-from service_support import TEST_PASSWORD
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from test_api import case, post_json
-from test_auth import log_in
-from test_serve import free_port
+from support.http import log_in, post_json
+from support.inputs import case
+from support.servers import serve_process
 
 from app import logs
 from app.config import Settings
@@ -165,53 +158,6 @@ def test_a_workers_lines_during_a_job_carry_its_id(database, tmp_path, json_line
     assert by_message["deep inside the handler"]["job_id"] == job_id
     outside = [line for line in lines if line["message"].startswith("worker ")]
     assert outside and all("job_id" not in line for line in outside)  # started, stopped
-
-
-# ---------------------------------------------------------------------------------------------
-# `clipmed serve` itself
-# ---------------------------------------------------------------------------------------------
-@contextmanager
-def serve_process(data: Path, log_file: Path, **settings: str) -> Iterator[tuple]:
-    """`clipmed serve` on a free port with these CLIPMED_* settings, its stdout and stderr
-    going to `log_file`; yields (process, base URL) once /healthz answers."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(
-        {
-            "CLIPMED_DATA_DIR": str(data),
-            "CLIPMED_ADMIN_PASSWORD": TEST_PASSWORD,
-            "CLIPMED_EMBEDDED_WORKER": "off",
-            "CLIPMED_BOOTSTRAP_TRAIN": "false",
-            "NO_COLOR": "1",
-        }
-    )
-    env.update({f"CLIPMED_{k.upper()}": v for k, v in settings.items()})
-    exe = Path(sys.executable).parent / "clipmed"
-    with log_file.open("w") as out:
-        proc = subprocess.Popen(
-            [str(exe), "serve", "--port", str(port)], env=env, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log_file.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "clipmed serve did not start"
-            time.sleep(0.25)
-        yield proc, url
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_serve_writes_json_lines_with_the_request_id_of_the_audit_trail(tmp_path):

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import httpx
 import numpy as np
 import pytest
-from service_support import TEST_PASSWORD, bearer
-from test_segmentation_uploads import ellipsoid, held_out_read, nifti_bytes
+from support.http import TEST_PASSWORD, bearer
+from support.inputs import ellipsoid, held_out_read, nifti_bytes
 
 from app.explanations import views
 from app.explanations.views import NO_OUTLINE_FEATURES, NO_OUTLINE_TRAINING

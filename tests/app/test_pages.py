@@ -11,7 +11,10 @@ import httpx
 import numpy as np
 import pytest
 from markupsafe import escape
-from service_support import FEATURE_DIM, MAX_UPLOAD_BYTES, add_user, bearer
+from support.checkpoints import FEATURE_DIM
+from support.http import add_user, bearer
+from support.inputs import unseen_case
+from support.servers import MAX_UPLOAD_BYTES
 
 from app.web import RESEARCH_NOTICE, templates
 
@@ -24,14 +27,6 @@ def esc(text: str) -> str:
 
 
 NOTICE = esc(RESEARCH_NOTICE)
-
-
-def unseen_case(seed: int = 99) -> np.ndarray:
-    """A case the small checkpoints were not trained on, from the same simulated generator."""
-    from model.datasets.simulated import simulate_cohort
-
-    cohort = simulate_cohort(3, None, seed=seed, feature_dim=FEATURE_DIM, signal=2.0)
-    return cohort.slices(0)
 
 
 def npy(array: np.ndarray) -> bytes:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from service_support import postgres_url
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DataError
+from support.databases import postgres_url
 
 from app.db import unstorable_value_message
 from app.errors import InvalidInput

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from service_support import add_report_row
+from support.reports import add_report_row
 
 pytestmark = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
 

@@ -28,8 +28,9 @@ from schemathesis.core.transport import Response
 from schemathesis.generation import GenerationMode
 from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation
-from service_support import FEATURE_DIM, bearer
 from sqlalchemy import select
+from support.checkpoints import FEATURE_DIM
+from support.http import bearer
 
 from app import accounts
 from app.tables import ApiToken

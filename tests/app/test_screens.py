@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from browser_support import axe_violations, launched_chromium, log_in, needs_chromium
-from service_support import add_report_row, bearer
-from test_pages import unseen_case
+from support.browser import axe_violations, launched_chromium, log_in, needs_chromium
+from support.http import bearer
+from support.inputs import unseen_case
+from support.reports import add_report_row
 
 from app.jobs import queue
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Mount
-from test_auth import PATH_VALUES
+from support.http import PATH_VALUES
 
 from app.middleware.security_headers import CONTENT_SECURITY_POLICY
 from app.web import TEMPLATES_DIR
@@ -80,7 +80,8 @@ def test_every_route_answers_with_the_security_headers(service, client_as, calle
 
 
 def test_patient_data_is_never_cached(service, client_as):
-    from test_api import case, post_json
+    from support.http import post_json
+    from support.inputs import case
 
     http = client_as("radiologist")
     created = post_json(http, case().tolist())

@@ -11,55 +11,20 @@ import io
 import json
 
 import httpx
-import nibabel
 import numpy as np
 import pytest
-from service_support import HELD_OUT_PATIENT, bearer
 from sqlalchemy import func, select
+from support.http import bearer
+from support.inputs import SPACING, ellipsoid, held_out_read, nifti_bytes
 
 from app.tables import Explanation
 from model.datasets.morphometry import FEATURE_EXTRACTOR
-
-SPACING = (2.5, 0.7, 0.7)
-
-
-def ellipsoid(shape=(10, 64, 64), radii_mm=(9.0, 8.0, 6.0), spacing=SPACING, center=None):
-    """A binary ellipsoid [slices, rows, cols] of the given radii (z, y, x) in mm."""
-    center = center or tuple((n - 1) / 2 for n in shape)
-    grid = np.indices(shape, dtype=np.float64)
-    r = sum(
-        ((g - c) * s / rad) ** 2
-        for g, c, s, rad in zip(grid, center, spacing, radii_mm, strict=True)
-    )
-    return r <= 1.0
-
-
-def nifti_bytes(mask: np.ndarray, spacing=SPACING, compress=True) -> bytes:
-    """A NIfTI-1 file of a [slices, rows, cols] mask (stored as x, y, z, as NIfTI has it)."""
-    affine = np.diag([spacing[2] or 1.0, spacing[1] or 1.0, spacing[0] or 1.0, 1.0])
-    image = nibabel.Nifti1Image(mask.transpose(2, 1, 0).astype(np.uint8), affine)
-    image.header["pixdim"][1:4] = spacing[::-1]  # a zero spacing as a broken writer leaves it
-    raw = image.to_bytes()
-    return gzip.compress(raw) if compress else raw
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
-
-
-def held_out_read(lidc_small):
-    """(case index, contours document) of the first held-out read without degenerate slices."""
-    for i, (case_id, patient) in enumerate(
-        zip(lidc_small.cases["case_id"], lidc_small.patients, strict=True)
-    ):
-        if patient != HELD_OUT_PATIENT:
-            continue
-        outline = lidc_small.outlines.get(case_id)
-        if len(outline.slices) >= 3:
-            return i, json.loads(json.dumps(outline.to_json(decimals=6)))
-    raise AssertionError("no held-out read with 3 slices")
 
 
 def stored_count(service) -> int:

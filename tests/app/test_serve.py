@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,12 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from support.servers import free_port
 
 
 def test_serve_registers_the_default_checkpoint_and_answers(tmp_path, small_checkpoints):

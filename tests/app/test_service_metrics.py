@@ -14,9 +14,10 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from service_support import bearer, running_server
 from sqlalchemy import update
-from test_api import case, post_json
+from support.http import bearer, post_json
+from support.inputs import case
+from support.servers import running_server
 
 from app.config import Settings
 from app.jobs import queue

@@ -17,8 +17,8 @@ from contextlib import suppress
 import httpx
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
-from test_api import case
-from test_logs import serve_process
+from support.inputs import case
+from support.servers import serve_process
 
 from app import accounts
 

@@ -1,7 +1,5 @@
-"""Helpers of the browser tests: Debian's chromium driven by Playwright, logged-in tabs, axe.
-
-Never `playwright install`: the browser is /usr/bin/chromium (`make chromium` installs it).
-"""
+"""A real browser for the page tests: Debian's chromium, driven by Playwright (never
+`playwright install`)."""
 
 from __future__ import annotations
 
@@ -11,11 +9,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from service_support import TEST_PASSWORD
+
+from support.http import TEST_PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
+
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe-core" / "axe.min.js"
+AXE = Path(__file__).resolve().parents[2] / "vendor" / "axe-core" / "axe.min.js"
 
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium: make chromium"

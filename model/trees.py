@@ -1,0 +1,131 @@
+"""Gradient-boosted trees as plain arrays: exported from scikit-learn, walked with numpy.
+
+A fitted `HistGradientBoostingClassifier` is a pickle-only object; the served read-out keeps
+its trees as node arrays instead (saved with safetensors, like every other weight), and
+`TreeEnsemble.raw_predict` walks all trees of a field at once, one tree level per step, so a
+single case costs a few dozen vector operations rather than one Python loop per tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+
+@dataclass
+class TreeEnsemble:
+    """All trees of one classifier, their nodes concatenated.
+
+    Node arrays are [nodes]; `roots` and `column` are [trees]: where each tree starts and which
+    raw-score column (class, or the one logit of a binary classifier) it adds to.
+    """
+
+    feature: np.ndarray  # int64: the feature a split node tests
+    threshold: np.ndarray  # float64: go left when x <= threshold
+    missing_left: np.ndarray  # bool: where a NaN goes
+    left: np.ndarray  # int64: child indices, absolute (into the concatenated arrays)
+    right: np.ndarray
+    is_leaf: np.ndarray  # bool
+    value: np.ndarray  # float64: a leaf's contribution (learning rate applied)
+    roots: np.ndarray  # int64 [trees]
+    column: np.ndarray  # int64 [trees]
+    baseline: np.ndarray  # float64 [columns]: the raw score before any tree
+    depth: int  # the deepest leaf's depth: the number of steps a walk needs
+
+    @classmethod
+    def from_sklearn(cls, clf: HistGradientBoostingClassifier) -> TreeEnsemble:
+        parts, roots, columns, offset = [], [], [], 0
+        for iteration in clf._predictors:
+            for col, predictor in enumerate(iteration):
+                nodes = predictor.nodes
+                if (nodes["is_categorical"] != 0).any():
+                    raise ValueError("categorical splits are not supported")
+                parts.append(nodes)
+                roots.append(offset)
+                columns.append(col)
+                offset += len(nodes)
+        nodes = np.concatenate(parts)
+        # Child indices are per tree: make them absolute.
+        base = np.repeat(np.array(roots, np.int64), [len(p) for p in parts])
+        return cls(
+            feature=nodes["feature_idx"].astype(np.int64),
+            threshold=nodes["num_threshold"].astype(np.float64),
+            missing_left=nodes["missing_go_to_left"].astype(bool),
+            left=nodes["left"].astype(np.int64) + base,
+            right=nodes["right"].astype(np.int64) + base,
+            is_leaf=nodes["is_leaf"].astype(bool),
+            value=nodes["value"].astype(np.float64),
+            roots=np.array(roots, np.int64),
+            column=np.array(columns, np.int64),
+            baseline=np.asarray(clf._baseline_prediction, np.float64).reshape(-1),
+            depth=int(nodes["depth"].max()),
+        )
+
+    def raw_predict(self, x: np.ndarray) -> np.ndarray:
+        """Raw scores [n, columns]: baseline + the leaf value of every tree."""
+        x = np.asarray(x, np.float64)
+        n = len(x)
+        node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()  # (n, trees)
+        rows = np.arange(n)[:, None]
+        for _ in range(self.depth):
+            leaf = self.is_leaf[node]
+            if leaf.all():
+                break
+            value = x[rows, self.feature[node]]  # (n, trees)
+            go_left = np.where(
+                np.isnan(value), self.missing_left[node], value <= self.threshold[node]
+            )
+            step = np.where(go_left, self.left[node], self.right[node])
+            node = np.where(leaf, node, step)
+        out = np.tile(self.baseline, (n, 1))
+        contributions = self.value[node]  # (n, trees)
+        for col in range(len(self.baseline)):
+            out[:, col] += contributions[:, self.column == col].sum(1)
+        return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities over the classifier's own classes, as scikit-learn computes them."""
+        raw = self.raw_predict(x)
+        if raw.shape[1] == 1:  # binary: one logit for the second class
+            p1 = 1.0 / (1.0 + np.exp(-raw[:, 0]))
+            return np.stack([1.0 - p1, p1], 1)
+        raw -= raw.max(1, keepdims=True)
+        p = np.exp(raw)
+        return p / p.sum(1, keepdims=True)
+
+    # --- safetensors (everything float64, as the rest of the served read-out) ----------------
+    FIELDS = ("feature", "threshold", "missing_left", "left", "right", "is_leaf", "value")
+
+    def tensors(self, prefix: str) -> dict[str, np.ndarray]:
+        out = {f"{prefix}{name}": getattr(self, name) for name in self.FIELDS}
+        out |= {
+            f"{prefix}roots": self.roots,
+            f"{prefix}column": self.column,
+            f"{prefix}baseline": self.baseline,
+            f"{prefix}depth": np.array([self.depth]),
+        }
+        return {k: np.ascontiguousarray(v, np.float64) for k, v in out.items()}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, np.ndarray], prefix: str) -> TreeEnsemble:
+        def ints(name: str) -> np.ndarray:
+            return t[f"{prefix}{name}"].astype(np.int64)
+
+        def flags(name: str) -> np.ndarray:
+            return t[f"{prefix}{name}"] != 0
+
+        return cls(
+            feature=ints("feature"),
+            threshold=t[f"{prefix}threshold"].astype(np.float64),
+            missing_left=flags("missing_left"),
+            left=ints("left"),
+            right=ints("right"),
+            is_leaf=flags("is_leaf"),
+            value=t[f"{prefix}value"].astype(np.float64),
+            roots=ints("roots"),
+            column=ints("column"),
+            baseline=t[f"{prefix}baseline"].astype(np.float64),
+            depth=int(t[f"{prefix}depth"][0]),
+        )

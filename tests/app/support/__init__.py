@@ -1,0 +1,2 @@
+"""Helpers the service tests share (no test module imports another): databases, checkpoints,
+http, servers, browser, inputs, and a private PostgreSQL cluster."""

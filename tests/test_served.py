@@ -1,0 +1,86 @@
+"""The served read-out: chosen per field on inner patient folds, calibrated, never pickled."""
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from model.served import LOGREG_ONLY, ServedHead, fit_served, inner_folds
+
+
+def _cohort(n: int = 900, seed: int = 0):
+    """Field 0 is linear in x, field 1 an XOR of two signs (no linear model can read it),
+    field 2 has a single class, field 3 is mostly unknown (-1); 3 cases per patient."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6))
+    linear = (x[:, 0] + 0.3 * rng.normal(size=n) > 0).astype(int)
+    xor = ((x[:, 1] > 0) ^ (x[:, 2] > 0)).astype(int)
+    constant = np.full(n, 2)
+    sparse = np.where(rng.random(n) < 0.9, -1, (x[:, 3] > 0).astype(int))
+    y = np.stack([linear, xor, constant, sparse], 1)
+    groups = np.repeat(np.arange(n // 3), 3)
+    return x, y, groups
+
+
+def test_each_field_serves_the_read_out_that_won_on_held_out_patients():
+    x, y, groups = _cohort()
+    served = fit_served(x[:600], y[:600], groups[:600], [2, 2, 3, 2], seed=0)
+    readouts = [f.readout for f in served.fields]
+    assert readouts[1] == "gradient boosting, balanced"  # the XOR field
+    assert readouts[0].startswith("logistic regression, balanced")
+    assert readouts[2] == "constant"
+    pred, confidence, dists = served.predict(x[600:])
+    assert (pred[:, 1] == y[600:, 1]).mean() > 0.85  # trees read the XOR
+    assert (pred[:, 0] == y[600:, 0]).mean() > 0.85
+    assert (pred[:, 2] == 2).all()
+    assert np.all((confidence > 0) & (confidence < 1))
+    for j, d in enumerate(dists):
+        np.testing.assert_allclose(d.sum(1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(d[np.arange(len(d)), pred[:, j]], confidence[:, j])
+
+
+def test_logistic_only_never_serves_trees():
+    x, y, groups = _cohort()
+    served = fit_served(x, y, groups, [2, 2, 3, 2], candidates=LOGREG_ONLY)
+    assert all("gradient boosting" not in f.readout for f in served.fields)
+
+
+def test_the_probability_is_calibrated_on_held_out_predictions():
+    x, y, groups = _cohort(n=1500, seed=1)
+    served = fit_served(x[:1200], y[:1200], groups[:1200], [2, 2, 3, 2], seed=1)
+    head = served.fields[0]
+    assert len(head.calib_x) > 2  # an isotonic map, not the identity
+    assert np.all(np.diff(head.calib_y) >= 0)
+    pred, confidence, _ = served.predict(x[1200:])
+    correct = pred[:, 0] == y[1200:, 0]
+    # stated confidence matches the observed accuracy on unseen patients
+    assert abs(confidence[:, 0].mean() - correct.mean()) < 0.06
+
+
+def test_round_trip_through_safetensors_keeps_every_prediction(tmp_path):
+    x, y, groups = _cohort()
+    served = fit_served(x, y, groups, [2, 2, 3, 2])
+    save_file(served.tensors(), str(tmp_path / "served.safetensors"))
+    back = ServedHead.from_tensors(load_file(str(tmp_path / "served.safetensors")), 4)
+    assert [f.readout for f in back.fields] == [f.readout for f in served.fields]
+    (pred_a, conf_a, dist_a), (pred_b, conf_b, dist_b) = served.predict(x), back.predict(x)
+    np.testing.assert_array_equal(pred_a, pred_b)
+    np.testing.assert_allclose(conf_a, conf_b, atol=1e-12)
+    for a, b in zip(dist_a, dist_b, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_too_few_patients_for_inner_folds_still_fits_uncalibrated():
+    x, y, groups = _cohort(n=60)
+    groups = np.where(groups < 10, 0, 1)  # two patients
+    assert inner_folds(groups, 0) == []
+    served = fit_served(x, y, groups, [2, 2, 3, 2])
+    assert served.fields[0].readout.startswith("logistic regression")
+    np.testing.assert_array_equal(served.fields[0].calib_x, [0.0, 1.0])
+
+
+def test_inner_folds_never_split_a_patient():
+    groups = np.repeat(np.arange(40), 4)
+    folds = inner_folds(groups, seed=3)
+    assert len(folds) == 3
+    for fit, held in folds:
+        assert not set(groups[fit]) & set(groups[held])
+    assert sorted(np.concatenate([h for _, h in folds])) == list(range(len(groups)))
