@@ -36,8 +36,7 @@ def create_user(session: Session, username: str, role: Role | str, password: str
     username = username.strip()
     if not username or len(username) > 64:
         raise InvalidInput("a username needs 1 to 64 characters")
-    if len(password) < 8:
-        raise InvalidInput("a password needs at least 8 characters")
+    check_new_password(password)
     user = User(username=username, role=Role(role), password_hash=PASSWORDS.hash(password))
     session.add(user)
     try:
@@ -46,6 +45,13 @@ def create_user(session: Session, username: str, role: Role | str, password: str
         session.rollback()
         raise InvalidInput(f"the username {username!r} is taken") from None
     return user
+
+
+def check_new_password(password: str) -> None:
+    if len(password) < 8:
+        raise InvalidInput("a password needs at least 8 characters")
+    if len(password) > 1024:  # argon2 hashes anything, but slowly: no megabyte passwords
+        raise InvalidInput("a password has at most 1024 characters")
 
 
 def get_user(session: Session, username: str) -> User:

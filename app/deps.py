@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -99,11 +100,32 @@ async def check_csrf(request: Request, principal: Principal) -> None:
         raise Forbidden("missing or invalid CSRF token; reload the page and try again")
 
 
+# Declared for the OpenAPI document (its security schemes, listed on every gated operation);
+# `identify` reads the same header and cookie itself, so neither ever answers on its own.
+BEARER = HTTPBearer(
+    scheme_name="bearerToken",
+    description="A personal API token (`clipmed users token`, or POST /api/v1/tokens).",
+    auto_error=False,
+)
+SESSION = APIKeyCookie(
+    name=SESSION_COOKIE,
+    scheme_name="sessionCookie",
+    description="A browser session from the login form (state-changing requests also need "
+    "the session's CSRF token in the X-CSRF-Token header).",
+    auto_error=False,
+)
+
+
 def require(*roles: Role) -> Callable:
     """The one gate of every non-public route: the caller must have one of `roles`."""
     allowed = frozenset(roles)
 
-    async def dependency(request: Request, session: SessionDep) -> Principal:
+    async def dependency(
+        request: Request,
+        session: SessionDep,
+        _bearer: Annotated[object, Depends(BEARER)],
+        _session: Annotated[object, Depends(SESSION)],
+    ) -> Principal:
         principal = None
         try:
             # Token and session lookups are blocking queries: off the event loop.

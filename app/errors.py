@@ -84,3 +84,9 @@ class Conflict(AppError):
 
     status_code = 409
     code = "conflict"
+
+
+class LastActiveAdmin(Conflict):
+    """A change that would leave the service without an active admin."""
+
+    code = "last_active_admin"

@@ -11,9 +11,9 @@ import torch
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from app import openapi, problems
 from app.config import Settings
 from app.db import make_engine, make_session_factory
-from app.error_handlers import install_error_handlers
 from app.middleware import install_middleware
 from app.monitoring import Metrics
 from app.registry_watch import load_active_model, watch_registry
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -62,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(sessions, state)
     app.state.login_throttle = LoginThrottle.from_settings(settings)
 
-    install_error_handlers(app)
+    problems.install(app)
+    openapi.install(app)
     install_middleware(app, settings, app.state.metrics)
     include_routes(app)
     return app

@@ -30,11 +30,6 @@ Text = Annotated[str, AfterValidator(no_nul)]
 RowId = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 
-class ErrorResponse(BaseModel):
-    detail: str = Field(description="What is wrong, in words")
-    code: str = Field(description="Machine-readable kind of error")
-
-
 class ExplanationRequest(BaseModel):
     features: list[list[float]] = Field(description="One row of numbers per slice")
     k: int = Field(default=5, ge=K_RANGE[0], le=K_RANGE[1], description="Distinct texts to return")

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
+from app.roles import Role  # noqa: F401  (its own module: the CLI names roles without SQLAlchemy)
 
 
 def utcnow() -> datetime:
@@ -98,12 +99,6 @@ class Explanation(Base):
     series_instance_uid: Mapped[str | None] = mapped_column(String(64), default=None)
     nodule_label: Mapped[str | None] = mapped_column(String(64), default=None)
     patient_pseudonym: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
-
-
-class Role(enum.StrEnum):
-    clinician = "clinician"  # explains cases, sees their own explanations
-    radiologist = "radiologist"  # also sees every explanation (and flags and reviews)
-    admin = "admin"  # also users, jobs, models
 
 
 class User(Base):

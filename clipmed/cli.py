@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from app.roles import Role
+from model.config import PRESETS
+from model.datasets import BUILTIN_SCHEMAS
 
 app = typer.Typer(
     help="CLIPMedical: explain lung-nodule features with radiological descriptors.",
@@ -22,9 +27,52 @@ users_app = typer.Typer(help="Service accounts and their API tokens.", no_args_i
 app.add_typer(users_app, name="users")
 
 
+# Exit statuses: 0 done, 1 it failed while running (a checkpoint that does not load, a database
+# away, an account that does not exist, refused cases), 2 the command was given wrong (an option
+# value, an argument, an input file that is not what the command takes).
+RUNTIME_ERROR = 1
+USAGE_ERROR = 2
+
+# Choices (shown in --help, checked by click, offered by shell completion)
+Preset = enum.StrEnum("Preset", {name: name for name in PRESETS})
+BuiltinSchema = enum.StrEnum("BuiltinSchema", {name: name for name in BUILTIN_SCHEMAS})
+PresetOption = Annotated[Preset, typer.Option(help="Named configuration.")]
+SchemaOption = Annotated[
+    BuiltinSchema | None, typer.Option(help="Read the cohort with another built-in schema.")
+]
+RoleOption = Annotated[Role, typer.Option(help="The account's role.", case_sensitive=False)]
+
+
 def fail(message: str) -> None:
+    """A runtime error: exit 1."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(RUNTIME_ERROR)
+
+
+def bad_usage(message: str) -> None:
+    """The command was given wrong (an option, an argument, an input file): exit 2."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(USAGE_ERROR)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"clipmed {version('clipmedical')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """CLIPMedical: explain lung-nodule features with radiological descriptors."""
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -36,9 +84,9 @@ def parse_overrides(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
-            fail(f"--set expects key=value, got {pair!r}")
+            bad_usage(f"--set expects key=value, got {pair!r}")
         if key not in types:
-            fail(f"unknown setting {key!r}; settings: {', '.join(sorted(types))}")
+            bad_usage(f"unknown setting {key!r}; settings: {', '.join(sorted(types))}")
         kind = str(types[key])
         try:
             if kind == "bool":
@@ -52,7 +100,7 @@ def parse_overrides(pairs: list[str]) -> dict:
             else:
                 out[key] = raw
         except ValueError:
-            fail(f"setting {key!r} expects a {kind}, got {raw!r}")
+            bad_usage(f"setting {key!r} expects a {kind}, got {raw!r}")
     return out
 
 
@@ -67,7 +115,7 @@ def cohort_option(path: Path, schema: str | None):
         if schema:
             cohort = cohort.with_schema(builtin_schema(schema))
     except (CohortError, SchemaError) as e:
-        fail(str(e))
+        bad_usage(str(e))
     if cohort.simulated:
         typer.secho(f"note: {cohort.name} is a SIMULATED cohort", fg=typer.colors.YELLOW, err=True)
     return cohort
@@ -119,7 +167,7 @@ def data_simulate(
     from model.datasets.simulated import simulate_cohort
 
     if n < 1:
-        fail("--n must be at least 1")
+        bad_usage("--n must be at least 1")
     cohort = simulate_cohort(
         n, out, seed=seed, signal=signal, feature_dim=feature_dim, progress=True
     )
@@ -159,13 +207,8 @@ def train_cohort(cohort, preset_name: str, overrides: dict, out: Path, holdout=N
 def train_cmd(
     cohort: Annotated[Path, typer.Option(help="Cohort folder.")],
     out: Annotated[Path, typer.Option(help="Checkpoint folder to create (must not exist).")],
-    preset: Annotated[
-        str, typer.Option(help="Named configuration: lidc, lidc-attn, thesis, thesis-mlp.")
-    ] = "lidc",
-    schema: Annotated[
-        str | None,
-        typer.Option(help="Read the cohort with another built-in schema (e.g. lidc-ratings)."),
-    ] = None,
+    preset: PresetOption = Preset.lidc,
+    schema: SchemaOption = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")
     ] = None,
@@ -174,11 +217,13 @@ def train_cmd(
     from model.checkpoint import CheckpointError
 
     if out.exists():
-        fail(f"{out} already exists; checkpoints are never overwritten")
+        bad_usage(f"{out} already exists; checkpoints are never overwritten")
     data = cohort_option(cohort, schema)
     try:
-        ckpt = train_cohort(data, preset, parse_overrides(set_ or []), out)
-    except (ValueError, CheckpointError) as e:
+        ckpt = train_cohort(data, str(preset), parse_overrides(set_ or []), out)
+    except ValueError as e:  # a setting's value the config refuses
+        bad_usage(str(e))
+    except CheckpointError as e:  # e.g. the disk filled up while writing it
         fail(str(e))
     typer.echo(
         json.dumps(
@@ -200,9 +245,9 @@ INPUT_HELP = (
 SPACING_HELP = "A mask's voxel spacing in mm: slice,row,column (e.g. 2.5,0.7,0.7)."
 
 
-def read_case(path: Path, spacing_mm: str | None):
+def read_case(path: Path, spacing_mm: str | None, columns=None):
     """(features, segmentation or None) of a case file: a segmentation's features are computed
-    by the same code as the service's."""
+    by the same code as the service's. A .csv header must name `columns` (the model's)."""
     from model.features_io import load_features_file
     from model.segmentation import parse_spacing
     from model.segmentation_files import load_segmentation_file
@@ -210,7 +255,7 @@ def read_case(path: Path, spacing_mm: str | None):
     segmentation = load_segmentation_file(path, parse_spacing(spacing_mm))
     if segmentation is not None:
         return segmentation.features, segmentation
-    return load_features_file(path), None
+    return load_features_file(path, columns), None
 
 
 @app.command("features")
@@ -227,11 +272,11 @@ def features_cmd(
     try:
         features, segmentation = read_case(source, spacing_mm)
     except InputError as e:
-        fail(str(e))
+        bad_usage(str(e))
     if segmentation is None:
-        fail(f"{source} holds features already, not a segmentation")
+        bad_usage(f"{source} holds features already, not a segmentation")
     if out.suffix.lower() != ".npy":
-        fail("--out must name a .npy file")
+        bad_usage("--out must name a .npy file")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, features, allow_pickle=False)
     typer.echo(
@@ -282,17 +327,21 @@ def explain_cmd(
         explain_many_cmd(checkpoint, features, k, fmt, out, batch_size, threads)
         return
     try:
-        ckpt = Checkpoint.load(checkpoint)
-        array, segmentation = read_case(features, spacing_mm)
+        explainer = Explainer(Checkpoint.load(checkpoint))
+    except CheckpointError as e:
+        fail(str(e))
+    ckpt = explainer.checkpoint
+    try:
+        array, segmentation = read_case(features, spacing_mm, explainer.bounds.names)
         if segmentation is not None and ckpt.feature_extractor != segmentation.extractor:
-            fail(
+            bad_usage(
                 f"{checkpoint} was trained on features from "
                 f"{ckpt.feature_extractor or 'no recorded extractor'}; segmentations give "
                 f"{segmentation.extractor}"
             )
-        explanation = Explainer(ckpt).explain(array, k=k)
-    except (InputError, CheckpointError) as e:
-        fail(str(e))
+        explanation = explainer.explain(array, k=k)
+    except InputError as e:
+        bad_usage(str(e))
     typer.echo(json.dumps(explanation, indent=2))
 
 
@@ -315,11 +364,11 @@ def explain_many_cmd(
     from model.inference import Explainer, InputError
 
     if fmt not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        bad_usage(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not 1 <= batch_size <= 4096:
-        fail(f"--batch-size must be between 1 and 4096, got {batch_size}")
+        bad_usage(f"--batch-size must be between 1 and 4096, got {batch_size}")
     if threads < 1:
-        fail(f"--threads must be at least 1, got {threads}")
+        bad_usage(f"--threads must be at least 1, got {threads}")
     # A batch's operations are small: threads per operation mostly wait on each other, as
     # the service found (app.config torch_threads); bench/batch.py measured the CLI likewise.
     torch.set_num_threads(threads)
@@ -330,7 +379,9 @@ def explain_many_cmd(
             explained, refused = explain_folder(
                 explainer, folder, stream, k=k, fmt=fmt, batch_size=batch_size
             )
-    except (InputError, CheckpointError, CohortError) as e:
+    except (InputError, CohortError) as e:
+        bad_usage(str(e))
+    except CheckpointError as e:
         fail(str(e))
     typer.echo(f"{explained} cases explained, {refused} refused", err=True)
     if refused:
@@ -342,12 +393,8 @@ def evaluate_cmd(
     cohort: Annotated[Path, typer.Option(help="Cohort folder.")],
     out: Annotated[Path, typer.Option(help="Report folder (summary.md, metrics.csv, figures/).")],
     folds: Annotated[int, typer.Option(help="Cross-validation folds, grouped by patient.")] = 5,
-    preset: Annotated[
-        str, typer.Option(help="Named configuration: lidc, lidc-attn, thesis, thesis-mlp.")
-    ] = "lidc",
-    schema: Annotated[
-        str | None, typer.Option(help="Read the cohort with another built-in schema.")
-    ] = None,
+    preset: PresetOption = Preset.lidc,
+    schema: SchemaOption = None,
     vote_k: Annotated[int, typer.Option(help="Texts in the top-k vote.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
     set_: Annotated[
@@ -363,12 +410,12 @@ def evaluate_cmd(
     from model.report import write_report
 
     if folds < 2:
-        fail("--folds must be at least 2")
+        bad_usage("--folds must be at least 2")
     data = cohort_option(cohort, schema)
     try:
-        mcfg, tcfg = get_preset(preset, **parse_overrides(set_ or []))
+        mcfg, tcfg = get_preset(str(preset), **parse_overrides(set_ or []))
     except ValueError as e:
-        fail(str(e))
+        bad_usage(str(e))
     encoder = FrozenTextEncoder.for_config(mcfg)
     bar = tqdm(total=folds * tcfg.epochs, desc="cross-validation", unit="epoch", file=sys.stderr)
 
@@ -386,7 +433,7 @@ def evaluate_cmd(
         fail(str(e))
     finally:
         bar.close()
-    write_report(result, data, mcfg, tcfg, out, preset)
+    write_report(result, data, mcfg, tcfg, out, str(preset))
     typer.echo((out / "summary.md").read_text())
 
 
@@ -445,7 +492,7 @@ def service_settings(**overrides):
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
-        fail(str(e))
+        bad_usage(str(e))
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -584,7 +631,7 @@ def bootstrap_model(settings, session) -> None:
             activate=True,
         )
     except ValueError as e:  # pydantic's ValidationError names the setting
-        fail(f"CLIPMED_BOOTSTRAP_*: {e}")
+        bad_usage(f"CLIPMED_BOOTSTRAP_*: {e}")
     job = queue.enqueue(session, "train", params.model_dump())
     typer.echo(
         f"no model yet: queued train job {job.id} ({params.preset} on {params.cohort}); "
@@ -698,79 +745,138 @@ def stop_with_parent(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
 
 
-def _users_session(settings):
+@contextlib.contextmanager
+def users_session():
+    """A database session on the service's database (migrated first); an AppError ends the
+    command: exit 2 for input the service refuses, 1 for anything else (no such user, the last
+    admin)."""
     from app.db import make_engine, make_session_factory
+    from app.errors import AppError, InvalidInput
 
+    settings = service_settings()
     migrate_database(settings)
     engine = make_engine(settings.database_url)
-    return engine, make_session_factory(engine)()
+    try:
+        with make_session_factory(engine)() as session:
+            yield session
+    except AppError as e:
+        (bad_usage if isinstance(e, InvalidInput) else fail)(e.message)
+    finally:
+        engine.dispose()
+
+
+def read_new_password(password_stdin: bool) -> str:
+    import getpass
+
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != password:
+        bad_usage("the passwords differ")
+    return password
+
+
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+Username = Annotated[str, typer.Argument(help="The account's login name.")]
+
+
+def user_json(user, change=None) -> str:
+    shown = {"username": user.username, "role": user.role.value, "is_active": user.is_active}
+    if change is not None:
+        shown |= {
+            "changed": change.changed,
+            "sessions_ended": change.sessions_ended,
+            "tokens_revoked": change.tokens_revoked,
+        }
+    return json.dumps(shown)
 
 
 @users_app.command("create")
 def users_create(
     username: Annotated[str, typer.Option(help="Login name.")],
-    role: Annotated[str, typer.Option(help="clinician, radiologist or admin.")],
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
+    role: RoleOption,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a user; the password comes from a prompt, or from stdin with --password-stdin."""
-    import getpass
-
     from app import accounts
-    from app.errors import AppError
-    from app.tables import Role
 
-    if role not in {r.value for r in Role}:
-        fail(f"unknown role {role!r}; one of: {', '.join(r.value for r in Role)}")
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            fail("the passwords differ")
-    engine, session = _users_session(service_settings())
-    try:
-        with session:
-            user = accounts.create_user(session, username, Role(role), password)
-            typer.echo(json.dumps({"username": user.username, "role": user.role.value}))
-    except AppError as e:
-        fail(e.message)
-    finally:
-        engine.dispose()
+    password = read_new_password(password_stdin)
+    with users_session() as session:
+        typer.echo(user_json(accounts.create_user(session, username, role, password)))
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Every account, one JSON object a line: username, role, whether it is active."""
+    from app import users
+
+    with users_session() as session:
+        for user in users.list_users(session):
+            typer.echo(user_json(user))
+
+
+def change_user(username: str, action, *args) -> None:
+    """Runs one app.users action on USERNAME as the command line's user; prints the result."""
+    from app import users
+
+    with users_session() as session:
+        user_id = users.user_id_of(session, username)
+        change = action(session, user_id, *args, users.Actor.command_line())
+        typer.echo(user_json(change.user, change))
+
+
+@users_app.command("deactivate")
+def users_deactivate(username: Username) -> None:
+    """USERNAME can no longer sign in; their sessions and API tokens end now."""
+    from app import users
+
+    change_user(username, users.deactivate)
+
+
+@users_app.command("activate")
+def users_activate(username: Username) -> None:
+    """USERNAME can sign in again (with new sessions and tokens)."""
+    from app import users
+
+    change_user(username, users.activate)
+
+
+@users_app.command("set-role")
+def users_set_role(username: Username, role: Annotated[Role, typer.Argument()]) -> None:
+    """Give USERNAME another ROLE; their sessions and API tokens end now."""
+    from app import users
+
+    change_user(username, users.set_role, role)
+
+
+@users_app.command("reset-password")
+def users_reset_password(username: Username, password_stdin: PasswordStdin = False) -> None:
+    """Set a new password for USERNAME (prompted, or from stdin with --password-stdin); their
+    sessions and API tokens end now."""
+    from app import users
+
+    change_user(username, users.reset_password, read_new_password(password_stdin))
 
 
 @users_app.command("token")
 def users_token(username: Annotated[str, typer.Argument(help="Whose token.")]) -> None:
     """Print a new personal API token for USERNAME (send it as `Authorization: Bearer ...`)."""
     from app import accounts
-    from app.errors import AppError
 
-    engine, session = _users_session(service_settings())
-    try:
-        with session:
-            typer.echo(accounts.create_token(session, accounts.get_user(session, username)))
-    except AppError as e:
-        fail(e.message)
-    finally:
-        engine.dispose()
+    with users_session() as session:
+        typer.echo(accounts.create_token(session, accounts.get_user(session, username)))
 
 
 @users_app.command("revoke-tokens")
 def users_revoke_tokens(username: Annotated[str, typer.Argument(help="Whose tokens.")]) -> None:
     """Revoke every API token of USERNAME (they stay stored, marked revoked)."""
     from app import accounts
-    from app.errors import AppError
 
-    engine, session = _users_session(service_settings())
-    try:
-        with session:
-            count = accounts.revoke_user_tokens(session, accounts.get_user(session, username))
-            typer.echo(json.dumps({"username": username, "revoked": count}))
-    except AppError as e:
-        fail(e.message)
-    finally:
-        engine.dispose()
+    with users_session() as session:
+        count = accounts.revoke_user_tokens(session, accounts.get_user(session, username))
+        typer.echo(json.dumps({"username": username, "revoked": count}))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,12 @@ CASE_SUFFIXES = (".npy", ".npz", ".csv")
 FORMATS = ("jsonl", "csv")
 
 
-def case_source(folder: Path) -> tuple[int, Iterator[tuple[str, np.ndarray | InputError]]]:
+def case_source(
+    folder: Path, columns: list[str] | None = None
+) -> tuple[int, Iterator[tuple[str, np.ndarray | InputError]]]:
     """(number of cases, (name, features or the error reading them) per case): a cohort
-    folder's cases by case_id, else the folder's feature files by name, sorted."""
+    folder's cases by case_id, else the folder's feature files by name, sorted. A .csv header
+    must name `columns` (the model's feature names)."""
     from model.cohort import Cohort
 
     if (folder / "cohort.json").is_file():
@@ -34,12 +37,12 @@ def case_source(folder: Path) -> tuple[int, Iterator[tuple[str, np.ndarray | Inp
         raise InputError(
             f"{folder} holds no cohort (cohort.json) and no case files ({', '.join(CASE_SUFFIXES)})"
         )
-    return len(files), ((p.name, _read(p)) for p in files)
+    return len(files), ((p.name, _read(p, columns)) for p in files)
 
 
-def _read(path: Path) -> np.ndarray | InputError:
+def _read(path: Path, columns: list[str] | None) -> np.ndarray | InputError:
     try:
-        return load_features_file(path)
+        return load_features_file(path, columns)
     except InputError as e:
         return e
 
@@ -106,7 +109,7 @@ def explain_folder(
     progress: bool = True,
 ) -> tuple[int, int]:
     """Writes every case of `folder` to `out`; returns (explained, refused)."""
-    total, cases = case_source(folder)
+    total, cases = case_source(folder, explainer.bounds.names)
     writer = Writer(out, fmt, explainer.checkpoint.schema.field_names)
     explained = refused = 0
     with tqdm(total=total, unit="case", desc="explain", disable=not progress) as bar:

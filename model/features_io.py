@@ -8,6 +8,7 @@ count and sizes, the .npy header's dtype, shape and byte count, each .csv line's
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -15,7 +16,7 @@ import struct
 import tokenize
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,11 +55,14 @@ def read_features(
     *,
     max_slices: int = MAX_SLICES_PER_CASE,
     max_array_bytes: int = MAX_ARRAY_BYTES,
+    columns: Sequence[str] | None = None,
 ) -> np.ndarray:
     """The features in a file's bytes, or InputError naming what is wrong with them.
 
     `max_array_bytes` bounds what the array may declare (a service passes its upload limit, so
     compression buys no room); `max_slices` refuses longer cases from the header alone.
+    `columns` are the model's feature names: a .csv header row must name them, in order (a
+    .csv without a header is taken as in that order).
     """
     suffix = Path(filename).suffix.lower()
     if suffix == ".npy":
@@ -66,7 +70,7 @@ def read_features(
     if suffix == ".npz":
         return _read_npz(data, max_slices, max_array_bytes)
     if suffix == ".csv":
-        return _read_csv(data, max_slices)
+        return _read_csv(data, max_slices, columns)
     raise InputError(f"unsupported file type {suffix or '(none)'!r}; use .npy, .npz or .csv")
 
 
@@ -146,11 +150,11 @@ def read_npz_cases(
     return cases
 
 
-def load_features_file(path: Path) -> np.ndarray:
+def load_features_file(path: Path, columns: Sequence[str] | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such features file: {path}")
-    return read_features(path.read_bytes(), path.name)
+    return read_features(path.read_bytes(), path.name, columns=columns)
 
 
 def _read_npy(data: bytes, max_slices: int, max_bytes: int) -> np.ndarray:
@@ -278,7 +282,7 @@ def _too_many_members(count: int) -> str:
     )
 
 
-def _read_csv(data: bytes, max_slices: int) -> np.ndarray:
+def _read_csv(data: bytes, max_slices: int, columns: Sequence[str] | None) -> np.ndarray:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -293,6 +297,8 @@ def _read_csv(data: bytes, max_slices: int) -> np.ndarray:
                 continue
             if first and not _is_number(cells[0]):
                 first = False
+                if columns is not None:
+                    check_header(cells, columns)
                 continue  # a header row of names
             first = False
             if not rows:
@@ -314,6 +320,37 @@ def _read_csv(data: bytes, max_slices: int) -> np.ndarray:
     if not rows:
         raise InputError("the .csv file has no rows of features")
     return np.stack(rows)
+
+
+def csv_header(data: bytes) -> list[str] | None:
+    """The header row of a .csv file that `read_features` accepted (its first row that is not
+    blank, when that does not start with a number); None when it has none."""
+    with contextlib.suppress(UnicodeDecodeError, csv.Error):
+        for cells in csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")):
+            if any(cell.strip() for cell in cells):
+                return None if _is_number(cells[0]) else cells
+    return None
+
+
+def check_header(header: Sequence[str], columns: Sequence[str]) -> None:
+    """InputError naming the header's columns that are not the model's feature names, in order:
+    values under the wrong names would be explained as the wrong features."""
+    header = [name.strip() for name in header]
+    wrong = [
+        f"column {j + 1} is {got[:40]!r}, the model's feature {j + 1} is {want!r}"
+        for j, (got, want) in enumerate(zip(header, columns, strict=False))
+        if got != want
+    ]
+    if len(header) != len(columns):
+        wrong.insert(0, f"the header has {len(header)} columns, the model {len(columns)} features")
+    if wrong:
+        more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+        raise InputError(
+            "the .csv header does not name the model's features: "
+            + "; ".join(wrong[:3])
+            + more
+            + ". Leave the header out to give the values in the model's order."
+        )
 
 
 def _csv_lines(text: str) -> Iterator[str]:

@@ -3,6 +3,10 @@
 import csv as csvlib
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +132,60 @@ def test_explain_a_cohort_and_a_folder_of_case_files(pipeline):
     assert rows[0][field["field"]] == str(field["served"]["value"])
     assert float(rows[0][f"{field['field']}_probability"]) == field["served"]["probability"]
     assert "expected 24 features per slice, got 7" in rows[1]["error"]
+
+
+# --- conventions: exit statuses, choices, completion, --version -------------------------------
+def test_version():
+    from importlib.metadata import version
+
+    assert clipmed("--version").stdout.strip() == f"clipmed {version('clipmedical')}"
+
+
+def test_usage_errors_exit_2_and_runtime_errors_exit_1(pipeline, tmp_path):
+    unknown = clipmed("train", "--cohort", "x", "--out", "y", "--preset", "huge", check=False)
+    assert unknown.returncode == 2 and "'huge' is not one of" in unknown.stderr
+    schema = clipmed("evaluate", "--cohort", "x", "--out", "y", "--schema", "other", check=False)
+    assert schema.returncode == 2 and "'other' is not one of" in schema.stderr
+    np.save(tmp_path / "case.npy", np.zeros((2, 24), "f4"))
+    (tmp_path / "broken").mkdir()  # a checkpoint folder that does not load: a runtime error
+    broken = clipmed("explain", str(tmp_path / "broken"), str(tmp_path / "case.npy"), check=False)
+    assert broken.returncode == 1 and broken.stderr.startswith("error: ")
+
+
+def test_completion_offers_the_choices():
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "_CLIPMED_COMPLETE": "complete_bash", "COMP_WORDS": words}
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "clipmed")],
+            env=env | {"COMP_CWORD": str(cword)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.stdout.split()
+
+    from model.config import PRESETS
+
+    assert complete("clipmed train --preset ", 3) == list(PRESETS)
+    assert complete("clipmed train --preset lidc", 3) == ["lidc", "lidc-attn"]
+    assert complete("clipmed evaluate --schema ", 3) == ["lidc", "lidc-ratings", "thesis"]
+    assert complete("clipmed users create --role ", 4) == ["clinician", "radiologist", "admin"]
+
+
+def test_a_csv_header_must_name_the_checkpoints_features(pipeline, tmp_path):
+    rows = np.random.default_rng(2).normal(size=(3, 24)).round(4)
+    names = [f"sim_{j:04d}" for j in range(24)]
+
+    def explain(header: list[str] | None) -> subprocess.CompletedProcess:
+        lines = ([",".join(header)] if header else []) + [",".join(map(str, r)) for r in rows]
+        (tmp_path / "case.csv").write_text("\n".join(lines) + "\n")
+        return clipmed("explain", str(pipeline / "ckpt"), str(tmp_path / "case.csv"), check=False)
+
+    assert explain(None).returncode == 0  # no header: the values in the model's order
+    assert explain(names).returncode == 0
+    swapped = names[:]
+    swapped[0], swapped[1] = swapped[1], swapped[0]
+    refused = explain(swapped)
+    assert refused.returncode == 2
+    assert "column 1 is 'sim_0001', the model's feature 1 is 'sim_0000'" in refused.stderr
+    assert "column 2 is 'sim_0000'" in refused.stderr

@@ -18,7 +18,7 @@ from app import paging
 from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
 from app.serving import Serving
 from app.tables import AuditEvent, Explanation
-from model.features_io import MAX_ARRAY_BYTES, read_features
+from model.features_io import MAX_ARRAY_BYTES, check_header, csv_header, read_features
 from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count, validate_features
 from model.segmentation import Segmentation
 from model.validation import K_RANGE
@@ -36,6 +36,7 @@ class ExplanationInput:
     k: int
     segmentation: Segmentation | None = None
     identity: dict[str, str] = field(default_factory=dict)  # IDENTITY_FIELDS that were given
+    header: list[str] | None = None  # a .csv's header row: it must name the model's features
 
     @property
     def kind(self) -> str:
@@ -63,6 +64,12 @@ def features_from_file(
         return read_features(data, filename, max_slices=max_slices, max_array_bytes=max_array_bytes)
     except InputError as e:
         raise InvalidInput(str(e)) from None
+
+
+def header_of(data: bytes, filename: str) -> list[str] | None:
+    """The header row of an uploaded .csv (checked against the model's feature names when the
+    case is explained, by the model that explains it); None for other files."""
+    return csv_header(data) if Path(filename).suffix.lower() == ".csv" else None
 
 
 def check_slices(n_slices: int, max_slices: int) -> None:
@@ -121,6 +128,8 @@ def explain_case(
     if case.segmentation is not None:
         check_extractor(serving, case.segmentation)
     try:
+        if case.header is not None and serving.explainer.bounds.names is not None:
+            check_header(case.header, serving.explainer.bounds.names)
         array = validate_features(
             case.features, serving.feature_dim, bounds=serving.explainer.bounds
         )

@@ -26,6 +26,7 @@ from app.explanations.service import (
     check_slices,
     features_from_file,
     features_from_rows,
+    header_of,
 )
 from app.parsing import parse_int
 from app.payloads import ContoursRequest, ExplanationRequest
@@ -177,7 +178,7 @@ def _read_file(
         settings.max_slices_per_upload,
         settings.max_upload_bytes,  # what it may inflate to: compression buys no room
     )
-    return ExplanationInput(features, k, None, identity)
+    return ExplanationInput(features, k, None, identity, header_of(data, filename))
 
 
 def _seg_identity(reference: dict | None) -> dict[str, str]:

@@ -17,7 +17,12 @@ from sqlalchemy.orm import Session
 from app import registry
 from app.errors import NotFound
 from app.explanations import drawing
-from app.explanations.service import ExplanationInput, features_from_file, served_answer
+from app.explanations.service import (
+    ExplanationInput,
+    features_from_file,
+    header_of,
+    served_answer,
+)
 from app.tables import Explanation, Flag, User
 from model.outline import OutlineStore
 from model.segmentation import from_contours
@@ -54,7 +59,8 @@ def load_example(data_dir: Path, name: str, k: int) -> ExplanationInput:
             segmentation = None  # a read drawn broken: fall back to its features
         if segmentation is not None:
             return ExplanationInput(segmentation.features, k, segmentation)
-    return ExplanationInput(features_from_file(path.read_bytes(), name), k)
+    data = path.read_bytes()
+    return ExplanationInput(features_from_file(data, name), k, header=header_of(data, name))
 
 
 # --- explanations as view data --------------------------------------------------------------

@@ -6,16 +6,37 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.routes.api import docs, explanations, flags, health, jobs, models, monitoring, tokens
+from app.routes.api import (
+    docs,
+    explanations,
+    flags,
+    health,
+    jobs,
+    models,
+    monitoring,
+    tokens,
+    users,
+)
 from app.routes.pages import audit, auth, reports
 from app.routes.pages import explanations as explanation_pages
 from app.routes.pages import flags as flag_pages
 from app.routes.pages import jobs as job_pages
 from app.routes.pages import models as model_pages
+from app.routes.pages import users as user_pages
 from app.web import STATIC_DIR
 
-API = (health, monitoring, models, jobs, explanations, flags, tokens)
-PAGES = (explanation_pages, flag_pages, model_pages, auth, docs, audit, reports, job_pages)
+API = (health, monitoring, models, jobs, explanations, flags, tokens, users)
+PAGES = (
+    explanation_pages,
+    flag_pages,
+    model_pages,
+    auth,
+    docs,
+    audit,
+    reports,
+    job_pages,
+    user_pages,
+)
 
 
 def include_routes(app: FastAPI) -> None:

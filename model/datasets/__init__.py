@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from model.schema import Schema, SchemaError
 
+BUILTIN_SCHEMAS = ("lidc", "lidc-ratings", "thesis")  # the names `builtin_schema` knows
+
 
 def builtin_schema(name: str) -> Schema:
-    """The schemas shipped with the package: ``lidc``, ``lidc-ratings``, ``thesis``."""
+    """The schemas shipped with the package (BUILTIN_SCHEMAS)."""
     from model.datasets import lidc, simulated  # the importers load only when a schema is asked
 
     schemas = {
@@ -19,6 +21,7 @@ def builtin_schema(name: str) -> Schema:
         "lidc-ratings": lidc.ratings_schema,
         "thesis": simulated.thesis_schema,
     }
+    assert tuple(schemas) == BUILTIN_SCHEMAS
     if name not in schemas:
         raise SchemaError(f"unknown schema {name!r}; built in: {', '.join(schemas)}")
     return schemas[name]()

@@ -33,10 +33,13 @@ def npz(array: np.ndarray, name: str = "features") -> bytes:
     return buffer.getvalue()
 
 
-def csv(array: np.ndarray) -> bytes:
-    header = ",".join(f"f{j}" for j in range(array.shape[1]))
+def csv(array: np.ndarray, names: list[str] | None = None) -> bytes:
+    """A .csv with a header row: the test models' feature names (the simulated cohort's),
+    unless `names` are given; `names=[]` writes no header."""
+    if names is None:
+        names = [f"sim_{j:04d}" for j in range(array.shape[1])]
     rows = [",".join(repr(float(v)) for v in row) for row in array]
-    return ("\n".join([header, *rows]) + "\n").encode()
+    return ("\n".join([",".join(names), *rows] if names else rows) + "\n").encode()
 
 
 def post_file(client: httpx.Client, filename: str, data: bytes, k: int | str = 5) -> httpx.Response:
@@ -94,6 +97,22 @@ def test_the_same_case_in_any_form_has_the_same_input_hash(client):
         post_json(client, features.tolist()).json()["input_sha256"],
     }
     assert len(hashes) == 1
+
+
+def test_a_csv_header_must_name_the_models_features(client):
+    features = case(3)
+    assert post_file(client, "plain.csv", csv(features, names=[])).status_code == 201
+    renamed = [f"sim_{j:04d}" for j in range(FEATURE_DIM)]
+    renamed[2], renamed[5] = "diameter_mm", "sim_0004"
+    refused = post_file(client, "named.csv", csv(features, renamed))
+    assert refused.status_code == 422
+    detail = refused.json()["detail"]
+    assert "the .csv header does not name the model's features" in detail
+    assert "column 3 is 'diameter_mm', the model's feature 3 is 'sim_0002'" in detail
+    assert "column 6 is 'sim_0004', the model's feature 6 is 'sim_0005'" in detail
+    short = post_file(client, "short.csv", csv(features[:, :-1], renamed[:-1]))
+    assert short.status_code == 422
+    assert f"the header has {FEATURE_DIM - 1} columns" in short.json()["detail"]
 
 
 def test_more_slices_than_the_model_takes_are_subsampled(client):

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import html
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
+from support.cli import clipmed_runner
 from support.http import PATH_VALUES, TEST_PASSWORD, add_user, bearer, log_in, page_csrf, post_json
 from support.inputs import case
 
@@ -75,6 +72,16 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET", "/admin/reports/compare/figure"): (303, 403, 403, 422),
     ("GET", "/admin/reports/{report_id}/figures/{name}"): (303, 403, 403, 404),
     ("GET", "/admin/reports/{report_id}/files/{name}"): (303, 403, 403, 404),
+    ("GET", "/api/v1/users"): (401, 403, 403, 200),
+    ("POST", "/api/v1/users/{user_id}/deactivate"): (401, 403, 403, 404),
+    ("POST", "/api/v1/users/{user_id}/activate"): (401, 403, 403, 404),
+    ("POST", "/api/v1/users/{user_id}/role"): (401, 403, 403, 422),
+    ("POST", "/api/v1/users/{user_id}/password"): (401, 403, 403, 422),
+    ("GET", "/admin/users"): (303, 403, 403, 200),
+    ("POST", "/admin/users/{user_id}/deactivate"): (303, 403, 403, 404),
+    ("POST", "/admin/users/{user_id}/activate"): (303, 403, 403, 404),
+    ("POST", "/admin/users/{user_id}/role"): (303, 403, 403, 422),
+    ("POST", "/admin/users/{user_id}/password"): (303, 403, 403, 422),
 }
 
 
@@ -433,14 +440,7 @@ def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted(service, tmp_path)
 
 
 def test_clipmed_users_create_and_token(tmp_path):
-    exe = Path(sys.executable).parent / "clipmed"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"CLIPMED_DATA_DIR": str(tmp_path), "NO_COLOR": "1"})
-
-    def clipmed(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(exe), *args], input=stdin, env=env, capture_output=True, text=True, timeout=120
-        )
+    clipmed = clipmed_runner(tmp_path)
 
     made = clipmed(
         "users",
@@ -464,7 +464,7 @@ def test_clipmed_users_create_and_token(tmp_path):
         "--password-stdin",
         stdin="another password\n",
     )
-    assert again.returncode != 0 and "taken" in again.stderr
+    assert again.returncode == 2 and "taken" in again.stderr
     bad_role = clipmed(
         "users",
         "create",
@@ -475,13 +475,13 @@ def test_clipmed_users_create_and_token(tmp_path):
         "--password-stdin",
         stdin="a long enough password\n",
     )
-    assert bad_role.returncode != 0 and "unknown role" in bad_role.stderr
+    assert bad_role.returncode == 2 and "'root' is not one of" in bad_role.stderr
     token = clipmed("users", "token", "ada")
     assert token.returncode == 0 and token.stdout.strip().startswith("clipmed_")
     clipmed("users", "token", "ada")
     revoked = clipmed("users", "revoke-tokens", "ada")
     assert revoked.returncode == 0 and '"revoked": 2' in revoked.stdout
-    assert clipmed("users", "token", "nobody").returncode != 0
+    assert clipmed("users", "token", "nobody").returncode == 1
 
     from sqlalchemy import create_engine, text
 

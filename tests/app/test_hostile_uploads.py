@@ -160,7 +160,7 @@ def npz(
 
 
 def csv_text(rows: list[list[str]]) -> bytes:
-    header = ",".join(f"f{j}" for j in range(len(rows[0])))
+    header = ",".join(f"sim_{j:04d}" for j in range(len(rows[0])))  # the model's feature names
     return ("\n".join([header, *(",".join(row) for row in rows)]) + "\n").encode()
 
 

@@ -30,10 +30,10 @@ from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation
 from sqlalchemy import select
 from support.checkpoints import FEATURE_DIM
-from support.http import bearer
+from support.http import add_user, bearer
 
 from app import accounts
-from app.tables import ApiToken
+from app.tables import ApiToken, User
 
 # The fuzz runs on SQLite only (the `service` fixture is otherwise started once per database);
 # what only PostgreSQL refuses has its own test on both.
@@ -86,16 +86,17 @@ def operations(document) -> Operations:
 
 @on_sqlite
 def test_every_error_is_documented_as_the_body_the_app_sends(document):
-    """app.error_handlers answers a request that fails validation with ErrorResponse, not with
-    FastAPI's HTTPValidationError, which a route gets in the document unless it lists its own
-    422."""
+    """app.problems answers every error, a request that fails validation included, with a
+    Problem (application/problem+json), not with FastAPI's HTTPValidationError, which a route
+    gets in the document unless it lists its own 422."""
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             for status, response in operation["responses"].items():
-                schema = response.get("content", {}).get("application/json", {}).get("schema")
                 if status.startswith("4"):
                     where = f"{method.upper()} {path} {status}"
-                    assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, where
+                    assert set(response.get("content", {})) == {"application/problem+json"}, where
+                    schema = response["content"]["application/problem+json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Problem"}, where
 
 
 def _role_gates(app) -> dict[tuple[str, str], frozenset[str] | None]:
@@ -187,7 +188,15 @@ def own_token_ids(service) -> frozenset[int]:
 
 
 @pytest.fixture(scope="module")
-def generated(operations, own_token_ids):
+def own_user_ids(service) -> frozenset[int]:
+    """The callers' accounts: the fuzz must not deactivate, demote or re-password them."""
+    with service.session() as session:
+        names = list(service.tokens)
+        return frozenset(session.scalars(select(User.id).where(User.username.in_(names))))
+
+
+@pytest.fixture(scope="module")
+def generated(operations, own_token_ids, own_user_ids):
     """`generated(operation, mode)`: EXAMPLES cases (fewer where the inputs run out), made once
     and sent as every caller. None where the mode has no case to make (nothing to get wrong)."""
     made: dict[tuple[str, GenerationMode], list[Case] | None] = {}
@@ -199,6 +208,10 @@ def generated(operations, own_token_ids):
         if operation.path == "/api/v1/tokens/{token_id}/revoke":
             strategy = strategy.filter(
                 lambda case: case.path_parameters["token_id"] not in own_token_ids
+            )
+        if operation.path.startswith("/api/v1/users/{user_id}"):
+            strategy = strategy.filter(
+                lambda case: case.path_parameters.get("user_id") not in own_user_ids
             )
         cases: list[Case] = []
 
@@ -393,6 +406,19 @@ def test_valid_requests_get_documented_answers(operations, callers, service, rol
     issued = send("POST", "/api/v1/tokens", 201)
     token_id = {"token_id": issued.json()["id"] if issued else 1}
     send("POST", "/api/v1/tokens/{token_id}/revoke", 200, path_parameters=token_id)
+
+    # an account of this run's own (never a caller's), through its whole life
+    send("GET", "/api/v1/users", 200)
+    username = f"fuzzed-{role or 'anonymous'}"
+    add_user(service.app.state.sessions, username, "clinician")
+    with service.session() as session:
+        other = {"user_id": session.scalar(select(User.id).where(User.username == username))}
+    users = "/api/v1/users/{user_id}"
+    send("POST", f"{users}/deactivate", 200, path_parameters=other)
+    send("POST", f"{users}/activate", 200, path_parameters=other)
+    send("POST", f"{users}/role", 200, path_parameters=other, body={"role": "radiologist"})
+    password = {"password": "a fuzzed new password"}
+    send("POST", f"{users}/password", 200, path_parameters=other, body=password)
 
     assert answered | {EXPLAIN} == set(operations), "an operation without a valid request here"
 

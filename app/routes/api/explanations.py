@@ -19,18 +19,18 @@ from app.explanations.upload import REQUEST_BODY_OPENAPI, read_explanation_reque
 from app.payloads import (
     BatchCaseError,
     BatchCaseResult,
-    ErrorResponse,
     ExplanationOut,
     ExplanationSummary,
     Text,
 )
+from app.problems import Problem, responses
 from app.tables import Explanation
 
 router = APIRouter(prefix="/api/v1/explanations", tags=["explanations"])
 
 
 def _errors(*codes: int) -> dict:
-    return {code: {"model": ErrorResponse} for code in codes}
+    return responses(*codes)
 
 
 @router.post(
@@ -61,6 +61,7 @@ async def create_explanation(
     response_model=list[BatchCaseResult | BatchCaseError],
     responses=_errors(401, 403, 413, 415, 422, 503),
     openapi_extra=batches.BATCH_REQUEST_BODY_OPENAPI,
+    operation_id="createExplanationBatch",
 )
 async def create_explanations(
     request: Request, session: SessionDep, serving: ServingDep, caller: AnyUser
@@ -145,7 +146,7 @@ def get_explanation_fhir(
         },
         **_errors(401, 403, 422, 503),
         404: {
-            "model": ErrorResponse,
+            "model": Problem,
             "description": "No such explanation, or no DICOM SEG behind it (the SR cites one)",
         },
     },

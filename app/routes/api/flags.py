@@ -12,12 +12,13 @@ from pydantic import BaseModel, Field
 from app import audit, csv_export, flagging
 from app.deps import Reviewer, SessionDep
 from app.explanations import service
-from app.payloads import ErrorResponse, RowId, Text, UtcDatetime
+from app.payloads import RowId, Text, UtcDatetime
+from app.problems import responses
 from app.tables import Flag, FlagReason, FlagStatus
 
 router = APIRouter(prefix="/api/v1", tags=["flags"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
+ERRORS = responses(401, 403, 404, 422)
 
 
 class FlagIn(BaseModel):
@@ -80,7 +81,7 @@ def create_flag(
     return FlagOut.from_row(flag)
 
 
-@router.get("/flags", response_model=list[FlagOut], responses=ERRORS)
+@router.get("/flags", response_model=list[FlagOut], responses=ERRORS, operation_id="listFlags")
 def review_queue(
     session: SessionDep,
     _: Reviewer,
@@ -116,7 +117,7 @@ def review_flag(
 CSV_TOO = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
 
 
-@router.get("/corrections", responses={**ERRORS, **CSV_TOO})
+@router.get("/corrections", responses={**ERRORS, **CSV_TOO}, operation_id="exportCorrections")
 def corrections(
     session: SessionDep,
     _: Reviewer,

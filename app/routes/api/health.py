@@ -12,7 +12,7 @@ from app.payloads import Health, Readiness
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, operation_id="getHealth")
 def healthz() -> Health:
     """200 whenever the process answers."""
     return Health(status="ok")
@@ -21,6 +21,7 @@ def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
+    operation_id="getReadiness",
     responses={503: {"model": Readiness, "description": "No model loaded, or no database"}},
 )
 def readyz(response: Response, session: SessionDep, state: ServingStateDep) -> Readiness:

@@ -10,12 +10,13 @@ from app.deps import Admin, SessionDep, SettingsDep
 from app.jobs import queue
 from app.jobs.cohorts import check_cohort
 from app.jobs.params import JobCreate
-from app.payloads import ErrorResponse, JobOut, RowId
+from app.payloads import JobOut, RowId
+from app.problems import responses
 from app.tables import JobStatus
 
 router = APIRouter(prefix="/api/v1/admin/jobs", tags=["jobs"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422)}
+ERRORS = responses(401, 403, 404, 409, 422)
 
 
 @router.post("", status_code=202, response_model=JobOut, responses=ERRORS)

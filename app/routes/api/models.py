@@ -6,12 +6,13 @@ from fastapi import APIRouter, Request
 
 from app import registry
 from app.deps import Admin, AnyUser, ServingStateDep, SessionDep
-from app.payloads import ErrorResponse, ModelEventOut, ModelVersionOut, Text
+from app.payloads import ModelEventOut, ModelVersionOut, Text
+from app.problems import responses
 from app.tables import Role
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
+ERRORS = responses(401, 403, 404, 422)
 
 
 @router.get(
@@ -24,7 +25,12 @@ def list_models(session: SessionDep, caller: AnyUser) -> list[ModelVersionOut]:
     return [ModelVersionOut.from_row(row, with_path) for row in registry.list_versions(session)]
 
 
-@router.get("/history", response_model=list[ModelEventOut], responses=ERRORS)
+@router.get(
+    "/history",
+    response_model=list[ModelEventOut],
+    responses=ERRORS,
+    operation_id="listModelHistory",
+)
 def model_history(session: SessionDep, _: Admin) -> list[ModelEventOut]:
     """Every activation (a rollback is the activation of an older version) and catalog swap,
     newest first, with who and when."""

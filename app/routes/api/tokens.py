@@ -7,11 +7,12 @@ from pydantic import BaseModel
 
 from app import accounts, audit
 from app.deps import AnyUser, Principal, SessionDep
-from app.payloads import ErrorResponse, RowId, UtcDatetime
+from app.payloads import RowId, UtcDatetime
+from app.problems import responses
 from app.tables import ApiToken, Role
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
+ERRORS = responses(401, 403, 404, 422)
 
 
 class TokenOut(BaseModel):
