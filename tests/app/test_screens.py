@@ -38,6 +38,7 @@ PAGES = {
         "/admin/reports/{report}",
         "/admin/reports/compare?a={report}&b={other_report}",
         "/admin/audit",
+        "/admin/users",
     ],
 }
 CASES = [(role, path) for role, paths in PAGES.items() for path in paths]
