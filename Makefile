@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DATA    ?= data
 
-.PHONY: run test test-fast lint venv clean chromium
+.PHONY: run test test-fast lint venv clean chromium messages
 
 venv: $(STAMP)
 
@@ -37,6 +37,20 @@ chromium:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check model app migrations clipmed tests bench
 	$(VENV)/bin/ruff format --check model app migrations clipmed tests bench
+	$(VENV)/bin/mypy
+
+# The interface's messages: extract the ids from app/ and templates/ (and the schemas' labels,
+# babel.cfg), then update each language's .po (compiled in memory at start-up, no .mo files).
+LOCALES := app/locales
+messages: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/pybabel -q extract -F babel.cfg -k N_ --no-location \
+		--project CLIPMedical -o $(LOCALES)/messages.pot .
+	for lang in ca es; do \
+		test -f $(LOCALES)/$$lang/LC_MESSAGES/messages.po || \
+			$(VENV)/bin/pybabel -q init -i $(LOCALES)/messages.pot -d $(LOCALES) -l $$lang; \
+		$(VENV)/bin/pybabel -q update -i $(LOCALES)/messages.pot -d $(LOCALES) -l $$lang \
+			--no-fuzzy-matching --ignore-obsolete; \
+	done
 
 clean:
 	rm -rf $(VENV) $(DATA)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import csv_export
+from app.errors import NotFound, NotYours
 from app.tables import AuditEvent, User
 
 CSV_COLUMNS = (
@@ -133,12 +134,17 @@ def flag_action(request, action: str, outcome: str = "success") -> Callable[[Any
     )
 
 
-def record_view(request, explanation_id: str, row) -> None:
-    """An explanation view (row None: refused as not found, which includes not theirs)."""
+def record_view(request, explanation_id: str, row, refused: NotFound | None = None) -> None:
+    """An explanation view: `row`, or `refused` with it: "not_found", or "denied" for someone
+    else's explanation (NotYours; the caller is answered 404 all the same)."""
+    if row is not None:
+        outcome = "success"
+    else:
+        outcome = "denied" if isinstance(refused, NotYours) else "not_found"
     record_request(
         request,
         "explanation.view",
-        "success" if row is not None else "not_found",
+        outcome,
         target_type="explanation",
         target_id=explanation_id[:255],
         model_version=row.model_version if row is not None else None,

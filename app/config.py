@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="", validation_alias=AliasChoices("database_url", "DATABASE_URL")
     )
+    # PostgreSQL with an audit trail the service cannot rewrite: `clipmed migrate` connects as
+    # the tables' owner through this URL (empty = database_url) and grants the role named in
+    # db_app_role, the one database_url logs in as, only what the service needs (app.db_roles:
+    # INSERT and SELECT on audit_events). Empty db_app_role = no grants (one role for all).
+    migrate_database_url: str = ""
+    db_app_role: str = ""
     # Folder of checkpoint folders; empty = <data_dir>/checkpoints.
     checkpoints_dir: Path | None = None
     # Folder of the frozen text encoder; empty = model.config.text_encoder_path()'s choice.
@@ -104,6 +110,12 @@ class Settings(BaseSettings):
                 )
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'clipmed.db'}"
+        if not self.migrate_database_url:
+            self.migrate_database_url = self.database_url
+        if self.db_app_role:
+            from app.db_roles import check_role_name
+
+            check_role_name(self.db_app_role)
         if self.checkpoints_dir is None:
             self.checkpoints_dir = self.data_dir / "checkpoints"
         if self.reports_dir is None:

@@ -34,6 +34,11 @@ class NotFound(AppError):
     code = "not_found"
 
 
+class NotYours(NotFound):
+    """A record that exists but belongs to someone the caller may not see: answered exactly as
+    a missing one (its existence is not confirmed), audited as a denied access."""
+
+
 class CheckpointRejected(AppError):
     """A checkpoint folder that cannot be registered or activated (it does not load)."""
 

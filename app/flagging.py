@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app import paging, registry
 from app.errors import Forbidden, InvalidInput, NotFound
+from app.explanations.service import served_answer
 from app.tables import AuditEvent, Explanation, Flag, FlagReason, FlagStatus, User
 
 CORRECTION_COLUMNS = (
@@ -22,6 +23,7 @@ CORRECTION_COLUMNS = (
     "catalog_version",
     "kind",
     "field",
+    "served_value",
     "corrected_value",
     "text",
     "reason",
@@ -179,17 +181,26 @@ def skipped_corrections(session: Session) -> list[dict[str, Any]]:
     return partition_corrections(session)[1]
 
 
+def served_value(result: dict[str, Any], field: str) -> str | None:
+    """The code a stored result served for `field`: its served read-out, or the vote in
+    explanations from before it (`explaining.served_answer`)."""
+    for evidence in result.get("fields", []):
+        if evidence.get("field") == field:
+            return served_answer(evidence).get("value")
+    return None
+
+
 def partition_corrections(session: Session) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(exported, skipped) accepted corrections; a skipped row says why in `skipped_because`."""
     rows = session.execute(
-        select(Flag, Explanation.input_sha256)
+        select(Flag, Explanation.input_sha256, Explanation.result)
         .join(Explanation, Explanation.id == Flag.explanation_id)
         .where(Flag.status == FlagStatus.accepted)
         .order_by(Flag.id)
     )
     schemas: dict[str, dict[str, dict[str, str]]] = {}
     exported, skipped = [], []
-    for flag, input_sha256 in rows:
+    for flag, input_sha256, result in rows:
         row = {
             "flag_id": flag.id,
             "explanation_id": flag.explanation_id,
@@ -198,6 +209,8 @@ def partition_corrections(session: Session) -> tuple[list[dict[str, Any]], list[
             "catalog_version": flag.catalog_version,
             "kind": "label_override" if flag.target == "field" else "hard_negative",
             "field": flag.field,
+            # what the reviewer saw and objected to: training starts from it
+            "served_value": served_value(result, flag.field) if flag.field else None,
             "corrected_value": flag.corrected_value,
             "text": flag.text,
             "reason": flag.reason.value,

@@ -18,8 +18,26 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+def upgrade(database_url: str, revision: str = "head", app_role: str = "") -> str | None:
+    """Migrates (as the owner of the tables, on PostgreSQL); with `app_role`, grants that role
+    the service's privileges again afterwards (app.db_roles: idempotent, and it covers a role
+    created after the migration that first granted them). Returns a warning for the operator
+    when the role could not be granted, else None."""
+    config = alembic_config(database_url)
+    config.attributes["db_app_role"] = app_role
+    command.upgrade(config, revision)
+    if not app_role:
+        return None
+    from app.db import make_engine
+    from app.db_roles import grant_app_role
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            outcome = grant_app_role(connection, app_role)
+    finally:
+        engine.dispose()
+    return None if outcome in ("granted", "sqlite") else outcome
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:

@@ -24,13 +24,14 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def normalise(url: str) -> str | None:
-    """scheme://host:port of `url` (default port made explicit), None when it has none."""
+    """scheme://host:port of `url` (default port made explicit), None when it has none, or
+    has user information (no browser sends it: "http://evil@this-site" is not this site)."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
     except ValueError:  # a port that is not a number
         return None
-    if not parts.scheme or not parts.hostname or port is None:
+    if not parts.scheme or not parts.hostname or port is None or "@" in parts.netloc:
         return None
     return f"{parts.scheme.lower()}://{parts.hostname.lower()}:{port}"
 

@@ -15,13 +15,16 @@ from app.errors import InvalidInput
 # Every bound below fits in 19 digits (64-bit); more than that is out of any range we take.
 MAX_DIGITS = 19
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+ASCII_WHITESPACE = " \t\n\r\f\v"
 
 
 def parse_int(text: str, name: str, low: int, high: int) -> int:
     """`text` as an int in [low, high], or InvalidInput naming `name` and the range.
 
-    Surrounding whitespace is allowed; anything else that is not a plain ASCII integer is not."""
-    value = text.strip()
+    Surrounding ASCII whitespace is allowed (not Unicode's: str.strip() would also drop a
+    no-break space or an information separator); anything else that is not a plain ASCII
+    integer is not."""
+    value = text.strip(ASCII_WHITESPACE)
     if not _INTEGER.fullmatch(value):
         raise InvalidInput(
             f"{name} must be a whole number between {low} and {high}, got {_shown(text)}"

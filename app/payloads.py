@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.db import as_utc
 from app.explanations.service import K_RANGE
+from app.jobs.queue import fold_progress
 from app.tables import EvaluationReport, Explanation, Job, ModelEvent, ModelVersion
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
@@ -302,13 +303,16 @@ class JobOut(BaseModel):
 
     @classmethod
     def from_row(cls, job: Job, children: list[Job] = (), with_log: bool = False) -> JobOut:
+        # A cross-validation waiting for its folds: their mean progress and what each running
+        # fold is doing, rather than the parent's "waiting for N fold jobs".
+        folds = fold_progress(job, children)
         return cls(
             id=job.id,
             kind=job.kind,
             params=job.params,
             status=job.status.value,
-            progress=job.progress,
-            message=job.message,
+            progress=folds.mean if folds else job.progress,
+            message=folds.summary if folds else job.message,
             result=job.result,
             error=job.error,
             attempts=job.attempts,

@@ -113,7 +113,7 @@ async def app_error(request: Request, exc: AppError) -> Response:
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
     context: dict = {"error": exc}
     if isinstance(exc, DatabaseUnavailable):
-        context |= {"error_title": "Service unavailable", "error_note": "try again shortly."}
+        context["error_note"] = "nothing was changed."
     return render(request, "error.html", "_error.html", context, exc.status_code, headers)
 
 

@@ -144,6 +144,7 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # On PostgreSQL the database sets it on insert, whatever the client sends (migration 0008).
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     # No foreign key: the trail outlives the accounts it names.
     actor_id: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -11,12 +11,18 @@ from model.evaluate import MODEL_METHODS
 
 # train's validation metrics: "val/<field>/<mode>_macro_f1" (model.evaluate.validation_metrics)
 FIELD_METRIC = re.compile(r"^val/(?P<field>[^/]+)/(?P<mode>[^/]+)_macro_f1$")
+COUNT_METRICS = {"cases"}  # numbers of things ("val/cases"), not scores
 
 
 @dataclass(frozen=True)
 class MetricRow:
     name: str
     values: list[float | None]  # one per version, in the comparison's order
+
+    @property
+    def is_count(self) -> bool:
+        """A number of things, shown as a whole number rather than a score."""
+        return self.name.rsplit("/", 1)[-1] in COUNT_METRICS
 
     @property
     def best(self) -> float | None:

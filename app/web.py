@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,17 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse
 
+from app import i18n
 from app.errors import AppError
+from app.i18n import N_
 
 ROOT_DIR = Path(__file__).resolve().parent.parent  # the repository (or the image's /app)
 TEMPLATES_DIR = ROOT_DIR / "templates"
 STATIC_DIR = ROOT_DIR / "static"
-RESEARCH_NOTICE = "Research use only — not for diagnosis"
+RESEARCH_NOTICE = N_("Research use only — not for diagnosis")
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
+i18n.install(templates.env)
 templates.env.globals["research_notice"] = RESEARCH_NOTICE
 
 
@@ -38,6 +42,19 @@ def csrf_field(request: Request) -> Markup:
 
 templates.env.globals["csrf_token"] = csrf_token
 templates.env.globals["csrf_field"] = csrf_field
+
+
+def local_path(target: str | None) -> str | None:
+    """`target` when it is a path on this site, else None: no "//host", no "/\\host" (which
+    browsers read as "//host"), no scheme, no control characters (open redirects)."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith(("//", "/\\"))
+        or any(ord(c) < 0x20 or c == "\\" for c in target)
+    ):
+        return None
+    return target
 
 
 def is_htmx(request: Request) -> bool:
@@ -67,9 +84,88 @@ def render(
     return response
 
 
+@dataclass(frozen=True)
+class ErrorWording:
+    """How an error page speaks to a clinician: a heading naming what kind of failure it is,
+    and what to do next; the service's own (technical) message is shown beneath them."""
+
+    heading: str
+    advice: str
+
+
+ERROR_WORDING: dict[int, ErrorWording] = {
+    403: ErrorWording(
+        N_("You are not allowed to do this"),
+        N_(
+            "Your account's role does not include this action. Ask an administrator if you need it."
+        ),
+    ),
+    404: ErrorWording(
+        N_("Not found"),
+        N_(
+            "It does not exist, or your account cannot see it. Check the address, or go back to "
+            "the list it came from."
+        ),
+    ),
+    409: ErrorWording(
+        N_("This cannot be done now"),
+        N_(
+            "It no longer fits the current state (for example, the job has already ended, or the "
+            "model served does not match this input). Reload the page to see where things stand."
+        ),
+    ),
+    413: ErrorWording(
+        N_("The file is too large"),
+        N_("Send only the nodule's features or its segmentation, not a whole scan."),
+    ),
+    415: ErrorWording(
+        N_("This type of file cannot be read"),
+        N_("Send one of the formats listed on the upload form."),
+    ),
+    422: ErrorWording(
+        N_("This input cannot be used"),
+        N_(
+            "Something in what was sent is not valid; the detail below names it. Correct it and "
+            "try again."
+        ),
+    ),
+    429: ErrorWording(N_("Too many attempts"), N_("Wait a little, then try again.")),
+    503: ErrorWording(
+        N_("The service is unavailable"),
+        N_("Try again in a moment. If it goes on, tell an administrator."),
+    ),
+}
+UNKNOWN_ERROR = ErrorWording(
+    N_("Something went wrong"), N_("Try again; if it happens again, tell an administrator.")
+)
+# On the upload form the next step is about the file.
+UPLOAD_ADVICE: dict[int, str] = {
+    422: N_(
+        "Check that the file holds one nodule's features or its segmentation, in one of the "
+        "formats listed on the form, then choose it again."
+    ),
+    409: N_(
+        "The model served now cannot read this input (the detail below says why). Ask an "
+        "administrator which model to use, or send the nodule's segmentation instead."
+    ),
+}
+
+
+def error_wording(error: AppError) -> ErrorWording:
+    return ERROR_WORDING.get(error.status_code, UNKNOWN_ERROR)
+
+
+templates.env.globals["error_wording"] = error_wording
+
+
 def render_error(
-    request: Request, error: AppError, title: str, note: str = "nothing was changed."
+    request: Request,
+    error: AppError,
+    action: str | None = None,
+    note: str = "nothing was changed.",
+    advice: str | None = None,
 ) -> HTMLResponse:
-    """A domain error as the error page (or its fragment), under a heading saying what failed."""
-    context = {"error": error, "error_title": title, "error_note": note}
+    """A domain error as the error page (or its fragment): a heading for its kind of failure,
+    what was being done (`action`), what to do next, and the service's message beneath."""
+    context = {"error": error, "error_action": action, "error_note": note, "error_advice": advice}
     return render(request, "error.html", "_error.html", context, error.status_code)

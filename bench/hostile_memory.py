@@ -1,20 +1,27 @@
-"""The service's resident memory while it refuses maximum-size hostile JSON bodies.
+"""The service's resident memory while it refuses maximum-size hostile bodies.
 
 Starts `clipmed serve` as bench/serve.py does (a throwaway SQLite database, the data folder's
 default checkpoint), explains one real example to warm it up, then sends --clients concurrent
-JSON bodies of just under the upload limit that are refused (422): a case of more slices than
-accepted, a case of the right slice count but rows thousands of values wide, a case of the
-wrong width, and one full of NaN, for --rounds rounds. Reports the server's RSS when idle (after
-the warm-up), its peak while refusing (VmHWM, reset after the idle reading), and its RSS a few
-seconds after the last answer, as a markdown table with the machine. Exits 1 if any body got
+bodies of just under the upload limit that are refused (422), for --rounds rounds. The corpus
+(--corpus): `json`, feature cases: more slices than accepted, rows thousands of values wide,
+the wrong width, full of NaN; `segmentation` (issue 12): a gzip bomb NIfTI, a NIfTI declaring
+more voxels than the cap, .npy masks that are empty, of two parts, or not binary, and contours
+of one self-intersecting ring of 250,000 points; `all` (default): both. Reports the server's
+RSS when idle (after the warm-up), its peak while refusing (VmHWM, reset after the idle
+reading), and its RSS a few seconds after the last answer, as a markdown table with the
+machine. Exits 1 if any body got
 anything but a 422, or the targets are missed (peak <= 1.3 x idle, after within 50 MiB).
 
     .venv/bin/python bench/hostile_memory.py [--data data] [--clients 16] [--rounds 3]
+        [--corpus all|json|segmentation]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
+import json
 import sys
 import tempfile
 import threading
@@ -36,7 +43,65 @@ def json_case(rows: int, width: int, value: str = "0.123456") -> bytes:
     return ('{"features": [' + ",".join([row] * rows) + '], "k": 5}').encode()
 
 
-def hostile_bodies(feature_dim: int) -> dict[str, bytes]:
+def as_json(body: bytes) -> dict:
+    return {"content": body, "headers": {"content-type": "application/json"}}
+
+
+def as_file(name: str, data: bytes, spacing: str | None = "2.5,0.7,0.7") -> dict:
+    return {
+        "files": {"file": (name, data, "application/octet-stream")},
+        "data": {"spacing_mm": spacing} if spacing else {},
+    }
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def nifti(shape: tuple[int, ...], data: bytes = b"") -> bytes:
+    """A NIfTI-1 file: a header declaring `shape` (uint8, 0.7 x 0.7 x 2.5 mm), then `data`."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), np.diag([0.7, 0.7, 2.5, 1.0]))
+    header = image.header.copy()
+    header.set_data_shape(shape)
+    return header.binaryblock + b"\0" * 4 + data
+
+
+def hostile_segmentations() -> dict[str, dict]:
+    """Segmentations of just under the upload limit (or inflating far past it), each refused."""
+    slices = (UPLOAD_LIMIT - 4096) // (512 * 512)  # uint8 voxels that fit the body limit
+    empty = np.zeros((slices, 512, 512), np.uint8)
+    two_parts = empty.copy()
+    two_parts[1:3, 10:40, 10:40] = 1
+    two_parts[-3:-1, 400:440, 400:440] = 1
+    not_binary = two_parts * 2
+    ring = np.linspace(0, 2 * np.pi, 250_000, endpoint=False)
+    points = np.stack([256 + 200 * np.cos(ring), 256 + 200 * np.sin(ring)], axis=1).round(3)
+    points[[10, 125_000]] = points[[125_000, 10]]  # two far points swapped: the ring crosses
+    contours = {
+        "slice_thickness_mm": 2.5,
+        "pixel_spacing_mm": 0.7,
+        "slices": [{"z_mm": 0.0, "contours": [points.tolist()]}],
+    }
+    bodies = {
+        "NIfTI gzip bomb (inflates to 256 MiB)": as_file(
+            "m.nii.gz", gzip.compress(nifti((16, 64, 64)) + bytes(256 << 20), 9), None
+        ),
+        "NIfTI declaring 64 x 512 x 512 voxels": as_file(
+            "m.nii", nifti((512, 512, 64), bytes(UPLOAD_LIMIT - 8192)), None
+        ),
+        f"empty .npy mask {slices} x 512 x 512": as_file("m.npy", npy(empty)),
+        f".npy mask of two parts, {slices} x 512 x 512": as_file("m.npy", npy(two_parts)),
+        f"non-binary .npy mask {slices} x 512 x 512": as_file("m.npy", npy(not_binary)),
+        "contours: one crossing ring of 250,000 points": as_json(json.dumps(contours).encode()),
+    }
+    return bodies
+
+
+def hostile_bodies(feature_dim: int) -> dict[str, dict]:
     budget = UPLOAD_LIMIT - 1024
     per_value = len("0.123456,")
     too_many_rows = budget // (per_value * feature_dim + 3)
@@ -51,7 +116,7 @@ def hostile_bodies(feature_dim: int) -> dict[str, bytes]:
     }
     for name, body in bodies.items():
         assert len(body) < UPLOAD_LIMIT, (name, len(body))
-    return bodies
+    return {name: as_json(body) for name, body in bodies.items()}
 
 
 def main() -> int:
@@ -59,13 +124,22 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("data"), help="data folder [data]")
     parser.add_argument("--clients", type=int, default=16, help="concurrent bodies [16]")
     parser.add_argument("--rounds", type=int, default=3, help="times each client sends [3]")
+    parser.add_argument("--corpus", choices=["all", "json", "segmentation"], default="all")
     args = parser.parse_args()
     example = next(iter(sorted((args.data / "examples").glob("*.npy"))), None)
     if example is None:
         print(f"no example cases in {args.data / 'examples'} (`make run`)", file=sys.stderr)
         return 2
     feature_dim = int(np.load(example).shape[1])
-    bodies = list(hostile_bodies(feature_dim).items())
+    corpus = {}
+    if args.corpus in ("all", "json"):
+        corpus |= hostile_bodies(feature_dim)
+    if args.corpus in ("all", "segmentation"):
+        corpus |= hostile_segmentations()
+    bodies = list(corpus.items())
+    for name, request in bodies:
+        size = len(request.get("content") or request["files"]["file"][1])
+        assert size < UPLOAD_LIMIT, (name, size)
     statuses: list[tuple[str, int]] = []
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,8 +150,8 @@ def main() -> int:
             with httpx.Client(base_url=server.url, headers=headers, timeout=120) as http:
                 warm = http.post(EXPLAIN, files={"file": ("case.npy", example.read_bytes())})
                 assert warm.status_code == 201, warm.text
-                for _, body in bodies:  # lazy imports and first-use caches are not the cost
-                    http.post(EXPLAIN, content=body, headers={"content-type": "application/json"})
+                for _, request in bodies:  # lazy imports and first-use caches are not the cost
+                    http.post(EXPLAIN, **request)
             time.sleep(2)
             idle = proc_memory_mb(server.pid)["VmRSS"]
             Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
@@ -85,10 +159,8 @@ def main() -> int:
             def client(i: int) -> None:
                 with httpx.Client(base_url=server.url, headers=headers, timeout=300) as http:
                     for r in range(args.rounds):
-                        name, body = bodies[(i + r) % len(bodies)]
-                        answer = http.post(
-                            EXPLAIN, content=body, headers={"content-type": "application/json"}
-                        )
+                        name, request = bodies[(i + r) % len(bodies)]
+                        answer = http.post(EXPLAIN, **request)
                         statuses.append((name, answer.status_code))
 
             started = time.perf_counter()
@@ -105,8 +177,9 @@ def main() -> int:
             server.stop()
 
     wrong = [(name, status) for name, status in statuses if status != 422]
-    print(f"\n{args.clients} concurrent clients x {args.rounds} hostile JSON bodies each")
-    print(f"({len(statuses)} requests in {seconds:.1f} s; bodies of up to {UPLOAD_LIMIT} bytes:")
+    print(f"\n{args.clients} concurrent clients x {args.rounds} hostile bodies each")
+    print(f"(corpus {args.corpus}: {len(statuses)} requests in {seconds:.1f} s;")
+    print(f"bodies of up to {UPLOAD_LIMIT} bytes:")
     print(", ".join(name for name, _ in bodies) + ")\n")
     print("| idle RSS | peak RSS | peak / idle | RSS 3 s after | after - idle |")
     print("|---:|---:|---:|---:|---:|")

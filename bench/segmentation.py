@@ -42,19 +42,52 @@ def ellipsoid(shape=(10, 64, 64), radii=(9.0, 8.0, 6.0), spacing=(2.5, 0.7, 0.7)
     return sum(((g - c) * s / a) ** 2 for g, c, s, a in parts) <= 1.0
 
 
-def timed(fn, n: int) -> list[float]:
+def timed(fn, n: int, clock=time.perf_counter) -> list[float]:
     for _ in range(5):
         fn()
     out = []
     for _ in range(n):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        out.append((time.perf_counter() - t) * 1000)
+        out.append((clock() - t) * 1000)
     return out
 
 
 def summary(ms: list[float]) -> str:
     return f"p50 {statistics.median(ms):.2f} ms, p90 {np.percentile(ms, 90):.2f} ms (n={len(ms)})"
+
+
+def extraction(label: str, fn, n: int) -> None:
+    """Wall time, and this process's CPU time (what a busy shared machine distorts least)."""
+    print(f"{label}: wall {summary(timed(fn, n))}")
+    print(f"{label}: CPU  {summary(timed(fn, n, time.process_time))}")
+
+
+def v1_slices(ref: str, box: np.ndarray) -> None:
+    """The per-slice 2-D measures of extractor v1 (from git `ref`) against v2's, same run."""
+    import importlib.util
+    import subprocess
+
+    source = subprocess.run(
+        ["git", "show", f"{ref}:model/datasets/morphometry.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "morphometry_v1.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("morphometry_v1", path)
+    v1 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(v1)
+    from model.datasets.morphometry import slice_morphometry
+
+    planes = [p for p in box if p.any()]
+    for name, fn in (("v1", v1.slice_morphometry), ("v2", slice_morphometry)):
+        extraction(
+            f"2-D measures of {len(planes)} slices, {name}",
+            lambda f=fn: [f(p, 0.7) for p in planes],
+            50,
+        )
 
 
 def example_reads(data: Path) -> list[tuple[str, dict, bytes]]:
@@ -79,21 +112,28 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--extractions", type=int, default=200)
+    parser.add_argument(
+        "--v1-ref", help="also time extractor v1's 2-D measures from this git ref (e.g. 3f6432c)"
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        f", load average {os.getloadavg()[0]:.1f}"
     )
 
     mask = ellipsoid()
-    ms = timed(lambda: from_mask(mask, (2.5, 0.7, 0.7)), args.extractions)
-    print(f"mask 64x64x10 ({int(mask.sum())} voxels): {summary(ms)}")
+    if args.v1_ref:
+        v1_slices(args.v1_ref, mask)
+    label = f"mask 64x64x10 ({int(mask.sum())} voxels)"
+    extraction(label, lambda: from_mask(mask, (2.5, 0.7, 0.7)), args.extractions)
     reads = example_reads(args.data)
     ten = next((d for _, d, _ in reads if len(d["slices"]) >= 10), None)
     if ten is None:
         ten = from_mask(mask, (2.5, 0.7, 0.7)).outline.to_json()
     ten = {**ten, "slices": ten["slices"][:10]}
-    ms = timed(lambda: from_contours(ten), args.extractions)
-    print(f"contours, {len(ten['slices'])} slices: {summary(ms)}")
+    extraction(
+        f"contours, {len(ten['slices'])} slices", lambda: from_contours(ten), args.extractions
+    )
 
     if not reads:
         print(f"no examples with outlines in {args.data}: run `clipmed demo --data {args.data}`")

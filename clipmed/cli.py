@@ -500,27 +500,33 @@ def service_settings(**overrides):
 
 
 def migrate_database(settings) -> None:
+    """Migrates as the owner (CLIPMED_MIGRATE_DATABASE_URL, else DATABASE_URL) and grants the
+    application role (CLIPMED_DB_APP_ROLE) its privileges; a role that could not be granted is
+    a warning on stderr, a role that could rewrite the audit trail a failure."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.migrate import upgrade
 
     try:
-        upgrade(settings.database_url)
-    except SQLAlchemyError as e:
+        warning = upgrade(settings.migrate_database_url, app_role=settings.db_app_role)
+    except (SQLAlchemyError, ValueError) as e:
         fail(f"could not migrate the database: {e}")
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command("migrate")
 def migrate_cmd() -> None:
-    """Bring the service database (DATABASE_URL, default SQLite in data/) to the latest schema."""
+    """Bring the service database (DATABASE_URL, default SQLite in data/) to the latest schema;
+    on PostgreSQL as the owner (CLIPMED_MIGRATE_DATABASE_URL) granting CLIPMED_DB_APP_ROLE."""
     from sqlalchemy import make_url
 
     from app.migrate import current_revision
 
     settings = service_settings()
     migrate_database(settings)
-    shown = make_url(settings.database_url).render_as_string(hide_password=True)
-    revision = current_revision(settings.database_url)
+    shown = make_url(settings.migrate_database_url).render_as_string(hide_password=True)
+    revision = current_revision(settings.migrate_database_url)
     typer.echo(json.dumps({"database": shown, "revision": revision}))
 
 

@@ -203,7 +203,7 @@ def build_checkpoint(
         cache = TextTokenCache(encoder, needed)
 
     row_of = {t: i for i, t in enumerate(distinct)}
-    first_case = {}
+    first_case: dict[str, int] = {}
     counts = np.zeros(len(distinct), np.int64)
     for i, t in enumerate(texts):
         counts[row_of[t]] += 1

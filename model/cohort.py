@@ -90,6 +90,12 @@ class Cohort:
         return self.cases["patient_id"].astype(str).to_numpy()
 
     @property
+    def nodules(self) -> np.ndarray:
+        """Each case's nodule (its reads share one); a case is its own nodule without them."""
+        column = "nodule_id" if "nodule_id" in self.cases.columns else "case_id"
+        return self.cases[column].astype(str).to_numpy()
+
+    @property
     def case_ids(self) -> list[str]:
         return self.cases["case_id"].astype(str).tolist()
 
@@ -115,7 +121,7 @@ class Cohort:
             self.outlines,
         )
 
-    def subset(self, indices: Sequence[int]) -> CohortView:
+    def subset(self, indices: Sequence[int] | np.ndarray) -> CohortView:
         return CohortView(self, np.asarray(indices, dtype=np.int64))
 
     def content_hash(self) -> str:
@@ -225,6 +231,10 @@ class CohortView:
     @property
     def patients(self) -> np.ndarray:
         return self.cohort.patients[self.indices]
+
+    @property
+    def nodules(self) -> np.ndarray:
+        return self.cohort.nodules[self.indices]
 
     def slices(self, i: int) -> np.ndarray:
         return self.cohort.slices(int(self.indices[i]))

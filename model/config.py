@@ -58,6 +58,9 @@ class TrainConfig:
     lr: float = 1e-4  # Adam learning rate (thesis: 1e-4)
     weight_decay: float = 0.0  # Adam weight decay
     label_aware: bool = False  # same text in a batch = positive pair, not a negative
+    # heads learn each nodule's distribution of reader values (soft targets), and label-aware
+    # positives are weighted by how likely the nodule's readers make each text (needs nodules)
+    reader_targets: bool = False
     balanced: bool = False  # sample cases by inverse frequency of their descriptor classes
     multitask_weight: float = 0.0  # weight of the classification-head loss (0 = no heads)
     balanced_heads: bool = False  # head loss weights classes by inverse training frequency

@@ -143,6 +143,9 @@ MAX_ABS_Z = 1e4
 class FeatureNorm(nn.Module):
     """Standardises per-slice features with training-set statistics (saved with the weights)."""
 
+    mean: torch.Tensor  # (f,) buffers, saved with the weights
+    std: torch.Tensor
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))

@@ -32,7 +32,7 @@ from model import metrics
 from model.cohort import Cohort
 from model.config import ModelConfig, TrainConfig
 from model.encoders import FrozenTextEncoder, TextTokenCache
-from model.readers import reader_pairs
+from model.readers import nodule_scores, reader_pairs
 from model.retrieval import top1_fields, vote_fields
 from model.schema import Schema
 from model.served import LOGREG_ONLY, fit_served, pooled_features, served_inputs
@@ -380,7 +380,12 @@ def run_fold(
     predictions |= {name: s[0] for name, s in strong.items()}
 
     readouts = [head.readout for head in served.fields]
-    calibration_rows, reliability = _calibration_rows(fold, schema, y_test, stated, readouts)
+    nodules = None
+    if "nodule_id" in cohort.cases.columns:
+        nodules = cohort.cases["nodule_id"].astype(str).to_numpy()[test_idx]
+    calibration_rows, reliability = _calibration_rows(
+        fold, schema, y_test, stated, readouts, nodules
+    )
     rows = _reader_rows(fold, cohort, test_idx, y_test)
     method_rows, class_rows, confusions = _method_rows(fold, schema, y_test, predictions)
     rows += method_rows
@@ -407,14 +412,18 @@ def _calibration_rows(
     y_test: np.ndarray,
     stated: dict[str, Stated],
     served_readouts: list[str],
+    nodules: np.ndarray | None = None,
 ) -> tuple[list[dict], dict]:
     """Per read-out that states a probability and field: calibration figures (the served rows
     also name the read-out the inner folds chose), and the bins of its reliability diagram
-    (keyed ("reliability:<field>", method))."""
+    (keyed ("reliability:<field>", method)). With the test cases' `nodules`, each is also
+    scored per nodule against its readers (model.readers.nodule_scores)."""
     rows, bins = [], {}
     for method, (pred, confidence, dists) in stated.items():
         for j, fld in enumerate(schema.fields):
             cal = metrics.calibration(y_test[:, j], confidence[:, j], pred[:, j], dists[j])
+            if nodules is not None:
+                cal |= nodule_scores(y_test[:, j], nodules, pred[:, j], dists[j])
             row = {"fold": fold, "field": fld.name, "method": method, **cal}
             if method == SERVED:
                 row["readout"] = served_readouts[j]

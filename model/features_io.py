@@ -167,6 +167,10 @@ def _read_npy(data: bytes, max_slices: int, max_bytes: int) -> np.ndarray:
             shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
     except (ValueError, TypeError, SyntaxError, tokenize.TokenError) as e:  # numpy's header parser
         raise InputError(f"not a valid .npy file: {_said(e)}") from None
+    except (MemoryError, RecursionError):
+        # numpy reads the header (at most 10,000 bytes) with ast.literal_eval: a deep chain such
+        # as 9,000 unary minus signs overflows Python's parser, which says MemoryError
+        raise InputError("not a valid .npy file: its header nests too deeply to read") from None
     if dtype.hasobject:
         raise InputError("the .npy array holds Python objects; only numeric arrays are read")
     if dtype.kind not in NUMERIC_KINDS:

@@ -130,10 +130,13 @@ class SliceSimilarity(TypedDict):
     similarity: float
 
 
-class SimilarCase(TypedDict):
+class TrainingCase(TypedDict):
     case_id: str
     patient_id: str
-    descriptors: dict[str, str | None]
+    descriptors: dict[str, str | None]  # value labels
+
+
+class SimilarCase(TrainingCase):
     similarity: float
 
 
@@ -195,7 +198,7 @@ class Explainer:
         # The training cases as the explanation shows them, built once rather than per request.
         schema = self.checkpoint.schema
         self._text_cache: dict[int, tuple[str, int, dict]] = {}  # filled by _catalog_texts
-        self._training_cases: list[dict] = [
+        self._training_cases: list[TrainingCase] = [
             {
                 "case_id": row["case_id"],
                 "patient_id": row["patient_id"],
@@ -399,11 +402,19 @@ class Explainer:
         return [{"slice": s, "weight": w} for s, w in zip(used.tolist(), weights, strict=True)]
 
     def _similar_cases(self, run: _Forward, i: int) -> list[SimilarCase]:
-        return [
-            {**self._training_cases[c], "similarity": round(s, 4)}
-            for s, c in zip(run.case_sims[i].tolist(), run.case_ids[i].tolist(), strict=True)
-            if c >= 0
-        ]
+        similar = []
+        for s, c in zip(run.case_sims[i].tolist(), run.case_ids[i].tolist(), strict=True):
+            if c >= 0:
+                case = self._training_cases[c]
+                similar.append(
+                    SimilarCase(
+                        case_id=case["case_id"],
+                        patient_id=case["patient_id"],
+                        descriptors=case["descriptors"],
+                        similarity=round(s, 4),
+                    )
+                )
+        return similar
 
     def _catalog_texts(self, rows: set[int]) -> dict[int, tuple[str, int, dict]]:
         """(text, training cases, descriptors) of catalog rows, built once per row."""
@@ -437,7 +448,8 @@ class Explainer:
         texts = np.stack([ckpt.catalog.index.reconstruct(int(r)) for r in top_rows])  # (b, d)
         case_of = np.repeat(np.arange(len(slices)), [len(case) for case in slices])
         sims = (per_slice.numpy() * texts[case_of]).sum(1)
-        out, start = [], 0
+        out: list[list[SliceSimilarity]] = []
+        start = 0
         for u in used:
             part = sims[start : start + len(u)]
             start += len(u)

@@ -177,15 +177,21 @@ def _polygon(raw: object, where: str) -> np.ndarray:
         raise InputError(f"{where} must be a list of [x_mm, y_mm] points")
     if len(raw) > MAX_POINTS_PER_CONTOUR:
         raise InputError(f"{where} has {len(raw)} points; at most {MAX_POINTS_PER_CONTOUR}")
-    for i, p in enumerate(raw):
-        if not (isinstance(p, list) and len(p) == 2):
-            raise InputError(f"{where}[{i}] must be a point [x_mm, y_mm]")
-        _number(p[0], f"{where}[{i}][0]")
-        _number(p[1], f"{where}[{i}][1]")
-    xy = np.asarray(raw, np.float64).reshape(-1, 2)
+    # the fast check of every point at once; the point-by-point one only to name what is wrong
+    pairs = all(type(p) is list and len(p) == 2 for p in raw)
+    xy = None
+    if pairs and {type(v) for p in raw for v in p} <= {int, float}:
+        xy = np.asarray(raw, np.float64).reshape(-1, 2)
+    if xy is None or not np.isfinite(xy).all():
+        for i, p in enumerate(raw):
+            if not (isinstance(p, list) and len(p) == 2):
+                raise InputError(f"{where}[{i}] must be a point [x_mm, y_mm]")
+            _number(p[0], f"{where}[{i}][0]")
+            _number(p[1], f"{where}[{i}][1]")
+        xy = np.asarray(raw, np.float64).reshape(-1, 2)
     if np.abs(xy).max(initial=0.0) > MAX_COORDINATE_MM:
         raise InputError(f"{where}: a point lies outside ±{MAX_COORDINATE_MM:g} mm")
-    distinct = len(np.unique(xy, axis=0))
+    distinct = len(np.unique(np.ascontiguousarray(xy).view(np.complex128)))  # x + iy
     if distinct < 3:
         raise InputError(f"{where} has {distinct} distinct point(s); a contour needs at least 3")
     signed = abs(_shoelace(xy))

@@ -39,3 +39,57 @@ def reader_pairs(labels: np.ndarray, nodules: np.ndarray) -> dict[str, list[tupl
         out["reader_pair"].append((np.asarray(pair_t, np.int64), np.asarray(pair_p, np.int64)))
         out["reader_loo"].append((np.asarray(loo_t, np.int64), np.asarray(loo_p, np.int64)))
     return out
+
+
+def reader_distributions(
+    labels: np.ndarray, nodules: np.ndarray, n_classes: list[int]
+) -> list[np.ndarray]:
+    """Per field, float32 [n, classes]: each read's row is its nodule's distribution of known
+    reader values (the read itself included); all zeros where no read of the nodule is known."""
+    labels = np.asarray(labels)
+    _, group = np.unique(np.asarray(nodules), return_inverse=True)
+    out = []
+    for j, k in enumerate(n_classes):
+        known = labels[:, j] >= 0
+        counts = np.zeros((group.max() + 1, k))
+        np.add.at(counts, (group[known], labels[known, j]), 1.0)
+        totals = counts.sum(1, keepdims=True)
+        dist = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        out.append(dist[group].astype(np.float32))
+    return out
+
+
+def nodule_scores(
+    labels: np.ndarray, nodules: np.ndarray, pred: np.ndarray, dist: np.ndarray | None
+) -> dict[str, float]:
+    """One field scored per nodule against its readers, not per read.
+
+    `labels` [n] the reads' values (-1 unknown), `pred` [n] a method's answer per read and
+    `dist` [n, classes] its distribution (None if it states none). The nodule's answer is the
+    mean of its reads' distributions (without one: the most frequent answer). Returns
+    "nodule_agreement" (share of nodules whose answer is their readers' majority; ties go to
+    the lower code as in ``reader_loo``), "reader_nll" (mean cross-entropy of the readers'
+    distribution under the nodule's answer; NaN without `dist`) and "nodules".
+    """
+    labels, nodules, pred = np.asarray(labels), np.asarray(nodules), np.asarray(pred)
+    agree, nll = [], []
+    for n in np.unique(nodules):
+        reads = np.flatnonzero(nodules == n)
+        values = labels[reads][labels[reads] >= 0]
+        if len(values) == 0:
+            continue
+        k = int(max(values.max(), pred[reads].max()) + 1)
+        if dist is not None:
+            k = np.asarray(dist).shape[1]
+            answer = np.asarray(dist, float)[reads].mean(0)
+            q = np.bincount(values, minlength=k) / len(values)
+            nll.append(float(-(q * np.log(np.clip(answer, 1e-12, 1.0))).sum()))
+            chosen = int(answer.argmax())
+        else:
+            chosen = int(np.bincount(pred[reads], minlength=k).argmax())
+        agree.append(chosen == int(np.bincount(values, minlength=k).argmax()))
+    return {
+        "nodule_agreement": float(np.mean(agree)) if agree else float("nan"),
+        "reader_nll": float(np.mean(nll)) if nll else float("nan"),
+        "nodules": len(agree),
+    }

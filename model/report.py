@@ -184,6 +184,8 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
             "`figures/reliability_*.png` the reliability diagrams.",
             "",
         ]
+        if "nodule_agreement" in cal.columns:
+            lines += _nodule_table(cal, schema, cal_methods)
     if len(cal) and "readout" in cal.columns:
         chosen = cal[(cal.method == SERVED) & cal.readout.notna()]
         folds = sorted(set(chosen.fold))
@@ -242,3 +244,22 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def _nodule_table(cal: pd.DataFrame, schema, methods: list[str]) -> list[str]:
+    """Median per-nodule agreement with the readers' majority and NLL of their distribution."""
+    lines = [
+        "## Per nodule, against its readers (median across folds)",
+        "",
+        "Agreement: the nodule's answer (mean of its reads' distributions) equals the readers' "
+        "majority. NLL: of the readers' distribution under that answer.",
+        "",
+        "| field | " + " | ".join(f"{METHOD_NAMES[m]} agr / NLL" for m in methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for fld in schema.fields:
+        per = cal[cal.field == fld.name].groupby("method")
+        agr, nll = per.nodule_agreement.median(), per.reader_nll.median()
+        cells = [f"{agr[m]:.3f} / {nll[m]:.3f}" if m in agr.index else "–" for m in methods]
+        lines.append(f"| {fld.label} | " + " | ".join(cells) + " |")
+    return lines + [""]

@@ -27,6 +27,7 @@ from model.datasets.morphometry import (
     slice_morphometry,
     stack_slices,
 )
+from model.datasets.shape3d import shape_3d
 from model.outline import SPACING_RANGE_MM, NoduleOutline, SliceOutline, parse_outline
 from model.validation import MAX_SLICES_PER_CASE, InputError
 
@@ -71,7 +72,7 @@ def outline_features(outline: NoduleOutline) -> np.ndarray:
 # --- masks ------------------------------------------------------------------------------------
 def from_mask(
     mask: np.ndarray,
-    spacing_zyx: tuple[float, float, float],
+    spacing_zyx: tuple[float, ...],
     z0_mm: float = 0.0,
     kind: str = "mask",
     max_voxels: int = MAX_MASK_VOXELS,
@@ -117,7 +118,7 @@ def from_mask(
         box = box.astype(bool)
     z = z0_mm + (zs[0] + np.arange(box.shape[0])) * dz
     morph = np.vstack([slice_morphometry(s, spacing) for s in box])
-    features = stack_slices(z, morph, spacing, dz)
+    features = stack_slices(z, morph, spacing, dz, shape_3d(box, (dz, spacing, spacing)))
     origin = (cols[0] * dx, rows[0] * dy)
     outline = NoduleOutline(
         tuple(_slice_outline(s, zi, spacing, origin) for s, zi in zip(box, z, strict=True)),

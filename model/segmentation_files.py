@@ -59,13 +59,13 @@ def read_segmentation(
         array = read_array(data, filename, members=("features", "mask"), max_array_bytes=max_bytes)
         if array.name == "features" or array.values.ndim != 3:
             return None
-        spacing = spacing_mm or array.spacing
-        if spacing is None:
+        given: tuple[float, ...] | None = spacing_mm or array.spacing
+        if given is None:
             raise InputError(
                 "a mask volume needs its voxel spacing: send spacing_mm (slice, row, column "
                 "in mm) as a form field, or an .npz member 'spacing_mm'"
             )
-        return from_mask(array.values, spacing, 0.0, "mask", max_voxels, max_slices)
+        return from_mask(array.values, given, 0.0, "mask", max_voxels, max_slices)
     return None
 
 

@@ -6,6 +6,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -13,8 +14,9 @@ import torch
 from model.cases import CaseSet
 from model.clip import CLIPMedical, batch_slices
 from model.config import ModelConfig, TrainConfig
-from model.encoders import FrozenTextEncoder, TextTokenCache
-from model.loss import clip_loss, multitask_loss
+from model.encoders import FeatureNorm, FrozenTextEncoder, TextTokenCache
+from model.loss import clip_loss, multitask_loss, reader_positives
+from model.readers import reader_distributions
 
 
 @dataclass
@@ -66,6 +68,24 @@ class Subset:
     @property
     def patients(self) -> np.ndarray:
         return self.base.patients[self.idx]
+
+    @property
+    def nodules(self) -> np.ndarray:
+        return case_nodules(self.base)[self.idx]
+
+
+def case_nodules(cases: CaseSet) -> np.ndarray:
+    """Each case's nodule id; a case set without nodules makes each case its own."""
+    nodules = getattr(cases, "nodules", None)
+    return np.asarray(nodules) if nodules is not None else np.arange(len(cases)).astype(str)
+
+
+def soft_targets(cases: CaseSet, n_classes: Sequence[int], device) -> list[torch.Tensor] | None:
+    """Per field (n, classes) each case's nodule distribution of reader values, or None."""
+    if not n_classes:
+        return None
+    dists = reader_distributions(cases.labels, case_nodules(cases), list(n_classes))
+    return [torch.from_numpy(d).to(device) for d in dists]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,12 +142,11 @@ def feature_statistics(cases: CaseSet, max_cases: int = 20_000, seed: int = 0):
     idx = np.arange(len(cases))
     if len(idx) > max_cases:
         idx = rng.choice(idx, max_cases, replace=False)
-    total = sq = None
-    n = 0
-    for i in idx:
+    first = cases.slices(int(idx[0])).astype(np.float64)
+    total, sq, n = first.sum(0), (first**2).sum(0), len(first)
+    for i in idx[1:]:
         x = cases.slices(int(i)).astype(np.float64)
-        total = x.sum(0) if total is None else total + x.sum(0)
-        sq = (x**2).sum(0) if sq is None else sq + (x**2).sum(0)
+        total, sq = total + x.sum(0), sq + (x**2).sum(0)
         n += len(x)
     mean = total / n
     std = np.sqrt(np.maximum(sq / n - mean**2, 0))
@@ -144,20 +163,32 @@ def _batches(n: int, batch_size: int, sampler_weights: np.ndarray | None, rng):
     return [order[s : s + batch_size] for s in stops]
 
 
-def _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights=None):
+def _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights=None, soft=None):
+    """One batch's loss; `soft` (see soft_targets, all cases of `cases`) turns on the reader
+    targets: soft head targets and reader-weighted label-aware positives."""
     slices, mask = batch_slices([cases.slices(int(i)) for i in idx], mcfg.max_slices)
     image, _ = model.encode_image(slices.to(model.device), mask.to(model.device))  # (b, d)
     ids = text_ids[idx]
     uniq, inverse = torch.unique(ids, return_inverse=True)
     distinct = model.encode_text(cache.states[uniq], cache.mask[uniq])  # (u, d)
-    if tcfg.label_aware:
+    labels = torch.from_numpy(np.asarray(cases.labels[idx], dtype=np.int64)).to(model.device)
+    batch_soft = None
+    if soft is not None:
+        rows = torch.as_tensor(np.asarray(idx), device=model.device)
+        batch_soft = [d[rows] for d in soft]
+    if tcfg.label_aware and batch_soft is not None:
+        first = torch.full((len(uniq),), len(idx), device=model.device).scatter_reduce(
+            0, inverse, torch.arange(len(idx), device=model.device), "amin"
+        )
+        positives = reader_positives(batch_soft, labels[first], inverse)
+        loss = clip_loss(image, distinct, model.scale, inverse, positives)
+    elif tcfg.label_aware:
         loss = clip_loss(image, distinct, model.scale, inverse)
     else:
         loss = clip_loss(image, distinct[inverse], model.scale)  # (b, d): the thesis's form
     if tcfg.multitask_weight > 0 and len(model.heads):
-        labels = torch.from_numpy(np.asarray(cases.labels[idx], dtype=np.int64)).to(model.device)
         loss = loss + tcfg.multitask_weight * multitask_loss(
-            model.classify(image), labels, class_weights
+            model.classify(image), labels, class_weights, batch_soft
         )
     return loss
 
@@ -198,8 +229,9 @@ def train(
         train_idx, val_idx = split_by_patient(cases.patients, tcfg.val_fraction, tcfg.seed)
     fit_set, val_set = Subset(cases, train_idx), Subset(cases, val_idx)
     mean, std = feature_statistics(fit_set, seed=tcfg.seed)
-    model.image.norm_in.mean.copy_(mean)
-    model.image.norm_in.std.copy_(std.clamp_min(1e-6))
+    norm = cast(FeatureNorm, model.image.norm_in)
+    norm.mean.copy_(mean)
+    norm.std.copy_(std.clamp_min(1e-6))
     model.to(device)
 
     fit_ids = cache.ids(fit_set.texts()).to(device)
@@ -210,6 +242,10 @@ def train(
         class_weights = [
             w.to(device) for w in inverse_frequency(fit_set.labels, mcfg.field_classes)
         ]
+    fit_soft = val_soft = None
+    if tcfg.reader_targets:  # each split's own nodules: no reader of a val patient leaks in
+        fit_soft = soft_targets(fit_set, mcfg.field_classes, device)
+        val_soft = soft_targets(val_set, mcfg.field_classes, device)
     optimiser = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad],
         lr=tcfg.lr,
@@ -225,7 +261,9 @@ def train(
         batches = _batches(len(fit_set), tcfg.batch_size, weights, rng)
         running = 0.0
         for b, idx in enumerate(batches, 1):
-            loss = _batch_loss(model, fit_set, idx, fit_ids, cache, tcfg, mcfg, class_weights)
+            loss = _batch_loss(
+                model, fit_set, idx, fit_ids, cache, tcfg, mcfg, class_weights, fit_soft
+            )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -238,7 +276,9 @@ def train(
         if val_ids is None:
             best_epoch = epoch
             continue
-        val_loss = evaluate_loss(model, val_set, val_ids, cache, tcfg, mcfg, class_weights)
+        val_loss = evaluate_loss(
+            model, val_set, val_ids, cache, tcfg, mcfg, class_weights, val_soft
+        )
         history["val_loss"].append(val_loss)
         if val_loss < best_val - 1e-4:
             best_val, best_epoch, stale = val_loss, epoch, 0
@@ -255,7 +295,9 @@ def train(
 
 
 @torch.no_grad()
-def evaluate_loss(model, cases, text_ids, cache, tcfg, mcfg, class_weights=None) -> float:
+def evaluate_loss(
+    model, cases, text_ids, cache, tcfg, mcfg, class_weights=None, soft=None
+) -> float:
     """Mean batch loss over `cases` in a fixed order (no sampling, eval mode)."""
     model.eval()
     losses = []
@@ -264,7 +306,7 @@ def evaluate_loss(model, cases, text_ids, cache, tcfg, mcfg, class_weights=None)
         idx = order[s : s + tcfg.batch_size]
         if len(idx) < 2:
             continue
-        loss = _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights)
+        loss = _batch_loss(model, cases, idx, text_ids, cache, tcfg, mcfg, class_weights, soft)
         losses.append(loss.item())
     return float(np.mean(losses)) if losses else float("nan")
 

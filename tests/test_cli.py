@@ -72,6 +72,24 @@ def test_simulate_train_explain(pipeline):
     assert out["schema"] == "thesis"
 
 
+def test_train_scores_its_validation_patients_as_demo_does(pipeline):
+    """`clipmed demo` trains through the same recipe: its model carries validation metrics,
+    so the first registered version can be compared with the ones trained after it."""
+    from model.checkpoint import Checkpoint
+
+    out = pipeline / "ckpt-val"
+    held_out = ["--set", "val_fraction=0.25"]
+    clipmed("train", "--cohort", str(pipeline / "sim"), "--out", str(out), *SMALL, *held_out)
+    ckpt = Checkpoint.load(out)
+    metrics = ckpt.meta["metrics"]
+    assert metrics["val/cases"] >= 10
+    for field in ckpt.schema.fields:
+        for mode in ("top1", "vote", "head"):
+            assert 0.0 <= metrics[f"val/{field.name}/{mode}_macro_f1"] <= 1.0
+    # without validation patients there is nothing to score, and nothing is made up
+    assert Checkpoint.load(pipeline / "ckpt").meta["metrics"] == {}
+
+
 def test_explain_bad_file_exits_2_with_the_problem(pipeline):
     np.save(pipeline / "wrong.npy", np.zeros((4, 7), "f4"))
     proc = clipmed("explain", str(pipeline / "ckpt"), str(pipeline / "wrong.npy"), check=False)

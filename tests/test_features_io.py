@@ -65,6 +65,16 @@ def npy_with_shape(shape_text: str, data: bytes = bytes(8 * 38)) -> bytes:
         ("(" + "1, " * 9 + ")", "up to 8 non-negative whole numbers"),
         (f"({10**30}, 38)", f"declares {10**30 * 38 * 4} bytes"),
         ("(" + "9" * 5000 + ", 38)", "not a valid .npy file"),
+        # new since the attack
+        ("(" + "-" * 9000 + "5, 38)", "its header nests too deeply to read"),  # was MemoryError
+        ("(" + "+" * 9000 + "5, 38)", "its header nests too deeply to read"),
+        ("(" + "(" * 3000 + "5" + ")" * 3000 + ", 38)", "not a valid .npy file"),
+        ("('5', 38)", "shape is not valid"),
+        ("(None, 38)", "shape is not valid"),
+        ("[5, 38]", "shape is not valid"),
+        ("(10**9, 38)", "not a valid .npy file"),
+        ("(__import__('os').getpid(), 38)", "not a valid .npy file"),
+        ("5", "shape is not valid"),
     ],
 )
 def test_npy_shapes_that_are_not_plain_non_negative_ints_are_refused(shape_text, message):

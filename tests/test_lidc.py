@@ -20,6 +20,7 @@ from model.datasets.lidc import (
     ratings_schema,
 )
 from model.datasets.morphometry import FEATURE_NAMES, parse_coords, slice_mask
+from model.datasets.shape3d import SHAPE_FEATURES
 from model.schema import UNKNOWN
 
 # 0355 has two scans, 0078 and 0069 several nodules of four reads each
@@ -171,15 +172,30 @@ def test_group_nodules_links_close_outlines_only():
 
 def test_features_are_finite_and_named(cohort):
     assert cohort.feature_names == list(FEATURE_NAMES)
-    assert cohort.feature_dim == len(FEATURE_NAMES) and 35 <= cohort.feature_dim <= 45
+    assert cohort.feature_dim == len(FEATURE_NAMES) == 32 + 6 + len(SHAPE_FEATURES)
+    assert cohort.feature_extractor == "clipmed-morphometry/2"
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert cohort.features.dtype == np.float32
     assert np.isfinite(cohort.features).all()
     z = cohort.features[:, FEATURE_NAMES.index("z_relative")]
     assert z.min() >= 0 and z.max() <= 1
+    shape = [FEATURE_NAMES.index(n) for n in SHAPE_FEATURES]
     for i in range(len(cohort)):
-        zs = cohort.slices(i)[:, FEATURE_NAMES.index("z_offset_mm")]
+        rows = cohort.slices(i)
+        zs = rows[:, FEATURE_NAMES.index("z_offset_mm")]
         assert (np.diff(zs) > 0).all()  # slices in ascending z
+        assert (rows[:, shape] == rows[0, shape]).all()  # the read's 3-D shape on each slice
+    # a read's volume is about its slices' areas times the slice gap (3-D from the same masks)
+    for i in range(len(cohort)):
+        rows = cohort.slices(i)
+        if len(rows) >= 3 and np.allclose(
+            np.diff(rows[:, FEATURE_NAMES.index("z_offset_mm")]),
+            rows[0, FEATURE_NAMES.index("slice_thickness_mm")],
+        ):
+            areas = rows[:, FEATURE_NAMES.index("area_mm2")].sum()
+            volume = rows[0, FEATURE_NAMES.index("read_volume_mm3")]
+            gap = rows[0, FEATURE_NAMES.index("slice_thickness_mm")]
+            assert volume == pytest.approx(areas * gap, rel=1e-4)
 
 
 def test_labels_are_the_binned_ratings_and_the_ratings_schema_reads_them(cohort):

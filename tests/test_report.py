@@ -28,6 +28,10 @@ def test_report_has_every_fold_field_and_method(cross_validated, lidc_small):
     assert len(served) == 3 * len(lidc_small.schema.fields)
     assert served.ece.between(0, 1).all() and (served.nll > 0).all()
     assert {"vote", "logreg_bal", "histgb"} <= set(calibration.method)
+    # per nodule against its readers: agreement with their majority, NLL of their distribution
+    assert served.nodule_agreement.between(0, 1).all() and (served.reader_nll > 0).all()
+    assert (served.nodules > 0).all() and (served.nodules <= served.n).all()
+    assert "Per nodule, against its readers" in (out / "summary.md").read_text()
     assert (out / "figures" / "reliability_shape.png").is_file()
     assert "Where the served answer loses" in (out / "summary.md").read_text()
     assert table.macro_f1.between(0, 1).all() and table.accuracy.between(0, 1).all()

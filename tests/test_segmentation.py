@@ -3,10 +3,8 @@ segmentations computed by the importer's own morphometry, refusals that name the
 
 from __future__ import annotations
 
-import gzip
 import json
 
-import nibabel
 import numpy as np
 import pytest
 from cli_support import clipmed
@@ -15,7 +13,7 @@ from model.cohort import Cohort
 from model.datasets.morphometry import FEATURE_EXTRACTOR, FEATURE_NAMES
 from model.outline import OutlineStore, parse_outline
 from model.segmentation import from_contours, from_mask, outline_features, parse_spacing
-from model.segmentation_files import load_segmentation_file, read_nifti
+from model.segmentation_files import load_segmentation_file
 from model.validation import InputError
 
 
@@ -127,17 +125,6 @@ def test_voxel_cap_and_spacing():
             parse_spacing(bad)
     assert parse_spacing("[2.5, 0.7, 0.7]") == (2.5, 0.7, 0.7)
     assert parse_spacing(None) is None
-
-
-def test_nifti_is_read_in_its_canonical_orientation():
-    mask = ellipsoid()
-    flipped = mask[:, :, ::-1].transpose(2, 1, 0).astype(np.uint8)
-    affine = np.diag([-0.7, 0.7, 2.5, 1.0])  # x runs right to left: a mirror image
-    affine[0, 3] = 44.1
-    raw = nibabel.Nifti1Image(flipped, affine).to_bytes()
-    read, spacing, _ = read_nifti(gzip.compress(raw), max_voxels=10**6)
-    assert spacing == (2.5, 0.7, 0.7)
-    np.testing.assert_array_equal(read.astype(bool), mask)
 
 
 def test_contours_are_checked_point_by_point():

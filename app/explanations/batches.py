@@ -7,7 +7,6 @@ over the body size limit) is refused."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.config import Settings
 from app.errors import AppError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.explanations.json_body import large_body_turn, parse_json
 from app.explanations.service import (
     ExplanationInput,
     check_k,
@@ -118,8 +118,9 @@ async def read_batch_request(request: Request) -> BatchInput:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     settings: Settings = request.app.state.settings
     if content_type == "application/json":
-        body = await request.body()
-        return await run_in_threadpool(_read_json, body, settings.max_slices_per_upload)
+        async with large_body_turn(request):  # memory: a few large bodies at a time
+            body = await request.body()
+            return await run_in_threadpool(_read_json, body, settings.max_slices_per_upload)
     if content_type == "multipart/form-data":
         try:
             form = await request.form(max_files=1, max_fields=2)
@@ -176,10 +177,7 @@ def _read_npz(data: bytes, k: int, settings: Settings) -> BatchInput:
 
 
 def _read_json(body: bytes, max_slices: int) -> BatchInput:
-    try:
-        payload = json.loads(body)  # json.loads, not pydantic: NaN/Infinity reach the check
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"the body is not valid JSON: {e}") from None
+    payload = parse_json(body)  # nesting bounded first: 10,000 brackets deep was a 500
     if not isinstance(payload, dict) or not isinstance(payload.get("cases"), list):
         raise InvalidInput("the body needs 'cases': a list of {'features': [[...], ...]}")
     if extra := sorted(set(payload) - {"cases", "k"}):

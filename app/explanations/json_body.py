@@ -82,10 +82,10 @@ def read_json_body(body: bytes, max_slices: int) -> tuple[Any, np.ndarray | None
 
 @asynccontextmanager
 async def large_body_turn(request: Request) -> AsyncIterator[None]:
-    """Waits, before a JSON body over LARGE_BODY_BYTES is read, until fewer than
-    LARGE_BODIES_AT_ONCE others are being read and parsed: the bytes of those waiting stay in
-    the socket buffers, so sixteen concurrent 8 MiB bodies cost a few bodies' memory, not
-    sixteen. Smaller bodies (every real case: 512 slices of 38 features is ~400 KiB) never wait.
+    """Waits, before a body over LARGE_BODY_BYTES (JSON, or a multipart upload) is read, until
+    fewer than LARGE_BODIES_AT_ONCE others are being read and parsed: the bytes of those waiting
+    stay in the socket buffers, so sixteen concurrent 8 MiB bodies cost a few bodies' memory,
+    not sixteen. Smaller bodies (every real case: 512 slices of 38 features is ~400 KiB) never wait.
     """
     declared = request.headers.get("content-length", "")
     if not (declared.isdigit() and len(declared) < 20 and int(declared) > LARGE_BODY_BYTES):
@@ -103,6 +103,13 @@ def _integer(digits: str) -> int | float:
     # Past 4,300 digits int() raises (Python's conversion limit); as a float the number is out
     # of range (inf), and the check of the field it was sent for says so, by name.
     return int(digits) if len(digits) <= 64 else float(digits)
+
+
+def parse_json(body: bytes) -> Any:
+    """Any JSON body of the explanation endpoints: nesting bounded before parsing, numbers of
+    any length kept from int()'s conversion limit; InvalidInput naming the problem."""
+    check_nesting(body)
+    return _loads(body)
 
 
 def _loads(text: bytes) -> Any:

@@ -15,11 +15,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
 from app import paging
-from app.errors import Conflict, InvalidInput, NotFound, UnsupportedMediaType
+from app.errors import Conflict, InvalidInput, NotFound, NotYours, UnsupportedMediaType
 from app.serving import Serving
 from app.tables import AuditEvent, Explanation
 from model.features_io import MAX_ARRAY_BYTES, check_header, csv_header, read_features
-from model.inference import MAX_SLICES_PER_CASE, InputError, check_slice_count, validate_features
+from model.inference import (
+    MAX_SLICES_PER_CASE,
+    CaseExplanation,
+    InputError,
+    check_slice_count,
+    validate_features,
+)
 from model.segmentation import Segmentation
 from model.validation import K_RANGE
 
@@ -152,7 +158,7 @@ def explanation_row(
     serving: Serving,
     array: np.ndarray,
     k: int,
-    result: dict[str, Any],
+    result: CaseExplanation,
     case: ExplanationInput,
     owner_id: int | None,
 ) -> Explanation:
@@ -181,10 +187,12 @@ def get_explanation(
     session: Session, explanation_id: str, owner_id: int | None = None
 ) -> Explanation:
     """The stored explanation; with `owner_id`, only if it is theirs (else not found, so ids
-    of other people's explanations are not confirmed)."""
+    of other people's explanations are not confirmed; NotYours, a NotFound, tells the audit)."""
     row = session.get(Explanation, explanation_id)
-    if row is None or (owner_id is not None and row.owner_id != owner_id):
+    if row is None:
         raise NotFound(f"no explanation with id {explanation_id!r}")
+    if owner_id is not None and row.owner_id != owner_id:
+        raise NotYours(f"no explanation with id {explanation_id!r}")
     return row
 
 

@@ -110,7 +110,10 @@ async def read_explanation_request(request: Request) -> ExplanationInput:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     settings: Settings = request.app.state.settings
     if content_type == "multipart/form-data":
-        return await _read_multipart(request, settings)
+        # the same turns: a large mask or NIfTI is decoded and measured (labelled, inflated)
+        # while it is read, at a multiple of its size (bench/hostile_memory.py, segmentation)
+        async with large_body_turn(request):
+            return await _read_multipart(request, settings)
     if content_type == "application/json":
         async with large_body_turn(request):  # memory: a few large bodies at a time
             # parsing up to max_upload_bytes of JSON is CPU work: off the event loop

@@ -23,6 +23,7 @@ from app.explanations.service import (
     header_of,
     served_answer,
 )
+from app.i18n import N_
 from app.tables import Explanation, Flag, User
 from model.outline import OutlineStore
 from model.segmentation import from_contours
@@ -123,13 +124,15 @@ def slice_chart(result: dict[str, Any]) -> SliceChart | None:
     attention = result.get("slice_attention")
     if attention:
         points = [(int(a["slice"]), float(a["weight"])) for a in attention]
-        title = "Slice attention"
-        description = "How much each slice contributed to the case embedding (attention weight)."
+        title = N_("Slice attention")
+        description = N_(
+            "How much each slice contributed to the case embedding (attention weight)."
+        )
     else:
         evidence = result.get("slice_evidence") or []
         points = [(int(e["slice"]), float(e["similarity"])) for e in evidence]
-        title = "Slice evidence"
-        description = "How closely each slice, on its own, matches the best-ranked text."
+        title = N_("Slice evidence")
+        description = N_("How closely each slice, on its own, matches the best-ranked text.")
     if not points:
         return None
     step, chart_height, floor = 12, 60, 2.0
@@ -241,10 +244,10 @@ class CaseOutline:
     missing: str | None  # why there is no picture, said plainly
 
 
-NO_OUTLINE_FEATURES = (
+NO_OUTLINE_FEATURES = N_(
     "This case was uploaded as features; send contours, a mask or a DICOM SEG to see its outline."
 )
-NO_OUTLINE_TRAINING = "No outline is kept for this training case."
+NO_OUTLINE_TRAINING = N_("No outline is kept for this training case.")
 
 
 def case_outline(row: Explanation, chart: SliceChart | None) -> CaseOutline:
@@ -252,7 +255,7 @@ def case_outline(row: Explanation, chart: SliceChart | None) -> CaseOutline:
     kind = getattr(row, "input_kind", "features")  # rows stored before outlines were kept
     stored = getattr(row, "outline", None)
     if kind == "features" or not stored:
-        why = NO_OUTLINE_FEATURES if kind == "features" else "No outline was stored."
+        why = NO_OUTLINE_FEATURES if kind == "features" else N_("No outline was stored.")
         return CaseOutline(None, why)
     evidence = None
     if chart is not None:

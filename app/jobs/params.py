@@ -42,6 +42,7 @@ class TrainingOverrides(BaseModel):
     lr: float | None = Field(None, gt=0.0, le=1.0)
     weight_decay: float | None = Field(None, ge=0.0, le=1.0)
     label_aware: bool | None = None
+    reader_targets: bool | None = None
     balanced: bool | None = None
     multitask_weight: float | None = Field(None, ge=0.0, le=100.0)
     balanced_heads: bool | None = None

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -92,6 +93,40 @@ def list_jobs(session: Session, limit: int = 100, status: JobStatus | None = Non
 
 def children(session: Session, job_id: int) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.id)))
+
+
+@dataclass(frozen=True)
+class FoldProgress:
+    """Where a cross-validation waiting for its fold jobs stands, read from the folds
+    themselves (the parent's own message only says it is waiting)."""
+
+    total: int
+    done: int  # ended, however
+    running: list[Job]  # each with its own message: the epoch, the batch, the stage
+    mean: float  # 0-1, an ended fold counting as complete
+
+    @property
+    def summary(self) -> str:
+        head = (
+            f"{self.done} of {self.total} folds done, {len(self.running)} running, "
+            f"{self.mean:.0%} overall"
+        )
+        doing = "; ".join(job.message for job in self.running if job.message)
+        return f"{head}: {doing}" if doing else head
+
+
+def fold_progress(job: Job, children: Sequence[Job]) -> FoldProgress | None:
+    """A parent job's progress while its folds run; None for any other job, or once the
+    folds have all ended (the parent then merges them and reports for itself)."""
+    if job.finished or not children or all(child.finished for child in children):
+        return None
+    shares = [1.0 if child.finished else child.progress for child in children]
+    return FoldProgress(
+        total=len(children),
+        done=sum(child.finished for child in children),
+        running=[child for child in children if child.status == JobStatus.running],
+        mean=sum(shares) / len(shares),
+    )
 
 
 def cancel(session: Session, job_id: int) -> Job:

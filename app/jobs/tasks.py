@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app import registry
 from app.config import Settings
 from app.db import as_utc
-from app.explanations.service import stored_features
+from app.explanations.service import served_answer, stored_features
 from app.flagging import accepted_corrections
 from app.jobs import queue
 from app.jobs.context import Handler, JobContext, Outcome, Waiting
@@ -67,8 +67,9 @@ def named_cohort(settings: Settings, name: str, ctx: JobContext | None = None) -
 def corrected_cases(ctx: JobContext, schema: Schema, feature_dim: int) -> CaseList:
     """Explanations with at least one accepted field correction, as training cases.
 
-    A case's labels are the values the service gave (the similarity-weighted vote) with the
-    radiologists' corrections applied: the reviewer saw every field and objected to these.
+    A case's labels are the answers the reviewer saw (the calibrated served read-out; the
+    similarity-weighted vote in explanations from before it) with the radiologists'
+    corrections applied: the reviewer saw every field and objected to these only.
     Hard-negative text flags are not used for training yet (they are logged).
     """
     arrays, rows, patients, ids = [], [], [], []
@@ -85,7 +86,7 @@ def corrected_cases(ctx: JobContext, schema: Schema, feature_dim: int) -> CaseLi
             row = session.get(Explanation, explanation_id)
             if row is None:
                 continue
-            served = {f["field"]: f["vote"]["value"] for f in row.result.get("fields", [])}
+            served = {f["field"]: served_answer(f)["value"] for f in row.result.get("fields", [])}
             if set(served) != set(schema.field_names):
                 ctx.log(f"explanation {explanation_id}: other descriptor fields; skipped")
                 continue

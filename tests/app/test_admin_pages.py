@@ -155,6 +155,42 @@ def test_the_job_page_shows_params_folds_their_progress_and_the_log(service, cli
     assert missing.status_code == 404 and "Could not show job 999999" in missing.text
 
 
+def test_a_cross_validation_waiting_for_its_folds_shows_what_each_is_doing(service, client):
+    parent_id, parent_kind = new_job(service, {"cohort": "lidc", "folds": 3, "preset": "lidc"})
+    parent_token = claim(service, parent_id, parent_kind)
+    with service.session() as session:
+        queue.wait_for_children(session, parent_id, parent_token, "waiting for 3 fold jobs")
+    folds = [new_job(service, {"fold": f}, parent_id=parent_id) for f in (1, 2, 3)]
+    first = claim(service, *folds[0])
+    finish(service, folds[0][0], first, JobStatus.succeeded, message="fold 1/3 done")
+    second = claim(service, *folds[1])
+    doing = "fold 2/3: epoch 2/4, batch 1/5, loss 0.700"
+    progress(service, folds[1][0], second, 0.5, doing, "")
+
+    # the API: the folds' mean (a finished fold counts whole) and the running fold's own words
+    api = client.get(f"/api/v1/admin/jobs/{parent_id}").json()
+    assert api["status"] == "running" and api["progress"] == pytest.approx(0.5)
+    assert api["message"] == f"1 of 3 folds done, 1 running, 50% overall: {doing}"
+    listed = {job["id"]: job for job in client.get("/api/v1/admin/jobs").json()}
+    assert listed[parent_id]["message"] == api["message"]
+
+    page = client.get(f"/admin/jobs/{parent_id}", headers=HX).text
+    assert "waiting for 3 fold jobs" not in page
+    assert "1 of 3 folds done, 1 running" in page and 'value="0.500"' in page
+    activity = re.search(r'<ul class="fold-activity">(.*?)</ul>', page, re.S)
+    assert activity is not None
+    assert re.findall(r'<li data-job="(\d+)">([^<]*)</li>', activity.group(1)) == [
+        (str(folds[1][0]), doing)
+    ]
+
+    # once every fold has ended the parent speaks for itself again (it merges them)
+    finish(service, folds[1][0], second, JobStatus.succeeded)
+    with service.session() as session:
+        queue.cancel(session, folds[2][0])  # queued: ends at once
+    ended = client.get(f"/api/v1/admin/jobs/{parent_id}").json()
+    assert ended["message"] == "waiting for 3 fold jobs"
+
+
 def test_a_failed_job_shows_one_line_and_folds_the_traceback_away(service, client):
     job_id, kind = new_job(service)
     token = claim(service, job_id, kind)
@@ -262,6 +298,7 @@ def test_start_a_job_from_the_form_then_cancel_it(service, admin_browser):
     again = http.post(f"/admin/jobs/{job_id}/cancel", data={"csrf_token": csrf})
     assert again.status_code == 409
     assert f"Could not cancel job {job_id}" in again.text and "already ended" in again.text
+    assert '<h2 class="error-heading">This cannot be done now</h2>' in again.text
 
 
 @pytest.mark.parametrize(
@@ -287,6 +324,13 @@ def test_start_a_job_from_the_form_then_cancel_it(service, admin_browser):
             "200-digit",
         ),
         ({"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "\u00b2"}, "folds must"),
+        # new since the attack: fullwidth digits, a Unicode minus, a no-break space
+        ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "\uff12"}, "epochs must"),
+        (
+            {"kind": "evaluate", "cohort": "lidc", "preset": "lidc", "folds": "\u22125"},
+            "folds must",
+        ),
+        ({"kind": "train", "cohort": "lidc", "preset": "lidc", "epochs": "\u00a02"}, "epochs must"),
         ({"kind": "shutdown"}, "choose the kind of job"),
         ({}, "choose the kind of job"),
     ],
@@ -322,6 +366,39 @@ def test_the_api_refuses_an_unknown_cohort_listing_the_available_ones(service, c
 
 
 # --- models -----------------------------------------------------------------------------------
+def test_numbers_are_written_for_the_readers_locale(service, client_as):
+    """A count is a whole number, a score keeps three decimals; both in the reader's format
+    (Accept-Language, or the language switch's cookie, which wins)."""
+    first = service.checkpoints.first_version[0]
+    with service.session() as session:
+        row = session.scalar(select(ModelVersion).where(ModelVersion.version == first))
+        kept = row.metrics
+        row.metrics = {"val/cases": 6600.0, "val/density/vote_macro_f1": 0.4567}
+        session.commit()
+    viewer = client_as("clinician")
+    try:
+        for accept, cookie, cases, f1 in [
+            ("en-US,en;q=0.9", None, "6,600", "0.457"),
+            ("ca-ES,ca;q=0.9,en;q=0.5", None, "6.600", "0,457"),
+            ("de-DE,es;q=0.8", None, "6.600", "0,457"),  # Spanish: the best offered
+            ("en-US", "ca", "6.600", "0,457"),  # the switch wins
+            ("fr-FR", None, "6,600", "0.457"),  # nothing offered: English
+        ]:
+            viewer.cookies.clear()
+            if cookie:
+                viewer.cookies.set("lang", cookie)
+            page = viewer.get("/models", headers={"Accept-Language": accept}).text
+            shown = re.search(r'data-field="val/cases">(.*?)</tr>', page, re.S).group(1)
+            assert f"<td>{cases}</td>" in shown, (accept, cookie)
+            vote = re.search(r'data-mode="vote".*?</table>', page, re.S).group(0)
+            assert f"<td>{f1}</td>" in vote, (accept, cookie)
+    finally:
+        with service.session() as session:
+            row = session.scalar(select(ModelVersion).where(ModelVersion.version == first))
+            row.metrics = kept
+            session.commit()
+
+
 def test_activation_from_the_models_page_switches_the_served_model(
     service, admin_browser, client_as
 ):
@@ -349,7 +426,7 @@ def test_activation_from_the_models_page_switches_the_served_model(
     assert f'action="/admin/models/{first}/activate"' not in page  # already active
     vote = re.search(r'data-mode="vote".*?</table>', page, re.S).group(0)
     assert "<strong>0.520</strong>" in vote and "0.410" in vote
-    assert re.search(r'data-field="val/cases">.*?12\.000', page, re.S)
+    assert re.search(r'data-field="val/cases"><td>val/cases</td>\s*<td>12</td>', page)
     assert '<table class="history">' in page
 
     # the button asks first (htmx's confirm on a boosted form: no inline script)

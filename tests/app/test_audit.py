@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from support.databases import events
-from support.http import MISSING, log_in, post_json
+from support.http import MISSING, add_user, bearer, log_in, post_json
 from support.inputs import case
 
 
@@ -34,6 +35,25 @@ def test_creating_and_viewing_an_explanation_is_audited(service, client_as):
     assert [(e.actor, e.outcome) for e in viewed] == [("radiologist", "success")]
     missing = events(service, target_id=MISSING, action="explanation.view")
     assert [(e.actor, e.outcome) for e in missing][-1] == ("clinician", "not_found")
+
+
+def test_another_clinicians_explanation_is_a_denied_access_answered_as_missing(service, client_as):
+    """Issue 18: not logged as a view of a missing row; still a 404 like one, on the API and the
+    page alike, so the id's existence is not confirmed."""
+    other = f"clinician-{uuid.uuid4().hex[:8]}"
+    token = add_user(service.app.state.sessions, other, "clinician")
+    theirs = post_json(client_as("clinician"), case().tolist()).json()["id"]
+    with httpx.Client(base_url=service.url, headers=bearer(token)) as http:
+        for path in (f"/api/v1/explanations/{theirs}", f"/api/v1/explanations/{MISSING}"):
+            answer = http.get(path)
+            assert answer.status_code == 404
+            assert answer.json()["detail"] == f"no explanation with id {path.rsplit('/')[-1]!r}"
+        for path in (f"/api/v1/explanations/{theirs}/fhir", f"/explanations/{theirs}"):
+            assert http.get(path).status_code == 404
+    viewed = events(service, target_id=theirs, action="explanation.view")
+    assert [(e.actor, e.outcome) for e in viewed] == [(other, "denied")] * 3
+    missing = events(service, target_id=MISSING, action="explanation.view", actor=other)
+    assert [e.outcome for e in missing] == ["not_found"]
 
 
 def test_logins_and_denied_requests_are_audited(service, client_as):

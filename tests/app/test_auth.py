@@ -36,6 +36,7 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("GET", "/explanations"): (303, 200, 200, 200),
     ("GET", "/explanations/{explanation_id}"): (303, 404, 404, 404),
     ("GET", "/login"): (200, 200, 200, 200),
+    ("GET", "/lang/{code}"): (303, 303, 303, 303),  # a preference cookie, for anyone
     ("POST", "/login"): (422, 422, 422, 422),
     ("POST", "/logout"): (303, 303, 303, 303),
     ("GET", "/openapi.json"): (401, 200, 200, 200),
@@ -333,6 +334,35 @@ def test_browser_requests_that_change_state_must_come_from_this_site(service):
         forged = http.post("/login", data=data, headers={"Origin": "https://evil.example"})
         assert forged.status_code == 403 and "is not this site" in said(forged)
         assert SESSION_COOKIE not in forged.headers.get("set-cookie", "")
+
+
+def test_origins_that_only_look_like_this_site_are_refused(service):
+    """New since the attack: look-alike origins and referers, each refused with a 403."""
+    site = service.url  # http://127.0.0.1:PORT
+    host, port = site.removeprefix("http://").split(":")
+    with httpx.Client(base_url=site) as http:
+        log_in(http, "admin")
+        csrf = page_csrf(http.get("/").text)
+        del http.headers["Origin"]
+        form = {"csrf_token": csrf}
+        look_alikes = [
+            ("Origin", f"http://evil@{host}:{port}"),  # user information
+            ("Origin", f"{site}.evil.example"),
+            ("Origin", f"http://{host}.:{port}"),  # trailing dot
+            ("Origin", f"{site}, https://evil.example"),  # a list
+            ("Origin", f"http://{host}:{port}0"),
+            ("Origin", f"ws://{host}:{port}"),
+            ("Origin", f"//{host}:{port}"),
+            ("Origin", ""),
+            ("Referer", f"http://{host}:{port}@evil.example/"),
+            ("Referer", f"http://evil.example/{site}"),
+            ("Referer", f"https://evil.example/?next={site}"),
+        ]
+        for header, value in look_alikes:
+            refused = http.post("/logout", data=form, headers={header: value})
+            assert refused.status_code == 403, (header, value)
+        assert http.get("/").status_code == 200  # still logged in: nothing got through
+        assert http.post("/logout", data=form, headers={"Origin": site}).status_code == 303
 
 
 def test_the_public_origin_setting_names_this_site(service, tmp_path):

@@ -85,6 +85,56 @@ def test_malformed_upload_shows_the_error(page, client, tmp_path):
     assert page.locator("#result .text-item").count() == 0
 
 
+IN_VIEW_AND_FOCUSED = """(selector) => {
+  const el = document.querySelector(selector);
+  const box = el.getBoundingClientRect();
+  return {
+    focused: document.activeElement === el,
+    inView: box.top >= 0 && box.top < window.innerHeight,
+    scrolled: window.scrollY > 0,
+  };
+}"""
+
+
+def test_on_a_phone_the_result_or_the_error_scrolls_into_view_and_takes_focus(
+    browser, service, tmp_path
+):
+    """The form fills a phone's screen: pressing Explain must visibly lead somewhere."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(base_url=service.url, viewport={"width": 390, "height": 640})
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    try:
+        log_in(tab, "clinician")
+        bad = tmp_path / "wrong-dimension.npy"
+        np.save(bad, np.ones((3, FEATURE_DIM + 2)))
+        tab.set_input_files("input[type=file]", str(bad))
+        tab.click("form#upload button[type=submit]")
+        tab.locator("#result [role=alert]").wait_for()
+        alert = "#result [role=alert]"
+        expect(tab.locator(alert)).to_be_focused()
+        state = tab.evaluate(IN_VIEW_AND_FOCUSED, alert)
+        assert state == {"focused": True, "inView": True, "scrolled": True}
+        assert tab.locator(f"{alert} h2").inner_text() == "This input cannot be used"
+
+        tab.evaluate("window.scrollTo(0, 0)")
+        good = tmp_path / "case.npy"
+        np.save(good, unseen_case())
+        tab.set_input_files("input[type=file]", str(good))
+        tab.click("form#upload button[type=submit]")
+        title = "#result #explanation-title"
+        tab.locator(title).wait_for()
+        expect(tab.locator(title)).to_be_focused()
+        assert tab.evaluate(IN_VIEW_AND_FOCUSED, title) == {
+            "focused": True,
+            "inView": True,
+            "scrolled": True,
+        }
+    finally:
+        context.close()
+
+
 def test_clicking_an_example_explains_it(page, service):
     folder = service.app.state.settings.data_dir / "examples"
     folder.mkdir(exist_ok=True)

@@ -10,13 +10,16 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import yaml
+from sqlalchemy import create_engine, make_url, text
 from support.checkpoints import FEATURE_DIM
 from support.databases import fresh_database
 from support.http import log_in
@@ -26,7 +29,11 @@ from model.datasets.simulated import simulate_cohort
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
-SECRETS = {"POSTGRES_PASSWORD": "pg-secret-for-tests", "CLIPMED_ADMIN_PASSWORD": "a long admin pw"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-secret-for-tests",
+    "CLIPMED_DB_APP_PASSWORD": "app-secret-for-tests",
+    "CLIPMED_ADMIN_PASSWORD": "a long admin pw",
+}
 VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:[?-])(?P<arg>[^}]*))?\}")
 
 
@@ -64,6 +71,9 @@ def test_compose_refuses_to_start_without_its_secrets(compose):
             if "PASSWORD" in str(value) or "PASSWORD" in key:
                 with pytest.raises(KeyError, match="set .*PASSWORD"):
                     interpolate(str(value), {})
+    # the application role's password reaches the db's init script as a secret file, from .env
+    assert compose["secrets"]["db_app_secret"] == {"environment": "CLIPMED_DB_APP_PASSWORD"}
+    assert compose["services"]["db"]["secrets"] == ["db_app_secret"]
     # and nothing else in the file carries a password
     assert "pg-secret" not in COMPOSE.read_text() and "password:" not in COMPOSE.read_text()
 
@@ -83,12 +93,16 @@ def test_the_image_and_the_makefile_install_the_same_things(compose):
 @pytest.fixture
 def stack_env(tmp_path) -> Iterator[dict[str, str]]:
     """What a local run of the compose services needs besides the compose file: the test
-    database instead of the `db` service, a data folder instead of the volume, and a small
-    first training (a simulated cohort instead of LIDC) so the test takes seconds."""
+    database instead of the `db` service (migrated as its owner; the services log in as an
+    application role made as deploy/postgres-init makes it), a data folder instead of the
+    volume, and a small first training (a simulated cohort) so the test takes seconds."""
     simulate_cohort(120, tmp_path / "sim", seed=4, feature_dim=FEATURE_DIM, signal=2.0)
-    with fresh_database("postgresql", tmp_path) as url:
+    role = f"harden_compose_{uuid.uuid4().hex[:8]}"
+    with fresh_database("postgresql", tmp_path) as owner_url, app_role(owner_url, role):
         yield {
-            "DATABASE_URL": url,
+            "DATABASE_URL": make_url(owner_url).set(username=role).render_as_string(False),
+            "CLIPMED_MIGRATE_DATABASE_URL": owner_url,
+            "CLIPMED_DB_APP_ROLE": role,
             "CLIPMED_DATA_DIR": str(tmp_path),
             "CLIPMED_BOOTSTRAP_COHORT": "sim",
             "CLIPMED_BOOTSTRAP_OVERRIDES": json.dumps({"epochs": 2, "embed_dim": 32}),
@@ -96,6 +110,21 @@ def stack_env(tmp_path) -> Iterator[dict[str, str]]:
             "CLIPMED_REGISTRY_POLL_SECONDS": "0.3",
             "CLIPMED_WORKER_TORCH_THREADS": "1",
         }
+
+
+@contextmanager
+def app_role(owner_url: str, role: str) -> Iterator[None]:
+    """A login role with no privileges of its own (migrate grants them), dropped afterwards."""
+    engine = create_engine(owner_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOINHERIT"))
+    try:
+        yield
+    finally:
+        with engine.connect() as connection:
+            connection.execute(text(f"DROP OWNED BY {role}"))
+            connection.execute(text(f"DROP ROLE {role}"))
+        engine.dispose()
 
 
 def test_the_compose_services_commands_run_the_product(compose, stack_env, tmp_path):
@@ -177,6 +206,9 @@ def test_the_compose_services_commands_run_the_product(compose, stack_env, tmp_p
             assert again["model_version"] == second_version
             history = admin.get("/api/v1/models/history").json()
             assert [h["version"] for h in history[:2]] == [second_version, first_version]
+            # the services wrote the trail as the application role, which cannot rewrite it
+            trail = admin.get("/admin/audit.csv").text
+            assert "model.activate" in trail and "login" in trail
     finally:
         for process in processes.values():
             if process.poll() is None:

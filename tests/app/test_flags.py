@@ -86,9 +86,12 @@ def test_flag_review_and_export(service, client_as):
 
     exported = radiologist.get("/api/v1/corrections").json()
     mine = [row for row in exported if row["explanation_id"] == explanation_id]
-    assert [(r["kind"], r["field"], r["corrected_value"], r["text"]) for r in mine] == [
-        ("label_override", field, code, None),
-        ("hard_negative", None, None, text["text"]),
+    served = body["explanation"]["fields"][0]["served"]["value"]  # what the reviewer saw
+    assert [
+        (r["kind"], r["field"], r["served_value"], r["corrected_value"], r["text"]) for r in mine
+    ] == [
+        ("label_override", field, served, code, None),
+        ("hard_negative", None, None, None, text["text"]),
     ]
     rows = list(csv.DictReader(io.StringIO(admin.get("/api/v1/corrections?format=csv").text)))
     assert str(flag["id"]) in [row["flag_id"] for row in rows]
@@ -133,6 +136,32 @@ def test_accepted_free_text_from_before_is_never_exported(service, client_as):
             else {int(row["flag_id"]) for row in csv.DictReader(io.StringIO(exported.text))}
         )
         assert not flag_ids & ids
+
+
+def test_a_correction_starts_from_the_vote_in_explanations_from_before_the_served_answer(
+    service, client_as
+):
+    body = explained(client_as("clinician"))
+    field = body["explanation"]["fields"][0]
+    with service.session() as session:  # as stored before the served read-out existed
+        row = session.get(Explanation, body["id"])
+        result = dict(row.result)
+        result["fields"] = [{k: v for k, v in f.items() if k != "served"} for f in result["fields"]]
+        row.result = result
+        session.commit()
+    code = valid_codes(service, body["model_version"], field["field"])[0]
+    flag = (
+        client_as("radiologist")
+        .post(
+            f"/api/v1/explanations/{body['id']}/flags",
+            json={"field": field["field"], "reason": "wrong_value", "corrected_value": code},
+        )
+        .json()
+    )
+    client_as("admin").post(f"/api/v1/flags/{flag['id']}/review", json={"decision": "accept"})
+    exported = client_as("radiologist").get("/api/v1/corrections").json()
+    (mine,) = [r for r in exported if r["flag_id"] == flag["id"]]
+    assert mine["served_value"] == field["vote"]["value"]
 
 
 def test_the_models_page_shows_flag_rates_per_field(service, client_as):

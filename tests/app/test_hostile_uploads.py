@@ -186,8 +186,8 @@ class HostileUpload:
     detail: str  # a part of the error's detail that names the problem
 
 
-def with_value(value: float, at: tuple[int, int]) -> np.ndarray:
-    array = case(4)
+def with_value(value: float, at: tuple[int, int], dtype=np.float32) -> np.ndarray:
+    array = case(4).astype(dtype)
     array[at] = value
     return array
 
@@ -319,7 +319,62 @@ CORPUS = {
     "npy whose shape is a 5000-digit number": HostileUpload(
         "case.npy", lambda _: npy_shape_text(f"({'9' * 5000}, 16)"), 422, "not a valid .npy file"
     ),
+    # new since the attack: other extreme finite values and integer dtypes, odd headers
+    "npy of float16 at its largest": HostileUpload(
+        "case.npy",
+        lambda _: npy(np.full((3, FEATURE_DIM), 65504, np.float16)),
+        422,
+        "feature 'sim_0000' (0) of slice 0 is 65504, far outside",
+    ),
+    "npy of float64 at its largest": HostileUpload(
+        "case.npy",
+        lambda _: npy(with_value(np.finfo(np.float64).max, (3, 7), np.float64)),
+        422,
+        "NaN or infinite values in slice(s) 3",  # read as float32, where it is infinite
+    ),
+    "npy of uint64 at its largest": HostileUpload(
+        "case.npy",
+        lambda _: npy(np.full((2, FEATURE_DIM), np.iinfo(np.uint64).max, np.uint64)),
+        422,
+        "feature 'sim_0000' (0) of slice 0 is 1.84467e+19",
+    ),
+    "npy of int64 at its smallest": HostileUpload(
+        "case.npy",
+        lambda _: npy(np.full((2, FEATURE_DIM), np.iinfo(np.int64).min, np.int64)),
+        422,
+        "feature 'sim_0000' (0) of slice 0 is -9.22337e+18",
+    ),
+    "npy whose shape holds a negative number": HostileUpload(
+        "case.npy", lambda _: npy_shape_text("(-1, 16)"), 422, "got (-1, 16)"
+    ),
+    "npy whose shape holds a string": HostileUpload(
+        "case.npy", lambda _: npy_shape_text("('5', 16)"), 422, "shape is not valid"
+    ),
+    "npy whose shape is a list": HostileUpload(
+        "case.npy", lambda _: npy_shape_text("[5, 16]"), 422, "shape is not valid"
+    ),
+    "npy whose shape is 9,000 minus signs deep": HostileUpload(
+        "case.npy",
+        lambda _: npy_shape_text("(" + "-" * 9000 + "5, 16)"),
+        422,
+        "its header nests too deeply to read",
+    ),
+    "npy whose shape is an expression": HostileUpload(
+        "case.npy", lambda _: npy_shape_text("(10**9, 16)"), 422, "not a valid .npy file"
+    ),
+    "npy of a structured dtype": HostileUpload(
+        "case.npy",
+        lambda _: npy(np.zeros(3, [("a", "<f4", (FEATURE_DIM,))])),
+        422,
+        "only real numbers are read",
+    ),
     # text
+    "csv with 3.5e38 (finite in float64, not in float32)": HostileUpload(
+        "case.csv",
+        lambda _: csv_text(numbers(3)[:2] + [["3.5e38"] * FEATURE_DIM]),
+        422,
+        "NaN or infinite values in slice(s) 2",  # read as float32, where it is infinite
+    ),
     "csv with 1e30": HostileUpload(
         "case.csv",
         lambda _: csv_text(numbers(3)[:2] + [["1e30"] * FEATURE_DIM]),
@@ -459,7 +514,10 @@ def test_refusing_the_corpus_over_and_over_keeps_memory_flat(server, client, cor
 
 # -- numbers, nesting and sizes that Python's own parsers choke on ---------------------------------
 @pytest.mark.parametrize(
-    "k", ["\u0663", "\u00b2", "--3", "+-3", "3 3", "0x5", "9" * 5000, "-" + "9" * 5000, "1e1"]
+    "k",
+    ["\u0663", "\u00b2", "--3", "+-3", "3 3", "0x5", "9" * 5000, "-" + "9" * 5000, "1e1"]
+    # new since the attack: fullwidth and mathematical digits, Unicode minus and spaces
+    + ["\uff13", "\U0001d7d1", "\u22123", "\u207b3", "3\u200b", "\u00a03", "\x1c3", "+", "-"],
 )
 def test_a_k_that_is_not_a_plain_ascii_integer_is_refused_naming_k(client, k):
     response = client.post(
@@ -504,6 +562,23 @@ HOSTILE_JSON = {
         lambda: features_body(case(2))[:-1] + b', "k": ' + b"9" * 5000 + b"}",
         "k: Input should be a finite number",
     ),
+    # read as float32 (numpy), where these are infinite: refused as such
+    "4e38, finite in float64 but not in float32": (
+        lambda: features_body(with_value(4e38, (3, 2), np.float64)),
+        "NaN or infinite values in slice(s) 3",
+    ),
+    "the largest float64": (
+        lambda: b'{"features": [[1.7976931348623157e308' + b", 0" * (FEATURE_DIM - 1) + b"]]}",
+        "NaN or infinite values in slice(s) 0",
+    ),
+    "1e309, beyond float64": (
+        lambda: b'{"features": [[0, 1e309' + b", 0" * (FEATURE_DIM - 2) + b"]]}",
+        "NaN or infinite values in slice(s) 0",
+    ),
+    "a feature of 10,000 minus signs": (
+        lambda: b'{"features": [[' + b"-" * 10_000 + b"1" + b", 0" * (FEATURE_DIM - 1) + b"]]}",
+        "features",
+    ),
     "NaN in a feature": (
         lambda: features_body(with_value(np.nan, (1, 1))),
         "NaN or infinite values in slice(s) 1",
@@ -542,6 +617,33 @@ def test_a_hostile_json_body_is_refused_naming_the_problem(client, name):
     assert response.status_code == 422, response.text
     assert detail in response.json()["detail"], response.json()
     # the keep-alive connection is kept: the answer was a refusal, not a crash
+    assert response.headers.get("connection", "keep-alive") != "close"
+    assert client.get("/healthz").status_code == 200
+
+
+JSON_ENDPOINTS = [
+    "/api/v1/explanations",
+    "/api/v1/explanations/batch",
+    "/api/v1/explanations/x/flags",
+    "/api/v1/flags/1/review",
+    "/api/v1/admin/jobs",
+]
+
+
+@pytest.mark.parametrize("path", JSON_ENDPOINTS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 1_000_000 + b"]" * 1_000_000,
+        b'{"kind": "train", "overrides": ' + b'{"a": ' * 200_000 + b"1" + b"}" * 200_001,
+        b'{"cases": [{"features": ' + b"[{" * 100_000 + b"}]" * 100_000 + b"}]}",
+    ],
+    ids=["arrays 1,000,000 deep", "objects 200,000 deep in a job", "mixed 200,000 deep"],
+)
+def test_deep_json_is_refused_by_every_json_endpoint(client, path, body):
+    """Not only the explanation endpoint's bounded reader: each JSON body of the API."""
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
     assert response.headers.get("connection", "keep-alive") != "close"
     assert client.get("/healthz").status_code == 200
 

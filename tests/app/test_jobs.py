@@ -305,10 +305,18 @@ def test_reindex_adds_corrected_cases_and_the_service_follows(job_service):
             )
             for role, token in service.tokens.items()
         }
-        features = np.random.default_rng(5).normal(size=(4, FEATURE_DIM)).astype(np.float32)
-        explained = post_json(clients["clinician"], features.tolist()).json()
+        # a case where the served read-out and the vote disagree on a field left unflagged,
+        # so the corrected case shows which of the two training started from
+        for seed in range(5, 60):
+            rng = np.random.default_rng(seed)
+            features = rng.normal(size=(4, FEATURE_DIM)).astype(np.float32)
+            explained = post_json(clients["clinician"], features.tolist()).json()
+            fields = explained["explanation"]["fields"]
+            if any(f["served"]["value"] != f["vote"]["value"] for f in fields[1:]):
+                break
+        else:
+            raise AssertionError("no case where the served answer and the vote disagree")
         before = explained["catalog_version"]
-        fields = explained["explanation"]["fields"]
         flagged = fields[0]
         value = next(v for v in flagged["vote"]["tally"] if v != flagged["vote"]["value"])
         flag = (
@@ -341,6 +349,10 @@ def test_reindex_adds_corrected_cases_and_the_service_follows(job_service):
             time.sleep(0.2)
         assert similar[0]["similarity"] > 0.999
         assert similar[0]["descriptors"][flagged["field"]] is not None
+        # trained on what the reviewer saw: the served answers, with the correction applied
+        assert {f["field"]: similar[0]["descriptors"][f["field"]] for f in fields[1:]} == {
+            f["field"]: f["served"]["label"] for f in fields[1:]
+        }
         assert (again["model_version"], again["catalog_version"]) == (
             explained["model_version"],
             result["catalog_version"],

@@ -167,10 +167,74 @@ def test_a_too_large_upload_is_refused_with_413(client):
     assert count_explanations(client) == before
 
 
+ERROR_PAGE = re.compile(
+    r'<div class="error" role="alert"[^>]*>\s*'
+    r'<(?P<level>h[12]) class="error-heading">(?P<heading>[^<]*)</(?P=level)>'
+    r'.*?<p class="error-advice">(?P<advice>[^<]*)</p>'
+    r'.*?<span class="error-message">(?P<detail>[^<]*)</span>',
+    re.S,
+)
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path", "upload", "status", "heading"),
+    [
+        ("clinician", "GET", "/review", None, 403, "You are not allowed to do this"),
+        ("clinician", "GET", "/admin/jobs/1", None, 403, "You are not allowed to do this"),
+        ("clinician", "GET", "/explanations/does-not-exist", None, 404, "Not found"),
+        ("clinician", "POST", "/explanations", "too-large", 413, "The file is too large"),
+        ("clinician", "POST", "/explanations", "case.txt", 415, "This type of file cannot be read"),
+        ("clinician", "POST", "/explanations", "wrong-dimension", 422, "This input cannot be used"),
+    ],
+)
+def test_an_error_page_is_headed_for_its_error_with_the_detail_beneath(
+    client_as, role, method, path, upload, status, heading
+):
+    """A plain heading saying what kind of failure it is, what to do next in a clinician's
+    words, then the service's technical message, on the page and in the htmx fragment."""
+    uploads = {
+        "too-large": (
+            "case.npy",
+            npy(np.zeros((MAX_UPLOAD_BYTES // (8 * FEATURE_DIM) + 10, FEATURE_DIM))),
+        ),
+        "case.txt": ("case.txt", b"1,2,3\n"),
+        "wrong-dimension": ("case.npy", npy(np.ones((3, FEATURE_DIM + 1)))),
+    }
+    viewer = client_as(role)
+    for headers in (None, HX):
+        if upload:
+            name, data = uploads[upload]
+            response = explain(viewer, data, name, headers=headers)
+        else:
+            response = viewer.request(method, path, headers=headers)
+        assert response.status_code == status
+        shown = ERROR_PAGE.search(response.text)
+        assert shown is not None, response.text
+        assert shown["heading"] == heading
+        # an error page's own level-one heading; an h2 under the page's h1 in #result
+        assert shown["level"] == ("h1" if headers is None and not upload else "h2")
+        assert shown["advice"].strip() and shown["detail"].strip()
+        assert "Could not explain this case" not in response.text or path == "/explanations"
+
+
 def test_out_of_range_k_is_refused_like_the_api(client):
     page = explain(client, npy(unseen_case()), k=99)
     assert page.status_code == 422
     assert "k must be between 1 and 50, got 99" in page.text
+
+
+@pytest.mark.parametrize("k", ["\uff13", "\u22123", "\u00a03", "+-3", "9" * 5000])
+def test_a_k_that_is_not_a_plain_integer_is_refused_on_the_pages(client, example, k):
+    """The upload form and the example buttons read k as the API does (app.parsing)."""
+    before = count_explanations(client)
+    for page in (
+        explain(client, npy(unseen_case()), k=k),
+        client.post(f"/examples/{example}", data={"k": k}),
+    ):
+        assert page.status_code == 422, page.text
+        assert "k must be" in page.text and 'role="alert"' in page.text
+        assert "9" * 100 not in page.text  # the digits are not echoed back
+    assert count_explanations(client) == before
 
 
 def test_an_example_is_explained_with_a_click(client, example):

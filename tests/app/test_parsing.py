@@ -33,6 +33,21 @@ def test_plain_ascii_integers_in_range_are_read(typed, number):
         ("-" + "9" * 5000, "got a -5000-digit number"),
         ("0" * 5000 + "7", None),  # leading zeros are no magnitude
         ("51", "n must be between 1 and 50, got 51"),
+        # new since the attack: other scripts' digits, Unicode signs and spaces, lone signs
+        ("\uff13", "got '\uff13'"),  # fullwidth 3
+        ("\U0001d7d1", "got"),  # mathematical bold 3
+        ("\u22123", "got '\u22123'"),  # minus sign
+        ("\u207b3", "got"),  # superscript minus
+        ("\u00a03", r"got '\xa03'"),  # no-break space: str.strip() would drop it
+        ("\x1c3", r"got '\x1c3'"),  # an information separator, whitespace to str.strip()
+        ("3\u200b", "got"),  # zero-width space
+        ("3\x00", r"got '3\x00'"),
+        ("+", "got '+'"),
+        ("-", "got '-'"),
+        ("\t\n", "got"),
+        ("0b11", "got '0b11'"),
+        ("1 000", "got '1 000'"),
+        ("\u0663" * 30, "got"),
         ("0", "n must be between 1 and 50, got 0"),
     ],
 )

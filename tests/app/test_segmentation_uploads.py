@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
 
 import httpx
 import numpy as np
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 from support.http import bearer
 from support.inputs import SPACING, ellipsoid, held_out_read, nifti_bytes
 
+from app import registry
 from app.tables import Explanation
 from model.datasets.morphometry import FEATURE_EXTRACTOR
 
@@ -237,3 +239,31 @@ def test_a_model_trained_on_other_features_answers_409_naming_both(service, clie
     assert response.status_code == 409, response.text
     detail = response.json()["detail"]
     assert FEATURE_EXTRACTOR in detail and "no recorded extractor" in detail
+
+
+def test_a_model_on_the_first_extractor_answers_409_naming_both(
+    api, lidc_service, lidc_checkpoint, tmp_path
+):
+    """A checkpoint trained on clipmed-morphometry/1 features (before the 3-D shape) cannot
+    explain segmentations measured by /2: 409 names both; it must be retrained on a re-import."""
+    old = tmp_path / "v1-ckpt"
+    shutil.copytree(lidc_checkpoint, old)
+    meta = json.loads((old / "checkpoint.json").read_text())
+    meta["feature_extractor"] = "clipmed-morphometry/1"
+    meta["version"] += "-v1"
+    (old / "checkpoint.json").write_text(json.dumps(meta))
+    with lidc_service.session() as session:
+        current = registry.get_active(session).version
+        row = registry.register_checkpoint(session, old)
+        lidc_service.activate(row.version)
+    try:
+        before = stored_count(lidc_service)
+        response = api.post("/api/v1/explanations", json=contours_doc())
+        assert response.status_code == 409, response.text
+        detail = response.json()["detail"]
+        assert "clipmed-morphometry/1" in detail and FEATURE_EXTRACTOR in detail
+        assert FEATURE_EXTRACTOR == "clipmed-morphometry/2"
+        assert stored_count(lidc_service) == before
+    finally:
+        lidc_service.activate(current)
+    assert api.post("/api/v1/explanations", json=contours_doc()).status_code == 201

@@ -175,11 +175,11 @@ def get_explanation_sr(
 def _viewed(
     explanation_id: str, request: Request, session: Session, caller: Principal
 ) -> Explanation:
-    """The caller's explanation, its view audited either way (not found includes not theirs)."""
+    """The caller's explanation, its view audited either way (someone else's as denied)."""
     try:
         row = service.get_explanation(session, explanation_id, caller.explanation_owner_filter)
-    except NotFound:
-        audit.record_view(request, explanation_id, None)
+    except NotFound as e:
+        audit.record_view(request, explanation_id, None, e)
         raise
     audit.record_view(request, explanation_id, row)
     return row

@@ -14,7 +14,7 @@ from app.deps import SESSION_COOKIE, AnyUser, SessionDep
 from app.errors import AppError, Forbidden, TooManyAttempts
 from app.origin import check_origin
 from app.throttle import LoginThrottle, client_address
-from app.web import render
+from app.web import local_path, render
 
 router = APIRouter(tags=["auth"], include_in_schema=False, default_response_class=HTMLResponse)
 
@@ -26,10 +26,7 @@ def _is_https(request: Request) -> bool:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only paths on this site: no "//host" or absolute URLs (open redirects).
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return "/"
+    return local_path(target) or "/"
 
 
 def _login_page(

@@ -16,11 +16,12 @@ from app.deps import AnyUser, Principal, ServingStateDep, SessionDep, SettingsDe
 from app.errors import AppError, NotFound
 from app.explanations import service, views
 from app.explanations.upload import DEFAULT_K, read_explanation_request
+from app.i18n import N_
 from app.parsing import parse_int
 from app.routes.pages.lists import ListQueryDep
 from app.serving import ServingState
 from app.tables import Explanation, FlagReason, Role
-from app.web import is_htmx, render
+from app.web import UPLOAD_ADVICE, is_htmx, render, render_error
 from model.outline import OutlineStore
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)
@@ -70,7 +71,10 @@ def _created(
 
 def _failed(request: Request, settings: Settings, error: AppError) -> Response:
     """The service's own message, with its status; nothing was stored."""
-    context = _index_context(settings, error)
+    context = _index_context(settings, error) | {
+        "error_action": N_("Could not explain this case."),
+        "error_advice": UPLOAD_ADVICE.get(error.status_code),
+    }
     return render(request, "index.html", "_error.html", context, error.status_code)
 
 
@@ -178,8 +182,8 @@ def explanation(
         row = service.get_explanation(session, explanation_id, caller.explanation_owner_filter)
     except AppError as e:
         if isinstance(e, NotFound):
-            audit.record_view(request, explanation_id, None)
-        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
+            audit.record_view(request, explanation_id, None, e)
+        return render_error(request, e, N_("Could not show this explanation."))
     audit.record_view(request, explanation_id, row)
     context = _explanation_context(session, row, state, caller)
     return render(request, "explanation.html", "_explanation_page.html", context)

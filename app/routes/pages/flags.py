@@ -11,11 +11,12 @@ from app import audit, flagging, paging
 from app.deps import Reviewer, SessionDep
 from app.errors import AppError, InvalidInput
 from app.explanations import service, views
+from app.i18n import N_
 from app.parsing import parse_int
 from app.payloads import RowId
 from app.routes.pages.lists import FilterText, ListQueryDep
 from app.tables import FlagReason, FlagStatus
-from app.web import render
+from app.web import render, render_error
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)
 
@@ -62,7 +63,7 @@ def flag_explanation(
             audit_event=audit.flag_action(request, "flag.create"),
         )
     except AppError as e:
-        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
+        return render_error(request, e, N_("Could not record this flag."))
     return RedirectResponse(f"/explanations/{explanation_id}", status_code=303)
 
 
@@ -124,5 +125,5 @@ def review_flag(
             audit.flag_action(request, f"flag.{decision}", "forbidden"),
         )
     except AppError as e:
-        return render(request, "error.html", "_error.html", {"error": e}, e.status_code)
+        return render_error(request, e, N_("Could not record this decision."))
     return RedirectResponse("/review", status_code=303)

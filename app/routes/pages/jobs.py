@@ -58,6 +58,7 @@ def _job_context(session: Session, job_id: int) -> dict:
         "log": log,
         "traceback": traceback,
         "children": children,
+        "folds": queue.fold_progress(job, children),
         "parent": queue.get(session, job.parent_id) if job.parent_id is not None else None,
         "users": usernames(session, [job]),
         "report": reports.report_for_job(session, job.id),
@@ -114,7 +115,7 @@ def job_page(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> 
     try:
         context = _job_context(session, job_id)
     except AppError as e:
-        return render_error(request, e, f"Could not show job {job_id}")
+        return render_error(request, e, f"Could not show job {job_id}.")
     return render(request, "job.html", "_job_live.html", context)
 
 
@@ -124,6 +125,6 @@ def cancel_job(job_id: RowId, request: Request, session: SessionDep, _: Admin) -
     try:
         queue.cancel(session, job_id)
     except AppError as e:
-        return render_error(request, e, f"Could not cancel job {job_id}")
+        return render_error(request, e, f"Could not cancel job {job_id}.")
     audit.record_request(request, "job.cancel", "success", target_type="job", target_id=str(job_id))
     return RedirectResponse(f"/admin/jobs/{job_id}", status_code=303)

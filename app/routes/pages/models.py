@@ -12,9 +12,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app import flagging, registry
 from app.deps import Admin, AnyUser, ServingStateDep, SessionDep
 from app.errors import AppError
+from app.i18n import N_
 from app.tables import Role
 from app.version_metrics import compare_metrics
 from app.web import render, render_error
+
+# Shown through |tr on this page: the prediction modes (model.evaluate.MODEL_METHODS) and the
+# history's actions (app.registry).
+SHOWN_LABELS = (N_("top1"), N_("vote"), N_("head"), N_("served"))
+SHOWN_LABELS += (N_("activate"), N_("reindex"))
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)
 
@@ -33,10 +39,9 @@ def models_page(
     is_admin = caller.role == Role.admin
     active = next((v for v in versions if v.is_active), None)
     context = {
+        # the version now served, named in the notice (its words are the template's)
         "notice": (
-            f"Model {activated} is now served."
-            if activated and active is not None and active.version == activated
-            else None
+            activated if activated and active is not None and active.version == activated else None
         ),
         "models": versions,
         "metrics": compare_metrics(versions),
@@ -56,6 +61,6 @@ async def activate_model(
     try:
         await registry.activate_for_request(request, session, version, state, caller.user)
     except AppError as e:
-        return render_error(request, e, f"Could not activate model {version}")
+        return render_error(request, e, f"Could not activate model {version}.")
     # the models page says what happened (only while it is still true: see `models_page`)
     return RedirectResponse(f"/models?{urlencode({'activated': version})}", status_code=303)

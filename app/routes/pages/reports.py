@@ -75,7 +75,7 @@ def report_page(report_id: RowId, request: Request, session: SessionDep, _: Admi
     try:
         row = reports.get_report(session, report_id)
     except AppError as e:
-        return render_error(request, e, f"Could not show report {report_id}")
+        return render_error(request, e, f"Could not show report {report_id}.")
     context = {
         "report": row,
         "table": reports.summary_table(row.summary),
@@ -94,7 +94,7 @@ def report_figure(
     try:
         path = reports.figure_path(reports.get_report(session, report_id), name)
     except AppError as e:
-        return render_error(request, e, "No such figure")
+        return render_error(request, e, "Could not show this figure.")
     return FileResponse(path, media_type="image/png")
 
 
@@ -106,5 +106,5 @@ def report_file(
     try:
         path, media_type = reports.download_path(reports.get_report(session, report_id), name)
     except AppError as e:
-        return render_error(request, e, "No such file")
+        return render_error(request, e, "Could not show this file.")
     return FileResponse(path, media_type=media_type, filename=f"report-{report_id}-{name}")

@@ -43,6 +43,7 @@ PATH_VALUES = {
     "job_id": "0",
     "version": "no-such-version",
     "report_id": "0",
+    "code": "ca",
     "user_id": "0",
 }
 
