@@ -90,7 +90,8 @@ IN_VIEW_AND_FOCUSED = """(selector) => {
   const box = el.getBoundingClientRect();
   return {
     focused: document.activeElement === el,
-    inView: box.top >= 0 && box.top < window.innerHeight,
+    // a pixel's slack: the page scrolls by whole pixels, the layout has fractional ones
+    inView: box.top > -1 && box.top < window.innerHeight,
     scrolled: window.scrollY > 0,
   };
 }"""
