@@ -298,7 +298,7 @@ def test_start_a_job_from_the_form_then_cancel_it(service, admin_browser):
     again = http.post(f"/admin/jobs/{job_id}/cancel", data={"csrf_token": csrf})
     assert again.status_code == 409
     assert f"Could not cancel job {job_id}" in again.text and "already ended" in again.text
-    assert '<h2 class="error-heading">This cannot be done now</h2>' in again.text
+    assert '<h1 class="error-heading">This cannot be done now</h1>' in again.text
 
 
 @pytest.mark.parametrize(
