@@ -3,14 +3,14 @@ rejects, and accepted corrections (label overrides, hard-negative texts) feed tr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import registry
+from app import paging, registry
 from app.errors import Forbidden, InvalidInput, NotFound
 from app.explanations.service import served_answer
 from app.tables import AuditEvent, Explanation, Flag, FlagReason, FlagStatus, User
@@ -98,16 +98,32 @@ def review_queue(
     model_version: str | None = None,
     reason: FlagReason | None = None,
     limit: int = 200,
+    since: str = "",
+    until: str = "",
+    flagged_by: int | None = None,
+    identity: Mapping[str, str] | None = None,
+    after: str = "",
 ) -> list[Flag]:
+    """Newest first, `limit` flags from the keyset cursor `after` (a flag id) on, filtered by
+    status, field, model version, reason, UTC days (`since`/`until`, both included), who raised
+    them and the flagged explanation's identity (IDENTITY_FIELDS, already validated)."""
     query = select(Flag).order_by(Flag.id.desc()).limit(limit)
     for column, value in (
         (Flag.status, status),
         (Flag.field, field),
         (Flag.model_version, model_version),
         (Flag.reason, reason),
+        (Flag.created_by, flagged_by),
     ):
         if value is not None:
             query = query.where(column == value)
+    if identity:
+        query = query.join(Explanation, Explanation.id == Flag.explanation_id)
+        for name, value in identity.items():
+            query = query.where(getattr(Explanation, name) == value)
+    query = query.where(*paging.in_day_range(Flag.created_at, since, until))
+    if after:
+        query = paging.after_id(query, Flag.id, after)
     return list(session.scalars(query))
 
 

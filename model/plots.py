@@ -7,6 +7,7 @@ Each function writes one PNG and returns its path.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -240,3 +241,45 @@ def reliability_figure(
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, out_path)
+
+
+def paired_folds_figure(
+    per_fold: pd.DataFrame, method: str, labels: tuple[str, str], title: str
+) -> Figure:
+    """One panel per field: each fold's macro-F1 of `method` in report a (left) joined to the
+    same fold's in report b (right), so a change can be told from fold-to-fold noise.
+
+    per_fold: rows of fold, field, method, a, b (the two reports' macro-F1 of that fold)."""
+    table = per_fold[per_fold["method"].astype(str) == method]
+    if table.empty:
+        raise ValueError(f"paired_folds_figure: no rows of method {method!r}")
+    fields = list(dict.fromkeys(table["field"].astype(str)))
+    n_cols = min(len(fields), 3)
+    n_rows = math.ceil(len(fields) / n_cols)
+    fig = Figure(figsize=(3.4 * n_cols, 2.9 * n_rows + 0.5), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    up, down = _colours(2)
+    for ax, field_name in zip(axes, fields, strict=False):
+        rows = table[table["field"].astype(str) == field_name].sort_values("fold")
+        for fold, a, b in rows[["fold", "a", "b"]].itertuples(index=False):
+            colour = up if b >= a else down
+            ax.plot([0, 1], [a, b], marker="o", color=colour, alpha=0.8)
+            ax.annotate(str(fold), (1, b), xytext=(4, 0), textcoords="offset points", fontsize=7)
+        ax.set_title(field_name)
+        ax.set_xticks([0, 1], list(labels))
+        ax.set_xlim(-0.3, 1.3)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("macro-F1")
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(fields) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (to serve it without a file)."""
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()

@@ -19,6 +19,14 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 });
 
+// "Print / save as PDF" on an explanation (also in fragments htmx swaps in later, hence one
+// listener on the document); the print stylesheet in app.css lays the page out for A4.
+document.addEventListener("click", (event) => {
+  if (event.target instanceof Element && event.target.closest("[data-print]")) {
+    window.print();
+  }
+});
+
 // After an upload (or an example) the answer lands in #result, below the form: on a phone it
 // would change out of sight. Bring the result, or the error, into view and give it the focus,
 // so a screen reader reads it and the keyboard continues from there.

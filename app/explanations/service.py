@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
+from app import paging
 from app.errors import Conflict, InvalidInput, NotFound, NotYours, UnsupportedMediaType
 from app.serving import Serving
 from app.tables import AuditEvent, Explanation
@@ -200,16 +201,32 @@ def recent_explanations(
     limit: int,
     owner_id: int | None = None,
     identity: Mapping[str, str] | None = None,
+    *,
+    since: str = "",
+    until: str = "",
+    user_id: int | None = None,
+    after: str = "",
 ) -> list[Explanation]:
-    """Newest first; with `owner_id`, only theirs; `identity` (IDENTITY_FIELDS, already
-    validated) matched exactly."""
-    query = select(Explanation).order_by(Explanation.created_at.desc()).limit(limit)
-    if owner_id is not None:
-        query = query.where(Explanation.owner_id == owner_id)
+    """Newest first (ties by id), `limit` rows from the keyset cursor `after` on; with
+    `owner_id`, only theirs; `identity` (IDENTITY_FIELDS, already validated) matched exactly;
+    `since`/`until` UTC days (both included); `user_id` whoever asked. The stored inputs stay
+    in the database (a list never needs them)."""
+    query = (
+        select(Explanation)
+        .options(defer(Explanation.features_npy))
+        .order_by(Explanation.created_at.desc(), Explanation.id.desc())
+        .limit(limit)
+    )
+    for owner in (owner_id, user_id):
+        if owner is not None:
+            query = query.where(Explanation.owner_id == owner)
     for name, value in (identity or {}).items():
         if name not in IDENTITY_FIELDS:
             raise ValueError(f"not an identity field: {name!r}")
         query = query.where(getattr(Explanation, name) == value)
+    query = query.where(*paging.in_day_range(Explanation.created_at, since, until))
+    if after:
+        query = paging.after_time_id(query, Explanation.created_at, Explanation.id, after)
     return list(session.scalars(query))
 
 

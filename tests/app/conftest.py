@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from support.checkpoints import build_lidc_checkpoint, build_small_checkpoint
 from support.databases import DATABASES, fresh_database
 from support.http import add_user, bearer
+from support.reports import build_report_folder
 from support.servers import running_server, service_settings
 
 from app import migrate, registry
@@ -148,3 +149,22 @@ def client_as(service) -> Iterator:
             return stack.enter_context(client)
 
         yield make
+
+
+@dataclass(frozen=True)
+class ReportFolders:
+    """Two real evaluation reports of the same simulated cohort, split and fold count (one and
+    two training epochs): (folder, summary) each."""
+
+    a: tuple[Path, dict]
+    b: tuple[Path, dict]
+
+
+@pytest.fixture(scope="session")
+def report_folders(tmp_path_factory, text_encoder) -> ReportFolders:
+    root = tmp_path_factory.mktemp("reports")
+    made = {
+        name: (root / name, build_report_folder(root / name, text_encoder, epochs))
+        for name, epochs in (("a", 1), ("b", 2))
+    }
+    return ReportFolders(**made)

@@ -17,15 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import select, update
-from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.browser import launched_chromium, needs_chromium
 from support.browser import log_in as browser_log_in
-from support.checkpoints import FEATURE_DIM
 from support.http import log_in, page_csrf
+from support.reports import add_report_row, build_report_folder
 
 from app.jobs import queue
 from app.tables import (
     AuditEvent,
-    EvaluationReport,
     Job,
     JobStatus,
     ModelEvent,
@@ -299,7 +298,7 @@ def test_start_a_job_from_the_form_then_cancel_it(service, admin_browser):
     again = http.post(f"/admin/jobs/{job_id}/cancel", data={"csrf_token": csrf})
     assert again.status_code == 409
     assert f"Could not cancel job {job_id}" in again.text and "already ended" in again.text
-    assert '<h2 class="error-heading">This cannot be done now</h2>' in again.text
+    assert '<h1 class="error-heading">This cannot be done now</h1>' in again.text
 
 
 @pytest.mark.parametrize(
@@ -489,44 +488,17 @@ def test_activation_from_the_models_page_switches_the_served_model(
 def report_folder(tmp_path_factory, text_encoder) -> tuple[Path, dict, bool]:
     """A real, tiny cross-validation report: (folder, summary as the evaluate job stores it,
     simulated)."""
-    from model.config import preset
-    from model.datasets.simulated import simulate_cohort
-    from model.evaluate import cross_validate
-    from model.report import write_report
-
-    cohort = simulate_cohort(40, None, seed=3, feature_dim=FEATURE_DIM, signal=2.0)
-    mcfg, tcfg = preset(
-        "lidc", epochs=1, val_fraction=0.0, patience=0, embed_dim=32, ff_dim=64, batch_size=16
-    )
-    result = cross_validate(cohort, mcfg, tcfg, text_encoder, folds=2)
-    folder = write_report(result, cohort, mcfg, tcfg, tmp_path_factory.mktemp("report"), "lidc")
-    summary: dict[str, dict[str, float]] = {}
-    for (field, method), value in (
-        result.metrics.groupby(["field", "method"]).macro_f1.median().items()
-    ):
-        summary.setdefault(str(field), {})[str(method)] = round(float(value), 4)
+    folder = tmp_path_factory.mktemp("report")
+    summary = build_report_folder(folder, text_encoder)
     # Files a request must never reach: one beside the figures, one linked into them.
     (folder / "outside.png").write_bytes((folder / "figures" / "boxplots.png").read_bytes())
     (folder / "figures" / "linked.png").symlink_to(folder / "outside.png")
-    return folder, summary, cohort.simulated
+    return folder, summary, True  # a simulated cohort
 
 
 def add_report(service, folder: Path, summary: dict, simulated: bool, job_id=None) -> int:
-    with service.session() as session:
-        row = EvaluationReport(
-            job_id=job_id,
-            cohort="simulated-test",
-            simulated=simulated,
-            preset="lidc",
-            folds=2,
-            model_config={"architecture": "mlp"},
-            train_config={"epochs": 1},
-            summary=summary,
-            path=str(folder),
-        )
-        session.add(row)
-        session.commit()
-        return row.id
+    sessions = service.app.state.sessions
+    return add_report_row(sessions, folder, summary, "simulated-test", 2, job_id, simulated)
 
 
 def test_a_report_page_shows_the_table_figures_and_downloads(service, client, report_folder):
@@ -644,15 +616,11 @@ def test_the_report_says_plainly_where_the_model_is_below_logistic_regression(
 # --- in a real browser ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: make chromium")
+@needs_chromium
 @pytest.mark.parametrize("service", ["sqlite"], indirect=True)
 def test_the_browser_follows_a_running_job_then_stops_polling(browser, service):
     from playwright.sync_api import expect

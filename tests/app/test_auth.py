@@ -68,6 +68,9 @@ EXPECTED: dict[tuple[str, str], tuple[int, int, int, int]] = {
     ("POST", "/admin/models/{version}/activate"): (303, 403, 403, 404),
     ("GET", "/admin/reports"): (303, 403, 403, 200),
     ("GET", "/admin/reports/{report_id}"): (303, 403, 403, 404),
+    # without the two report ids: 422 naming the missing one
+    ("GET", "/admin/reports/compare"): (303, 403, 403, 422),
+    ("GET", "/admin/reports/compare/figure"): (303, 403, 403, 422),
     ("GET", "/admin/reports/{report_id}/figures/{name}"): (303, 403, 403, 404),
     ("GET", "/admin/reports/{report_id}/files/{name}"): (303, 403, 403, 404),
     ("GET", "/api/v1/users"): (401, 403, 403, 200),

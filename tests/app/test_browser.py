@@ -1,26 +1,24 @@
-"""The clinician's screen in a real browser: Debian's chromium, driven by Playwright.
-
-Never `playwright install`: the browser is /usr/bin/chromium (`make chromium` installs it).
-"""
+"""The clinician's screen in a real browser: Debian's chromium, driven by Playwright."""
 
 from __future__ import annotations
 
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support.browser import CHROMIUM, CHROMIUM_ARGS, log_in
+from support.browser import launched_chromium, log_in, needs_chromium
 from support.checkpoints import FEATURE_DIM
 from support.inputs import unseen_case
 
 SCREENSHOT = Path("/tmp/ui_results.png")
 
 pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: make chromium"),
+    needs_chromium,
     # One database is enough here: the HTTP tests cover both.
     pytest.mark.parametrize("service", ["sqlite"], indirect=True),
 ]
@@ -28,12 +26,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -67,6 +61,7 @@ def test_upload_shows_the_ranked_texts_and_scores(page, service, client, tmp_pat
     assert scores == [f"{t['similarity']:.3f}" for t in stored["texts"]]
     assert page.get_by_text("Research use only — not for diagnosis").first.is_visible()
     assert page.locator(".banner.simulated").is_visible()
+    assert page.locator("#result #flag-form").is_visible()  # flag where you look
 
     page.goto(f"/explanations/{explanation_id}")  # the full page, as a reload shows it
     page.locator("#explanation").wait_for()
@@ -95,7 +90,8 @@ IN_VIEW_AND_FOCUSED = """(selector) => {
   const box = el.getBoundingClientRect();
   return {
     focused: document.activeElement === el,
-    inView: box.top >= 0 && box.top < window.innerHeight,
+    // a pixel's slack: the page scrolls by whole pixels, the layout has fractional ones
+    inView: box.top > -1 && box.top < window.innerHeight,
     scrolled: window.scrollY > 0,
   };
 }"""
@@ -235,3 +231,43 @@ def test_the_audit_export_follows_the_filter_htmx_swapped_in(page, client_as):
     assert href == "/admin/audit.csv?action=login&outcome=success"
     rows = list(csv.DictReader(io.StringIO(client_as("admin").get(href).text)))
     assert rows and all(r["action"] == "login" and r["outcome"] == "success" for r in rows)
+
+
+def test_print_puts_the_explanation_on_at_most_two_a4_pages(page, service, client):
+    from io import BytesIO
+
+    from pypdf import PdfReader
+
+    from app.explanations.service import served_answer
+
+    body = {
+        "features": unseen_case(seed=11).tolist(),
+        "k": 5,
+        "patient_pseudonym": "PRINT-0042",
+        "study_instance_uid": "1.2.840.99.1.7",
+        "nodule_label": "RUL 1",
+    }
+    created = client.post("/api/v1/explanations", json=body).json()
+    stored = created["explanation"]
+    page.goto(f"/explanations/{created['id']}")
+    # the button is wired by the static script (no inline script under the CSP)
+    page.evaluate("window.print = () => { window.printed = true; }")
+    page.get_by_role("button", name="Print / save as PDF").click()
+    assert page.evaluate("window.printed") is True
+
+    reader = PdfReader(BytesIO(page.pdf(format="A4", print_background=True)))
+    # NFKC: the PDF's text has ligatures ("ﬁ") where the page has letters
+    text = unicodedata.normalize("NFKC", " ".join(p.extract_text() for p in reader.pages))
+    flat = re.sub(r"\s+", "", text)
+    assert 1 <= len(reader.pages) <= 2
+    assert "PRINT-0042" in text and "1.2.840.99.1.7" in flat
+    assert created["model_version"] in flat and created["catalog_version"] in flat
+    assert re.sub(r"\s+", "", "Research use only — not for diagnosis") in flat
+    for field in stored["fields"]:
+        served = served_answer(field)  # the answer the screen leads with
+        assert re.sub(r"\s+", "", served["label"]) in flat
+        assert f"{round(100 * served['probability'])}%" in flat
+    for t in stored["texts"]:
+        assert re.sub(r"\s+", "", t["text"]) in flat and f"{t['similarity']:.3f}" in flat
+    assert "Outlineperslice" in flat
+    assert "Flag a field" not in text and "Log out" not in text  # forms and navigation stay off

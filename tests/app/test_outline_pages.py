@@ -104,6 +104,7 @@ def test_browser_uploads_contours_and_a_nifti_mask_and_sees_the_outlines(
     lidc_service, lidc_small, tmp_path
 ):
     from playwright.sync_api import sync_playwright
+    from pypdf import PdfReader
 
     _, document = held_out_read(lidc_small)
     contours = tmp_path / "read.json"
@@ -140,6 +141,12 @@ def test_browser_uploads_contours_and_a_nifti_mask_and_sees_the_outlines(
                 assert drawn.count() == sum(c in outlines for c in ids) > 0
                 for i in range(drawn.count()):
                     assert drawn.nth(i).is_visible()
+                # printed (or saved as PDF) straight from the result: one or two A4 pages,
+                # the outline on them
+                pdf = PdfReader(io.BytesIO(tab.pdf(format="A4", print_background=True)))
+                printed = re.sub(r"\s+", "", " ".join(p.extract_text() for p in pdf.pages))
+                assert len(pdf.pages) <= 2 and "Outlineperslice" in printed
+                assert "Uploadnodulefeatures" not in printed
             tab.reload()  # the full page draws the same
             tab.locator("svg.outline:not(.small)").wait_for()
             tab.screenshot(path=str(SCREENSHOT), full_page=True)

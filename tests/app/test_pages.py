@@ -118,6 +118,19 @@ def test_htmx_upload_returns_the_fragment_and_pushes_the_url(client):
     assert 'id="explanation"' in full.text and 'id="explanation"' in again.text
 
 
+def test_the_fragment_after_an_upload_carries_the_flag_form_for_reviewers(client_as):
+    """Flag where you look: the result shown right after an upload has the flags and, for
+    radiologists and admins, the flag form aimed at that explanation."""
+    for role, can_flag in (("clinician", False), ("radiologist", True), ("admin", True)):
+        response = explain(client_as(role), npy(unseen_case()), headers=HX)
+        assert response.status_code == 201
+        fragment, url = response.text, response.headers["hx-push-url"]
+        assert "<html" not in fragment and 'id="flags-title"' in fragment
+        assert ('id="flag-form"' in fragment) == can_flag, role
+        assert (f'action="{url}/flags"' in fragment) == can_flag, role
+        assert "Print / save as PDF" in fragment
+
+
 @pytest.mark.parametrize(
     ("filename", "data", "status"),
     [
@@ -155,7 +168,8 @@ def test_a_too_large_upload_is_refused_with_413(client):
 
 
 ERROR_PAGE = re.compile(
-    r'<div class="error" role="alert"[^>]*>\s*<h2 class="error-heading">(?P<heading>[^<]*)</h2>'
+    r'<div class="error" role="alert"[^>]*>\s*'
+    r'<(?P<level>h[12]) class="error-heading">(?P<heading>[^<]*)</(?P=level)>'
     r'.*?<p class="error-advice">(?P<advice>[^<]*)</p>'
     r'.*?<span class="error-message">(?P<detail>[^<]*)</span>',
     re.S,
@@ -197,6 +211,8 @@ def test_an_error_page_is_headed_for_its_error_with_the_detail_beneath(
         shown = ERROR_PAGE.search(response.text)
         assert shown is not None, response.text
         assert shown["heading"] == heading
+        # an error page's own level-one heading; an h2 under the page's h1 in #result
+        assert shown["level"] == ("h1" if headers is None and not upload else "h2")
         assert shown["advice"].strip() and shown["detail"].strip()
         assert "Could not explain this case" not in response.text or path == "/explanations"
 

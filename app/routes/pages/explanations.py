@@ -10,23 +10,21 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import audit, flagging
+from app import audit, flagging, paging
 from app.config import Settings
-from app.deps import AnyUser, ServingStateDep, SessionDep, SettingsDep, get_serving
+from app.deps import AnyUser, Principal, ServingStateDep, SessionDep, SettingsDep, get_serving
 from app.errors import AppError, NotFound
 from app.explanations import service, views
-from app.explanations.identity import parse_identity
 from app.explanations.upload import DEFAULT_K, read_explanation_request
 from app.i18n import N_
 from app.parsing import parse_int
+from app.routes.pages.lists import ListQueryDep
 from app.serving import ServingState
 from app.tables import Explanation, FlagReason, Role
 from app.web import UPLOAD_ADVICE, is_htmx, render, render_error
 from model.outline import OutlineStore
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)
-
-RECENT_LIMIT = 50
 
 
 def _index_context(settings: Settings, error: AppError | None = None) -> dict:
@@ -43,16 +41,28 @@ def _training_outlines(state: ServingState) -> OutlineStore | None:
     return serving.checkpoint.outlines if serving is not None else None
 
 
-def _created(request: Request, session: Session, row: Explanation, state: ServingState) -> Response:
+def _explanation_context(
+    session: Session, row: Explanation, state: ServingState, caller: Principal
+) -> dict:
+    """The explanation with its flags and, for reviewers, what the flag form offers."""
+    context = views.explanation_view(session, row, _training_outlines(state))
+    context["can_flag"] = caller.role in (Role.radiologist, Role.admin)
+    context["flags"] = views.flag_views(session, flagging.flags_of(session, row.id))
+    context["flag_reasons"] = list(FlagReason)
+    return context
+
+
+def _created(
+    request: Request, session: Session, row: Explanation, state: ServingState, caller: Principal
+) -> Response:
     """The fragment (htmx, which also moves the address bar), else a redirect to the page."""
     url = f"/explanations/{row.id}"
     if is_htmx(request):
-        context = views.explanation_view(session, row, _training_outlines(state))
         return render(
             request,
             "explanation.html",
-            "_explanation.html",
-            context,
+            "_explanation_page.html",
+            _explanation_context(session, row, state, caller),
             201,
             headers={"HX-Push-Url": url},
         )
@@ -95,7 +105,7 @@ async def explain_upload(
         )
     except AppError as e:
         return _failed(request, settings, e)
-    return _created(request, session, row, state)
+    return _created(request, session, row, state, caller)
 
 
 @router.post("/examples/{name}")
@@ -123,32 +133,40 @@ async def explain_example(
         )
     except AppError as e:
         return _failed(request, settings, e)
-    return _created(request, session, row, state)
+    return _created(request, session, row, state, caller)
 
 
 @router.get("/explanations")
-def recent(
-    request: Request,
-    session: SessionDep,
-    caller: AnyUser,
-    study_instance_uid: str = "",
-    patient_pseudonym: str = "",
-) -> Response:
-    """Newest first, optionally only one study or patient (the filter form: GET, htmx swaps
-    the list and pushes the address)."""
-    filters = {"study_instance_uid": study_instance_uid, "patient_pseudonym": patient_pseudonym}
+def recent(request: Request, session: SessionDep, caller: AnyUser, q: ListQueryDep) -> Response:
+    """Newest first, 50 a page (keyset: `after` the last row seen), filtered by case identity,
+    UTC days and (for reviewers and admins; clinicians see their own) who asked. The filter
+    form is a GET: htmx swaps the list and pushes the address."""
+    f = q.filters
+    context: dict = {"filters": f, "pick_user": caller.explanation_owner_filter is None}
     try:
-        identity = parse_identity(filters)
+        rows = service.recent_explanations(
+            session,
+            paging.PAGE_SIZE + 1,
+            caller.explanation_owner_filter,
+            q.identity,
+            since=f["since"],
+            until=f["until"],
+            user_id=paging.user_id_named(session, f["user"]) if context["pick_user"] else None,
+            after=q.after,
+        )
     except AppError as e:
-        context = {"items": [], "filters": filters, "error": e}
+        context |= {"items": [], "error": e}
         return render(request, "explanations.html", "_recent.html", context, e.status_code)
-    rows = service.recent_explanations(
-        session, RECENT_LIMIT, caller.explanation_owner_filter, identity
-    )
-    items = [
-        {"row": row, "top_text": (row.result.get("texts") or [{}])[0].get("text")} for row in rows
-    ]
-    context = {"items": items, "filters": filters}
+    page = paging.page_of(rows, lambda row: paging.time_id_cursor(row.created_at, row.id))
+    context |= {
+        "items": [
+            {"row": row, "top_text": (row.result.get("texts") or [{}])[0].get("text")}
+            for row in page.items
+        ],
+        "filtered": any(f.values()),
+        "next_url": q.page_url("/explanations", page.next_cursor),
+        "first_url": q.page_url("/explanations", "") if q.after else None,
+    }
     return render(request, "explanations.html", "_recent.html", context)
 
 
@@ -167,8 +185,5 @@ def explanation(
             audit.record_view(request, explanation_id, None, e)
         return render_error(request, e, N_("Could not show this explanation."))
     audit.record_view(request, explanation_id, row)
-    context = views.explanation_view(session, row, _training_outlines(state))
-    context["can_flag"] = caller.role in (Role.radiologist, Role.admin)
-    context["flags"] = views.flag_views(session, flagging.flags_of(session, row.id))
-    context["flag_reasons"] = list(FlagReason)
-    return render(request, "explanation.html", "_explanation.html", context)
+    context = _explanation_context(session, row, state, caller)
+    return render(request, "explanation.html", "_explanation_page.html", context)

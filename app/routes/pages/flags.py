@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app import audit, flagging
+from app import audit, flagging, paging
 from app.deps import Reviewer, SessionDep
 from app.errors import AppError, InvalidInput
 from app.explanations import service, views
 from app.i18n import N_
 from app.parsing import parse_int
 from app.payloads import RowId
+from app.routes.pages.lists import FilterText, ListQueryDep
 from app.tables import FlagReason, FlagStatus
 from app.web import render, render_error
 
@@ -68,14 +69,38 @@ def flag_explanation(
 
 @router.get("/review")
 def review_queue(
-    request: Request, session: SessionDep, caller: Reviewer, status: FlagStatus = FlagStatus.open
+    request: Request,
+    session: SessionDep,
+    caller: Reviewer,
+    q: ListQueryDep,
+    status: FlagStatus = FlagStatus.open,
+    field: FilterText = "",
 ) -> Response:
-    flags = views.flag_views(session, flagging.review_queue(session, status=status))
-    context = {
-        "flags": flags,
-        "status": status,
-        "statuses": list(FlagStatus),
-        "me": caller.user.id,
+    """Flags newest first, 50 a page (keyset on the flag id), filtered by status, field, who
+    raised them, UTC days and the flagged explanation's identity."""
+    f = q.filters
+    shown = {"status": status.value, "field": field}
+    context: dict = {"filters": shown | f, "statuses": list(FlagStatus), "me": caller.user.id}
+    try:
+        rows = flagging.review_queue(
+            session,
+            status=status,
+            field=field or None,
+            limit=paging.PAGE_SIZE + 1,
+            since=f["since"],
+            until=f["until"],
+            flagged_by=paging.user_id_named(session, f["user"]),
+            identity=q.identity,
+            after=q.after,
+        )
+    except AppError as e:
+        context |= {"flags": [], "error": e}
+        return render(request, "review.html", "review.html", context, e.status_code)
+    page = paging.page_of(rows, lambda flag: str(flag.id))
+    context |= {
+        "flags": views.flag_views(session, page.items),
+        "next_url": q.page_url("/review", page.next_cursor, **shown),
+        "first_url": q.page_url("/review", "", **shown) if q.after else None,
     }
     return render(request, "review.html", "review.html", context)
 

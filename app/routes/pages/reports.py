@@ -3,14 +3,19 @@ files."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from app import reports
+from app import report_compare, reports
 from app.deps import Admin, SessionDep
 from app.errors import AppError
+from app.parsing import parse_int
 from app.payloads import RowId
 from app.web import render, render_error
+from model import plots
 
 router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
 
@@ -19,6 +24,49 @@ router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
 def reports_page(request: Request, session: SessionDep, _: Admin) -> Response:
     context = {"reports": reports.list_reports(session)}
     return render(request, "reports.html", "reports.html", context)
+
+
+ReportParam = Annotated[str, Query(max_length=20, description="an evaluation report's id")]
+
+
+def _comparison(session, a: str, b: str) -> report_compare.Comparison:
+    low, high = 1, 2**31 - 1
+    a_id, b_id = parse_int(a, "a", low, high), parse_int(b, "b", low, high)
+    return report_compare.compare_reports(session, a_id, b_id)
+
+
+@router.get("/reports/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request, session: SessionDep, _: Admin, a: ReportParam = "", b: ReportParam = ""
+) -> Response:
+    """Two reports of one cohort and split: per field and method the median macro-F1 of each,
+    b − a, and the paired per-fold figure (422 for other cohorts or folds, 404 for a missing
+    report)."""
+    try:
+        comparison = _comparison(session, a, b)
+    except AppError as e:
+        return render_error(request, e, "Could not compare these reports")
+    context = {
+        "c": comparison,
+        "figure_url": f"/admin/reports/compare/figure?{urlencode({'a': a, 'b': b})}",
+    }
+    return render(request, "report_compare.html", "report_compare.html", context)
+
+
+@router.get("/reports/compare/figure")
+def compare_figure(
+    request: Request, session: SessionDep, _: Admin, a: ReportParam = "", b: ReportParam = ""
+) -> Response:
+    """The paired per-fold figure of the comparison, as PNG."""
+    try:
+        c = _comparison(session, a, b)
+    except AppError as e:
+        return render_error(request, e, "Could not compare these reports")
+    title = f"{c.figure_method_name}: macro-F1 per fold, #{c.a.id} → #{c.b.id}"
+    figure = plots.paired_folds_figure(
+        c.per_fold, c.figure_method, (f"#{c.a.id}", f"#{c.b.id}"), title
+    )
+    return Response(plots.figure_png(figure), media_type="image/png")
 
 
 @router.get("/reports/{report_id}", response_class=HTMLResponse)
