@@ -221,10 +221,10 @@ def train_cmd(
     data = cohort_option(cohort, schema)
     try:
         ckpt = train_cohort(data, str(preset), parse_overrides(set_ or []), out)
+    except CheckpointError as e:  # e.g. the disk filled up while writing it (a ValueError too)
+        fail(str(e))
     except ValueError as e:  # a setting's value the config refuses
         bad_usage(str(e))
-    except CheckpointError as e:  # e.g. the disk filled up while writing it
-        fail(str(e))
     typer.echo(
         json.dumps(
             {
