@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
+from starlette.concurrency import run_in_threadpool
 
-from app import paging
+from app import audit, paging
 from app.errors import Conflict, InvalidInput, NotFound, NotYours, UnsupportedMediaType
 from app.serving import Serving
 from app.tables import AuditEvent, Explanation
@@ -120,6 +121,16 @@ def check_extractor(serving: Serving, segmentation: Segmentation) -> None:
             f"server computes {segmentation.extractor} from segmentations; explain it with a "
             f"model trained on {segmentation.extractor}"
         )
+
+
+async def explain_for_request(
+    request: Any, session: Session, serving: Serving, case: ExplanationInput, owner_id: int
+) -> Explanation:
+    """`explain_case` off the event loop, audited as this request's explanation (the API, the
+    upload form and the example buttons all explain this way)."""
+    return await run_in_threadpool(
+        explain_case, session, serving, case, owner_id, audit.explanation_created(request)
+    )
 
 
 def explain_case(

@@ -45,14 +45,7 @@ async def create_explanation(
 ) -> ExplanationOut:
     """Explain one case: a features file (multipart field `file`, plus `k`) or JSON."""
     case = await read_explanation_request(request)
-    row = await run_in_threadpool(
-        service.explain_case,
-        session,
-        serving,
-        case,
-        caller.user.id,
-        audit.explanation_created(request),
-    )
+    row = await service.explain_for_request(request, session, serving, case, caller.user.id)
     return ExplanationOut.from_row(row)
 
 

@@ -95,14 +95,7 @@ async def explain_upload(
     try:
         serving = get_serving(state)
         case = await read_explanation_request(request)
-        row = await run_in_threadpool(
-            service.explain_case,
-            session,
-            serving,
-            case,
-            caller.user.id,
-            audit.explanation_created(request),
-        )
+        row = await service.explain_for_request(request, session, serving, case, caller.user.id)
     except AppError as e:
         return _failed(request, settings, e)
     return _created(request, session, row, state, caller)
@@ -123,14 +116,7 @@ async def explain_example(
         serving = get_serving(state)
         k_value = parse_int(k, "k", *service.K_RANGE)
         case = await run_in_threadpool(views.load_example, settings.data_dir, name, k_value)
-        row = await run_in_threadpool(
-            service.explain_case,
-            session,
-            serving,
-            case,
-            caller.user.id,
-            audit.explanation_created(request),
-        )
+        row = await service.explain_for_request(request, session, serving, case, caller.user.id)
     except AppError as e:
         return _failed(request, settings, e)
     return _created(request, session, row, state, caller)
