@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.db import as_utc
 from app.errors import InvalidInput, NotAuthenticated, NotFound
+from app.i18n import N_
 from app.tables import ApiToken, LoginForm, Role, User, WebSession
 
 PASSWORDS = PasswordHash.recommended()  # argon2id with the library's current parameters
@@ -35,7 +36,7 @@ def has_users(session: Session) -> bool:
 def create_user(session: Session, username: str, role: Role | str, password: str) -> User:
     username = username.strip()
     if not username or len(username) > 64:
-        raise InvalidInput("a username needs 1 to 64 characters")
+        raise InvalidInput(N_("a username needs 1 to 64 characters"))
     check_new_password(password)
     user = User(username=username, role=Role(role), password_hash=PASSWORDS.hash(password))
     session.add(user)
@@ -43,21 +44,21 @@ def create_user(session: Session, username: str, role: Role | str, password: str
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise InvalidInput(f"the username {username!r} is taken") from None
+        raise InvalidInput(N_("the username %(name)s is taken"), name=repr(username)) from None
     return user
 
 
 def check_new_password(password: str) -> None:
     if len(password) < 8:
-        raise InvalidInput("a password needs at least 8 characters")
+        raise InvalidInput(N_("a password needs at least 8 characters"))
     if len(password) > 1024:  # argon2 hashes anything, but slowly: no megabyte passwords
-        raise InvalidInput("a password has at most 1024 characters")
+        raise InvalidInput(N_("a password has at most 1024 characters"))
 
 
 def get_user(session: Session, username: str) -> User:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
-        raise NotFound(f"no user {username!r}")
+        raise NotFound(N_("no user %(name)s"), name=repr(username))
     return user
 
 
@@ -132,7 +133,7 @@ def user_for_token(session: Session, token: str) -> User:
     )
     user = session.get(User, row.user_id) if row is not None else None
     if user is None or not user.is_active:
-        raise NotAuthenticated("the bearer token is unknown or revoked")
+        raise NotAuthenticated(N_("the bearer token is unknown or revoked"))
     return user
 
 

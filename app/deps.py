@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app import accounts, audit
 from app.config import Settings
 from app.errors import Forbidden, NoActiveModel, NotAuthenticated
+from app.i18n import N_, Label
 from app.origin import check_origin
 from app.serving import Serving, ServingState
 from app.tables import Role, User
@@ -42,7 +43,7 @@ def get_serving(state: Annotated[ServingState, Depends(get_serving_state)]) -> S
     # Taken once per request: a version switch during the request does not affect it.
     serving = state.current
     if serving is None:
-        raise NoActiveModel("no model is active; register and activate a checkpoint")
+        raise NoActiveModel(N_("no model is active; register and activate a checkpoint"))
     return serving
 
 
@@ -97,7 +98,7 @@ async def check_csrf(request: Request, principal: Principal) -> None:
     if not sent or not secrets.compare_digest(sent, principal.csrf_token):
         if form is not None:
             await form.close()
-        raise Forbidden("missing or invalid CSRF token; reload the page and try again")
+        raise Forbidden(N_("missing or invalid CSRF token; reload the page and try again"))
 
 
 # Declared for the OpenAPI document (its security schemes, listed on every gated operation);
@@ -131,12 +132,14 @@ def require(*roles: Role) -> Callable:
             # Token and session lookups are blocking queries: off the event loop.
             principal = await run_in_threadpool(identify, request, session)
             if principal is None:
-                raise NotAuthenticated("log in, or send Authorization: Bearer <token>")
+                raise NotAuthenticated(N_("log in, or send Authorization: Bearer <token>"))
             # Out of the request's session, so a rollback (the database gone mid-request)
             # cannot expire it: the error page and the access log can still name the user.
             session.expunge(principal.user)
             if principal.role not in allowed:
-                raise Forbidden(f"the role {principal.role.value!r} may not do this")
+                raise Forbidden(
+                    N_("the role '%(role)s' may not do this"), role=Label(principal.role.value)
+                )
             await check_csrf(request, principal)
         except (NotAuthenticated, Forbidden) as e:
             await run_in_threadpool(

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 
 class AppError(Exception):
-    """Base of the service's errors; the message is shown to the client as is."""
+    """Base of the service's errors; the message is shown to the client as is.
+
+    A message built from values names them as %(name)s placeholders and takes them as keywords
+    (`NotFound(N_("no job %(id)s"), id=7)`): `message` is it filled in, in English, for the API
+    and the logs; a page shows the template translated and filled in (`app.web.error_message`).
+    """
 
     status_code = 500
     code = "error"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, **values: object) -> None:
+        self.template = message
+        self.values = values
+        self.message = message % values if values else message
+        super().__init__(self.message)
 
 
 class InvalidInput(AppError):
@@ -67,8 +74,8 @@ class TooManyAttempts(AppError):
     status_code = 429
     code = "too_many_attempts"
 
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, retry_after: int, **values: object) -> None:
+        super().__init__(message, **values)
         self.retry_after = retry_after
 
 
@@ -79,8 +86,8 @@ class DatabaseUnavailable(AppError):
     status_code = 503
     code = "database_unavailable"
 
-    def __init__(self, message: str, retry_after: int = 5) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, retry_after: int = 5, **values: object) -> None:
+        super().__init__(message, **values)
         self.retry_after = retry_after
 
 

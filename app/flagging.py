@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app import paging, registry
 from app.errors import Forbidden, InvalidInput, NotFound
 from app.explanations.service import served_answer
+from app.i18n import N_, Label
 from app.tables import AuditEvent, Explanation, Flag, FlagReason, FlagStatus, User
 
 CORRECTION_COLUMNS = (
@@ -44,7 +45,9 @@ def create_flag(
 ) -> Flag:
     """Exactly one of `field` (a field of the explanation) or `text_rank` (a retrieved text)."""
     if (field is None) == (text_rank is None):
-        raise InvalidInput("flag either one field or one retrieved text (give field or text_rank)")
+        raise InvalidInput(
+            N_("flag either one field or one retrieved text (give field or text_rank)")
+        )
     corrected_value = (corrected_value or "").strip() or None
     flag = Flag(
         explanation_id=explanation.id,
@@ -59,21 +62,29 @@ def create_flag(
     if field is not None:
         known = [f["field"] for f in explanation.result.get("fields") or []]
         if field not in known:
-            raise InvalidInput(f"the explanation has no field {field!r}; one of {known}")
+            raise InvalidInput(
+                N_("the explanation has no field %(field)s; one of %(known)s"),
+                field=repr(field),
+                known=known,
+            )
         if corrected_value is not None:
             allowed = registry.field_values(session, explanation.model_version).get(field, {})
             if corrected_value not in allowed:
                 raise InvalidInput(
-                    f"{corrected_value!r} is not a value of {field!r}; "
-                    f"allowed values: {describe_values(allowed)}"
+                    N_("%(value)s is not a value of %(field)s; allowed values: %(allowed)s"),
+                    value=repr(corrected_value),
+                    field=repr(field),
+                    allowed=describe_values(allowed),
                 )
         flag.target, flag.field = "field", field
     else:
         if corrected_value is not None:
-            raise InvalidInput("a flagged retrieved text takes no corrected value")
+            raise InvalidInput(N_("a flagged retrieved text takes no corrected value"))
         texts = {t["rank"]: t["text"] for t in explanation.result.get("texts") or []}
         if text_rank not in texts:
-            raise InvalidInput(f"the explanation has no retrieved text of rank {text_rank}")
+            raise InvalidInput(
+                N_("the explanation has no retrieved text of rank %(rank)s"), rank=text_rank
+            )
         flag.target, flag.text_rank, flag.text = "text", text_rank, texts[text_rank]
     session.add(flag)
     if audit_event is not None:
@@ -140,17 +151,22 @@ def review(
     refusal is audited (`audit_refusal`) before it is raised."""
     flag = session.get(Flag, flag_id)
     if flag is None:
-        raise NotFound(f"no flag {flag_id}")
+        raise NotFound(N_("no flag %(id)s"), id=flag_id)
     if flag.created_by == reviewer.id:
         if audit_refusal is not None:
             session.add(audit_refusal(flag))
             session.commit()
         raise Forbidden(
-            f"flag {flag_id} was raised by you: another reviewer must accept or reject it "
-            "(separation of duties)"
+            N_(
+                "flag %(id)s was raised by you: another reviewer must accept or reject it "
+                "(separation of duties)"
+            ),
+            id=flag_id,
         )
     if flag.status != FlagStatus.open:
-        raise InvalidInput(f"flag {flag_id} was already {flag.status.value}")
+        raise InvalidInput(
+            N_("flag %(id)s was already %(status)s"), id=flag_id, status=Label(flag.status.value)
+        )
     flag.status = FlagStatus.accepted if accept else FlagStatus.rejected
     flag.reviewed_by = reviewer.id
     flag.reviewed_at = datetime.now(UTC)

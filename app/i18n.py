@@ -9,15 +9,20 @@ with the reader's decimal mark ("0.457"; "0,457").
 Catalogues: `app/locales/<lang>/LC_MESSAGES/messages.po`, compiled in memory at import (no .mo
 files in the repository); `make messages` extracts the ids and updates them. Labels that arrive
 as data (schema field and value labels, roles, statuses, flag reasons, error headings) are
-marked with `N_` where they are defined and translated where they are shown (`|tr`). The
-model's retrieved texts are not translated: they are what it was trained on.
+marked with `N_` where they are defined and translated where they are shown (`|tr`). Messages
+built from values keep them as %(name)s placeholders, so the message id is the same whatever
+the values: an error's (`app.errors.AppError`), a job's progress (`app.jobs.messages`), a
+page's notice. What the API sends, the logs and the FHIR export stay English. The model's
+retrieved texts are not translated: they are what it was trained on.
 """
 
 from __future__ import annotations
 
+import functools
 import gettext as gettext_module
 import io
 import re
+from collections.abc import Iterable
 from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import Any
@@ -121,6 +126,13 @@ def N_(message: str) -> str:
     return message
 
 
+class Label(str):
+    """A value of a message that is itself a message id (a field's name, a status): the API's
+    English message shows it as it is; a page translates it with the message around it."""
+
+    __slots__ = ()
+
+
 def load_catalogue(language: str) -> gettext_module.NullTranslations:
     """A language's .po compiled in memory (English is the message ids themselves)."""
     po = LOCALES_DIR / language / "LC_MESSAGES" / "messages.po"
@@ -157,6 +169,27 @@ def translate_label(value: object) -> str:
     if value is None or value == "":
         return ""
     return gettext(str(value))
+
+
+_PLACEHOLDER = re.compile(r"%\\\(([a-z_]+)\\\)s")  # one %(name)s, as re.escape writes it
+
+
+@functools.cache
+def _read_back_pattern(message: str) -> re.Pattern[str]:
+    """`message` as a regular expression whose groups are its placeholders (%% a plain %)."""
+    escaped = re.escape(message).replace("%%", "%")
+    return re.compile(_PLACEHOLDER.sub(r"(?P<\1>.+?)", escaped), re.S)
+
+
+def read_back(text: str, messages: Iterable[str]) -> tuple[str, dict[str, str]] | None:
+    """The first of `messages` (ids with %(name)s placeholders) that `text` is, filled in, and
+    the values it was filled in with; None when it is none of them. For messages stored or
+    sent in English (a job's progress, a low-confidence reason) and shown translated."""
+    for message in messages:
+        found = _read_back_pattern(message).fullmatch(text)
+        if found is not None:
+            return message, found.groupdict()
+    return None
 
 
 def install(env: Any) -> None:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 
 from app.errors import Forbidden
+from app.i18n import N_, Label
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -57,12 +58,16 @@ def check_origin(request: Request) -> None:
         sent, header = referer, "Referer"
     else:
         raise Forbidden(
-            "cross-site request check: a state-changing browser request needs an Origin or "
-            "Referer header naming this site (scripts: use Authorization: Bearer)"
+            N_(
+                "cross-site request check: a state-changing browser request needs an Origin or "
+                "Referer header naming this site (scripts: use Authorization: Bearer)"
+            )
         )
     if site is None or normalise(sent) != site:
         shown = sent[:100]
         raise Forbidden(
-            f"cross-site request refused: {header} {shown!r} is not this site "
-            f"({site or 'unknown host'})"
+            N_("cross-site request refused: %(header)s %(sent)s is not this site (%(site)s)"),
+            header=header,
+            sent=repr(shown),
+            site=site or Label(N_("unknown host")),
         )

@@ -15,7 +15,10 @@ from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
+from app.i18n import N_, Label
 from app.tables import User
+
+NOT_A_POSITION = N_("'after' is not a position in this list: %(cursor)s")
 
 PAGE_SIZE = 50
 T = TypeVar("T")
@@ -55,14 +58,14 @@ def parse_time_id_cursor(cursor: str) -> tuple[datetime, str]:
         at = datetime.fromisoformat(at_text)
         uuid.UUID(row_id)
     except ValueError:
-        raise InvalidInput(f"'after' is not a position in this list: {cursor[:80]!r}") from None
+        raise InvalidInput(NOT_A_POSITION, cursor=repr(cursor[:80])) from None
     return at, row_id
 
 
 def after_id(query: Select, id_column, cursor: str) -> Select:
     """Rows with a smaller integer id than the cursor (ids grow with time)."""
     if not cursor.isdigit() or len(cursor) > 18:
-        raise InvalidInput(f"'after' is not a position in this list: {cursor[:80]!r}")
+        raise InvalidInput(NOT_A_POSITION, cursor=repr(cursor[:80]))
     return query.where(id_column < int(cursor))
 
 
@@ -73,14 +76,20 @@ def parse_day(value: str, name: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise InvalidInput(f"{name} {value[:40]!r} is not a date (YYYY-MM-DD)") from None
+        raise InvalidInput(
+            N_("%(name)s %(value)s is not a date (YYYY-MM-DD)"),
+            name=Label(name),
+            value=repr(value[:40]),
+        ) from None
 
 
 def day_range(since: str, until: str) -> tuple[datetime | None, datetime | None]:
     """`since`..`until` (UTC days, both included) as [start, end) times; 422 when reversed."""
-    first, last = parse_day(since, "from"), parse_day(until, "to")
+    first, last = parse_day(since, N_("from")), parse_day(until, N_("to"))
     if first and last and first > last:
-        raise InvalidInput(f"the range starts ({first}) after it ends ({last})")
+        raise InvalidInput(
+            N_("the range starts (%(first)s) after it ends (%(last)s)"), first=first, last=last
+        )
     start = datetime.combine(first, time.min, UTC) if first else None
     end = datetime.combine(last + timedelta(days=1), time.min, UTC) if last else None
     return start, end

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from app.errors import InvalidInput
+from app.i18n import N_
 
 # Every bound below fits in 19 digits (64-bit); more than that is out of any range we take.
 MAX_DIGITS = 19
@@ -27,18 +28,32 @@ def parse_int(text: str, name: str, low: int, high: int) -> int:
     value = text.strip(ASCII_WHITESPACE)
     if not _INTEGER.fullmatch(value):
         raise InvalidInput(
-            f"{name} must be a whole number between {low} and {high}, got {_shown(text)}"
+            N_("%(name)s must be a whole number between %(low)s and %(high)s, got %(got)s"),
+            name=name,
+            low=low,
+            high=high,
+            got=_shown(text),
         )
     negative = value.startswith("-")
     digits = value.lstrip("+-").lstrip("0") or "0"  # int() counts leading zeros to its limit
     if len(digits) > MAX_DIGITS:
         sign = "-" if negative else ""
         raise InvalidInput(
-            f"{name} must be between {low} and {high}, got a {sign}{len(digits)}-digit number"
+            N_("%(name)s must be between %(low)s and %(high)s, got a %(digits)s-digit number"),
+            name=name,
+            low=low,
+            high=high,
+            digits=f"{sign}{len(digits)}",
         )
     number = -int(digits) if negative else int(digits)
     if not low <= number <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}, got {number}")
+        raise InvalidInput(
+            N_("%(name)s must be between %(low)s and %(high)s, got %(got)s"),
+            name=name,
+            low=low,
+            high=high,
+            got=number,
+        )
     return number
 
 

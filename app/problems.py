@@ -30,7 +30,7 @@ from app.errors import (
     NotAuthenticated,
     TooManyAttempts,
 )
-from app.web import is_htmx, render
+from app.web import NOTHING_CHANGED, is_htmx, render
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ async def app_error(request: Request, exc: AppError) -> Response:
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
     context: dict = {"error": exc}
     if isinstance(exc, DatabaseUnavailable):
-        context["error_note"] = "nothing was changed."
+        context["error_note"] = NOTHING_CHANGED
     return render(request, "error.html", "_error.html", context, exc.status_code, headers)
 
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from app import audit
 from app.errors import CheckpointRejected, Conflict, NotFound
+from app.i18n import N_
 from app.serving import Serving, ServingState, load_checkpoint
 from app.tables import AuditEvent, ModelEvent, ModelVersion, User
 
@@ -25,7 +26,7 @@ def list_versions(session: Session) -> list[ModelVersion]:
 def get_version(session: Session, version: str) -> ModelVersion:
     row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
     if row is None:
-        raise NotFound(f"no registered model version {version!r}")
+        raise NotFound(N_("no registered model version %(version)s"), version=repr(version))
     return row
 
 

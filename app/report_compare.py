@@ -12,6 +12,7 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, NotFound
+from app.i18n import N_
 from app.reports import get_report, method_name
 from app.tables import EvaluationReport
 from model.evaluate import BASELINES, MODEL_METHODS
@@ -58,11 +59,17 @@ def fold_metrics(report: EvaluationReport) -> pd.DataFrame:
     """The report's per-fold macro-F1 (fold, field, method, macro_f1) from its metrics.csv."""
     path = Path(report.path) / "metrics.csv"
     if not path.is_file():
-        raise NotFound(f"report {report.id} has no metrics.csv (its folder {report.path} moved?)")
+        raise NotFound(
+            N_("report %(id)s has no metrics.csv (its folder %(path)s moved?)"),
+            id=report.id,
+            path=report.path,
+        )
     try:
         table = pd.read_csv(path, usecols=list(COLUMNS))
     except (ValueError, pd.errors.ParserError) as e:
-        raise InvalidInput(f"report {report.id}'s metrics.csv cannot be read: {e}") from None
+        raise InvalidInput(
+            N_("report %(id)s's metrics.csv cannot be read: %(error)s"), id=report.id, error=e
+        ) from None
     table = table.dropna(subset=["macro_f1"])
     return table.astype({"fold": int, "field": str, "method": str, "macro_f1": float})
 
@@ -73,15 +80,29 @@ def compare_reports(session: Session, a_id: int, b_id: int) -> Comparison:
     a, b = get_report(session, a_id), get_report(session, b_id)
     if a.cohort != b.cohort:
         raise InvalidInput(
-            f"report {a.id} is of cohort {a.cohort!r} and report {b.id} of {b.cohort!r}: "
-            "only evaluations of one cohort compare"
+            N_(
+                "report %(a)s is of cohort %(cohort_a)s and report %(b)s of %(cohort_b)s: "
+                "only evaluations of one cohort compare"
+            ),
+            a=a.id,
+            cohort_a=repr(a.cohort),
+            b=b.id,
+            cohort_b=repr(b.cohort),
         )
     table_a, table_b = fold_metrics(a), fold_metrics(b)
     folds_a, folds_b = sorted(set(table_a.fold)), sorted(set(table_b.fold))
     if a.folds != b.folds or folds_a != folds_b:
         raise InvalidInput(
-            f"report {a.id} has {a.folds} folds ({len(folds_a)} scored) and report {b.id} "
-            f"{b.folds} ({len(folds_b)} scored): only evaluations with the same folds compare"
+            N_(
+                "report %(a)s has %(folds_a)s folds (%(scored_a)s scored) and report %(b)s "
+                "%(folds_b)s (%(scored_b)s scored): only evaluations with the same folds compare"
+            ),
+            a=a.id,
+            folds_a=a.folds,
+            scored_a=len(folds_a),
+            b=b.id,
+            folds_b=b.folds,
+            scored_b=len(folds_b),
         )
     keys = ["fold", "field", "method"]
     per_fold = table_a.merge(table_b, on=keys, suffixes=("_a", "_b"))
@@ -97,5 +118,7 @@ def compare_reports(session: Session, a_id: int, b_id: int) -> Comparison:
         key=lambda s: (fields.index(s.field), order.get(s.method, len(order)), s.method),
     )
     if not scores:
-        raise InvalidInput(f"reports {a.id} and {b.id} share no field and method to compare")
+        raise InvalidInput(
+            N_("reports %(a)s and %(b)s share no field and method to compare"), a=a.id, b=b.id
+        )
     return Comparison(a, b, folds_a, scores, per_fold)

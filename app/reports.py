@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
+from app.i18n import N_, gettext
 from app.tables import EvaluationReport
 from model.evaluate import BASELINES, METHOD_NAMES, MODEL_METHODS
 
@@ -24,6 +25,20 @@ DOWNLOADS = {
 }
 # A best model mode this far under logistic regression is called worse (as summary.md does).
 WORSE_MARGIN = 0.005
+# model.evaluate.METHOD_NAMES' names, as the pages show them (`|tr`); summary.md keeps English.
+METHOD_LABELS = (
+    N_("served (calibrated)"),
+    N_("CLIP top-1 text"),
+    N_("CLIP top-k vote"),
+    N_("CLIP multi-task head"),
+    N_("CLIP embedding + linear probe"),
+    N_("majority class"),
+    N_("logistic regression"),
+    N_("logistic regression, balanced"),
+    N_("gradient boosting, balanced"),
+    N_("reader vs reader"),
+    N_("reader vs other readers' majority"),
+)
 
 
 def list_reports(session: Session, limit: int = 200) -> list[EvaluationReport]:
@@ -34,7 +49,7 @@ def list_reports(session: Session, limit: int = 200) -> list[EvaluationReport]:
 def get_report(session: Session, report_id: int) -> EvaluationReport:
     row = session.get(EvaluationReport, report_id)
     if row is None:
-        raise NotFound(f"no evaluation report {report_id}")
+        raise NotFound(N_("no evaluation report %(id)s"), id=report_id)
     return row
 
 
@@ -122,7 +137,8 @@ def figure_names(row: EvaluationReport) -> list[str]:
 
 def figure_groups(row: EvaluationReport) -> list[tuple[str, list[Figure]]]:
     """The figures as the page shows them: the box plots, the confusion matrices field by field
-    (the model's best mode beside logistic regression), the loss curves, anything else."""
+    (the model's best mode beside logistic regression), the loss curves, anything else; titles
+    and captions in the reader's language."""
     names = figure_names(row)
     confusions: dict[str, list[Figure]] = {}
     overview: list[Figure] = []
@@ -132,27 +148,29 @@ def figure_groups(row: EvaluationReport) -> list[tuple[str, list[Figure]]]:
         field, _, method = stem.removeprefix("confusion_").rpartition("_")
         if stem.startswith("confusion_") and field and method in METHOD_NAMES:
             # the baseline last, so it sits beside the model
-            confusions.setdefault(field, []).append(Figure(name, method_name(method)))
+            confusions.setdefault(field, []).append(Figure(name, gettext(method_name(method))))
         elif name == "boxplots.png":
-            overview.insert(0, Figure(name, "Per-field macro precision / recall / F1 by fold"))
+            caption = gettext("Per-field macro precision / recall / F1 by fold")
+            overview.insert(0, Figure(name, caption))
         elif name == "loss_curves.png":
-            overview.append(Figure(name, "Training loss per fold"))
+            overview.append(Figure(name, gettext("Training loss per fold")))
         else:
             other.append(Figure(name, stem))
     groups: list[tuple[str, list[Figure]]] = []
     if overview:
-        groups.append(("Across folds", overview))
+        groups.append((gettext("Across folds"), overview))
     for field, figures in confusions.items():
-        figures.sort(key=lambda f: f.caption == method_name("logreg"))
-        groups.append((f"Confusion matrices: {field} (all folds)", figures))
+        figures.sort(key=lambda f: f.name.endswith("_logreg.png"))
+        title = gettext("Confusion matrices: %(field)s (all folds)") % {"field": field}
+        groups.append((title, figures))
     if other:
-        groups.append(("Other figures", other))
+        groups.append((gettext("Other figures"), other))
     return groups
 
 
 def figure_path(row: EvaluationReport, name: str) -> Path:
     if name not in figure_names(row):
-        raise NotFound(f"report {row.id} has no figure {name!r}")
+        raise NotFound(N_("report %(id)s has no figure %(name)s"), id=row.id, name=repr(name))
     return figures_dir(row) / name
 
 
@@ -164,5 +182,7 @@ def download_names(row: EvaluationReport) -> list[str]:
 def download_path(row: EvaluationReport, name: str) -> tuple[Path, str]:
     """The file and its media type; NotFound for a name outside the list."""
     if name not in DOWNLOADS or name not in download_names(row):
-        raise NotFound(f"report {row.id} has no file {name!r} to download")
+        raise NotFound(
+            N_("report %(id)s has no file %(name)s to download"), id=row.id, name=repr(name)
+        )
     return Path(row.path) / name, DOWNLOADS[name]

@@ -25,7 +25,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
+from app.i18n import N_
 from app.roles import Role  # noqa: F401  (its own module: the CLI names roles without SQLAlchemy)
+
+# The roles as pages name them (`|tr`); marked here, not in app.roles, which the CLI imports.
+ROLE_LABELS = (N_("clinician"), N_("radiologist"), N_("admin"))
 
 
 def utcnow() -> datetime:
@@ -168,6 +172,11 @@ class FlagStatus(enum.StrEnum):
     open = "open"
     accepted = "accepted"
     rejected = "rejected"
+
+
+# Reasons and statuses as pages name them (`|tr`; a reason's underscores shown as spaces).
+FLAG_LABELS: tuple[str, ...] = (N_("wrong value"), N_("not visible"), N_("ambiguous"))
+FLAG_LABELS += (N_("other"), N_("open"), N_("accepted"), N_("rejected"))
 
 
 class Flag(Base):

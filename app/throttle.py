@@ -18,6 +18,7 @@ from starlette.requests import Request
 from app.config import Settings
 from app.db import as_utc
 from app.errors import TooManyAttempts
+from app.i18n import N_
 from app.tables import LoginAttempt
 
 
@@ -25,6 +26,12 @@ def client_address(request: Request) -> str:
     """The TCP peer, or the client a trusted proxy names: uvicorn rewrites the peer from
     X-Forwarded-For only for the proxies of CLIPMED_FORWARDED_ALLOW_IPS (none by default)."""
     return request.client.host if request.client is not None else "unknown"
+
+
+FOR_USERNAME = N_(
+    "too many failed logins for %(name)s from your address; try again in %(seconds)s s"
+)
+FROM_ADDRESS = N_("too many failed logins from your address; try again in %(seconds)s s")
 
 
 class LoginThrottle:
@@ -42,18 +49,16 @@ class LoginThrottle:
         now = datetime.now(UTC)
         recent = (LoginAttempt.address == address, LoginAttempt.at > now - self.window)
         counted = select(func.count(), func.min(LoginAttempt.at))
-        for limit, where, whose in (
-            (self.max_failures, LoginAttempt.username == username[:64], f"for {username!r} "),
-            (self.max_failures_per_address, true(), ""),
+        for limit, where, message in (
+            (self.max_failures, LoginAttempt.username == username[:64], FOR_USERNAME),
+            (self.max_failures_per_address, true(), FROM_ADDRESS),
         ):
             failures, oldest = session.execute(counted.where(*recent, where)).one()
             if failures >= limit:
                 wait = as_utc(oldest) + self.window - now
                 retry_after = max(1, int(wait.total_seconds()) + 1)
                 raise TooManyAttempts(
-                    f"too many failed logins {whose}from your address; "
-                    f"try again in {retry_after} s",
-                    retry_after,
+                    message, retry_after, name=repr(username), seconds=retry_after
                 )
 
     @classmethod

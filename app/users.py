@@ -25,6 +25,7 @@ from app.accounts import PASSWORDS, check_new_password
 from app.audit import make_event
 from app.db import rows_changed
 from app.errors import AppError, LastActiveAdmin, NotFound
+from app.i18n import N_
 from app.tables import ApiToken, Role, User, WebSession
 
 
@@ -66,7 +67,7 @@ def list_users(session: Session) -> list[User]:
 def user_id_of(session: Session, username: str) -> int:
     found = session.scalar(select(User.id).where(User.username == username))
     if found is None:
-        raise NotFound(f"no user {username!r}")
+        raise NotFound(N_("no user %(name)s"), name=repr(username))
     return found
 
 
@@ -152,7 +153,7 @@ def _change(
             .execution_options(populate_existing=True)
         )
         if user is None:
-            raise NotFound(f"no user {user_id}")
+            raise NotFound(N_("no user %(name)s"), name=user_id)
         changed = apply(user)
         sessions = tokens = 0
         if changed and ends_credentials:
@@ -186,7 +187,8 @@ def _keep_an_admin(session: Session, user: User) -> None:
         return
     if not set(_lock_active_admins(session)) - {user.id}:
         raise LastActiveAdmin(
-            f"{user.username!r} is the last active admin; make another account admin first"
+            N_("%(name)s is the last active admin; make another account admin first"),
+            name=repr(user.username),
         )
 
 

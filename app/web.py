@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse
 from app import i18n
 from app.errors import AppError
 from app.i18n import N_
+from app.jobs.messages import shown_job_message
 
 ROOT_DIR = Path(__file__).resolve().parent.parent  # the repository (or the image's /app)
 TEMPLATES_DIR = ROOT_DIR / "templates"
@@ -25,6 +26,7 @@ RESEARCH_NOTICE = N_("Research use only — not for diagnosis")
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 i18n.install(templates.env)
 templates.env.globals["research_notice"] = RESEARCH_NOTICE
+templates.env.filters["job_message"] = shown_job_message
 
 
 def csrf_token(request: Request) -> str:
@@ -155,17 +157,35 @@ def error_wording(error: AppError) -> ErrorWording:
     return ERROR_WORDING.get(error.status_code, UNKNOWN_ERROR)
 
 
+def error_message(error: AppError) -> str:
+    """The error's message in the reader's language: its template translated and filled in,
+    the values that are labels translated too (as the API sends it where no catalogue has it)."""
+    translated = i18n.gettext(error.template)
+    if not error.values:
+        return translated
+    values = {
+        name: i18n.translate_label(value) if isinstance(value, i18n.Label) else value
+        for name, value in error.values.items()
+    }
+    return translated % values
+
+
 templates.env.globals["error_wording"] = error_wording
+templates.env.globals["error_message"] = error_message
+# what the error page says was (not) done, after the status and the code
+NOTHING_STORED = N_("nothing was stored.")
+NOTHING_CHANGED = N_("nothing was changed.")
 
 
 def render_error(
     request: Request,
     error: AppError,
     action: str | None = None,
-    note: str = "nothing was changed.",
+    note: str = NOTHING_CHANGED,
     advice: str | None = None,
 ) -> HTMLResponse:
     """A domain error as the error page (or its fragment): a heading for its kind of failure,
-    what was being done (`action`), what to do next, and the service's message beneath."""
+    what was being done (`action`: a message id, or a message already translated), what to do
+    next, and the service's message beneath."""
     context = {"error": error, "error_action": action, "error_note": note, "error_advice": advice}
     return render(request, "error.html", "_error.html", context, error.status_code)

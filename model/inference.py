@@ -20,6 +20,13 @@ from model.validation import K_RANGE, MAX_SLICES_PER_CASE, InputError, check_sli
 LOW_SIMILARITY = 0.5  # fallback threshold for checkpoints that do not carry their own
 SPLIT_VOTE = 0.6  # without a served read-out: a winning vote share under this -> low confidence
 LOW_PROBABILITY = 0.5  # a served answer whose calibrated probability is under this -> low
+# Why an answer deserves doubt, with %(name)s placeholders (the service's pages read the
+# values back out and show the reason in the reader's language: app.explanations.views).
+LOW_SIMILARITY_REASON = (
+    "best similarity %(best)s is under %(threshold)s, which 90%% of the training cases reach"
+)
+LOW_PROBABILITY_REASON = "probability under %(probability)s for %(fields)s"
+SPLIT_VOTE_REASON = "split vote on %(fields)s"
 
 
 def validate_features(
@@ -381,15 +388,15 @@ class Explainer:
         ]
         reasons = []
         if best < threshold:
-            reasons.append(
-                f"best similarity {best:.2f} is under {threshold:.2f}, which 90% of the "
-                "training cases reach"
-            )
+            similarity = {"best": f"{best:.2f}", "threshold": f"{threshold:.2f}"}
+            reasons.append(LOW_SIMILARITY_REASON % similarity)
         if doubtful:
+            fields_named = ", ".join(doubtful)
             reasons.append(
-                f"probability under {LOW_PROBABILITY:.0%} for {', '.join(doubtful)}"
+                LOW_PROBABILITY_REASON
+                % {"probability": f"{LOW_PROBABILITY:.0%}", "fields": fields_named}
                 if served
-                else f"split vote on {', '.join(doubtful)}"
+                else SPLIT_VOTE_REASON % {"fields": fields_named}
             )
         return reasons
 

@@ -8,7 +8,8 @@ path keeps at most ``MAX_POINTS_PER_PATH`` of its contour's points.
 
 Pure functions: an outline (or its JSON) in, markup out. The markup holds only numbers this
 module formats and text it escapes, so it is safe to insert as is; it carries no script and
-no ``style`` attribute (colours come from classes in app.css).
+no ``style`` attribute (colours come from classes in app.css). Its words (the label, the
+slices' titles) are in the language of the request being answered.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup, escape
 
+from app.i18n import N_, gettext, ngettext
 from model.outline import NoduleOutline, SliceOutline
 
 MAX_PANELS = 16  # a 40-slice nodule would otherwise be a wall of tiny panels
@@ -95,11 +97,12 @@ def draw_outline(
     max_panels: int = MAX_PANELS,
     middle: bool = False,
     evidence: Mapping[int, SliceEvidence] | None = None,
-    subject: str = "the nodule",
+    subject: str | None = None,
     css_class: str = "outline",
 ) -> OutlineDrawing | None:
     """Small multiples of `outline`, one `panel`-unit square per slice; None if there is
     nothing to draw. `evidence` (slice index -> bar) puts a bar under each panel that has one.
+    `subject` names what is drawn in the label, translated ("the nodule" when not given).
     """
     if outline is not None and not isinstance(outline, NoduleOutline):
         outline = outline_from_json(outline)
@@ -120,11 +123,13 @@ def draw_outline(
     width = columns * cell_w - GAP
     height = rows * cell_h + SCALE_H
 
-    label = (
-        f"Outline of {subject} on {total} slice{'s' if total != 1 else ''}, {across:.1f} mm across"
-    )
+    label = ngettext(
+        "Outline of %(subject)s on %(num)s slice, %(across)s mm across",
+        "Outline of %(subject)s on %(num)s slices, %(across)s mm across",
+        total,
+    ) % {"subject": subject or gettext("the nodule"), "num": total, "across": f"{across:.1f}"}
     if len(shown) < total:
-        label += f"; {len(shown)} of them shown"
+        label += gettext("; %(shown)s of them shown") % {"shown": len(shown)}
     parts = [
         f'<svg class="{escape(css_class)}" viewBox="0 0 {_n(width)} {_n(height)}" '
         f'width="{_n(width)}" height="{_n(height)}" role="img" aria-label="{escape(label)}" '
@@ -137,9 +142,9 @@ def draw_outline(
         top = (position // columns) * cell_h
         ox, oy = left + panel / 2 - cx * k, top + LABEL_H + panel / 2 - cy * k
         parts.append(f'<g class="panel" data-slice="{index}" data-z-mm="{s.z_mm:.6g}">')
-        parts.append(
-            f"<title>{escape(f'slice {index + 1} of {total}, z = {s.z_mm:.1f} mm')}</title>"
-        )
+        where = {"n": index + 1, "total": total, "z": f"{s.z_mm:.1f}"}
+        title = gettext("slice %(n)s of %(total)s, z = %(z)s mm") % where
+        parts.append(f"<title>{escape(title)}</title>")
         parts.append(
             f'<text class="z" x="{_n(left + panel / 2)}" y="{_n(top + LABEL_H - 3)}" '
             f'text-anchor="middle">{escape(f"z {s.z_mm:.1f}")}</text>'
@@ -203,9 +208,10 @@ def _inside(point: np.ndarray, polygon: np.ndarray) -> bool:
 def _evidence_bar(bar: SliceEvidence | None, left: float, top: float, panel: float) -> str:
     room = BAR_H - 4
     if bar is None:  # a slice the model did not use (subsampled): a baseline only
+        unused = escape(gettext("not used by the model"))
         return (
             f'<rect class="evidence none" x="{_n(left)}" y="{_n(top + BAR_H - 2)}" '
-            f'width="{_n(panel)}" height="1"><title>not used by the model</title></rect>'
+            f'width="{_n(panel)}" height="1"><title>{unused}</title></rect>'
         )
     h = max(1.0, min(max(bar.fraction, 0.0), 1.0) * room)
     return (
@@ -229,6 +235,14 @@ def _scale_bar(extent_mm: float, k: float, top: float) -> str:
     )
 
 
+# A bar's title, by the kind of chart it comes from.
+BAR_TITLES = {"attention": N_("attention %(value)s"), "evidence": N_("evidence %(value)s")}
+
+
 def evidence_from_bars(bars: Sequence[Any], height: float, kind: str) -> dict[int, SliceEvidence]:
     """Evidence bars keyed by slice from presenting's SliceChart bars (slice, value, height)."""
-    return {int(b.slice): SliceEvidence(b.height / height, f"{kind} {b.value:.3f}") for b in bars}
+    title = gettext(BAR_TITLES[kind])
+    return {
+        int(b.slice): SliceEvidence(b.height / height, title % {"value": f"{b.value:.3f}"})
+        for b in bars
+    }

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import audit, paging
 from app.errors import Conflict, InvalidInput, NotFound, NotYours, UnsupportedMediaType
+from app.i18n import N_, Label
 from app.serving import Serving
 from app.tables import AuditEvent, Explanation
 from model.features_io import MAX_ARRAY_BYTES, check_header, csv_header, read_features
@@ -64,8 +65,10 @@ def features_from_file(
     suffix = Path(filename).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnsupportedMediaType(
-            f"unsupported file type {suffix or '(none)'!r} ({filename!r}); "
-            f"use {', '.join(SUPPORTED_SUFFIXES)}"
+            N_("unsupported file type %(suffix)s (%(filename)s); use %(supported)s"),
+            suffix=repr(suffix or "(none)"),
+            filename=repr(filename),
+            supported=", ".join(SUPPORTED_SUFFIXES),
         )
     try:
         return read_features(data, filename, max_slices=max_slices, max_array_bytes=max_array_bytes)
@@ -90,18 +93,27 @@ def features_from_rows(
     rows: Sequence[Sequence[float]], max_slices: int = MAX_SLICES_PER_CASE
 ) -> np.ndarray:
     if len(rows) == 0:
-        raise InvalidInput("features have no slices; at least 1 is needed")
+        raise InvalidInput(N_("features have no slices; at least 1 is needed"))
     check_slices(len(rows), max_slices)
     widths = sorted({len(r) for r in rows})
     if len(widths) > 1:
-        raise InvalidInput(f"every slice needs the same number of features, got widths {widths}")
+        raise InvalidInput(
+            N_("every slice needs the same number of features, got widths %(widths)s"),
+            widths=widths,
+        )
     return np.asarray(rows, dtype=np.float64)
 
 
 def check_k(k: int) -> int:
     low, high = K_RANGE
     if not low <= k <= high:
-        raise InvalidInput(f"k must be between {low} and {high}, got {k}")
+        raise InvalidInput(
+            N_("%(name)s must be between %(low)s and %(high)s, got %(got)s"),
+            name="k",
+            low=low,
+            high=high,
+            got=k,
+        )
     return k
 
 
@@ -116,10 +128,14 @@ def check_extractor(serving: Serving, segmentation: Segmentation) -> None:
     trained = serving.checkpoint.feature_extractor
     if trained != segmentation.extractor:
         raise Conflict(
-            f"the active model ({serving.model_version}) was trained on features from "
-            f"{trained or 'no recorded extractor (simulated or uploaded features)'}, but this "
-            f"server computes {segmentation.extractor} from segmentations; explain it with a "
-            f"model trained on {segmentation.extractor}"
+            N_(
+                "the active model (%(version)s) was trained on features from %(trained)s, but "
+                "this server computes %(extractor)s from segmentations; explain it with a model "
+                "trained on %(extractor)s"
+            ),
+            version=serving.model_version,
+            trained=trained or Label(N_("no recorded extractor (simulated or uploaded features)")),
+            extractor=segmentation.extractor,
         )
 
 
@@ -194,6 +210,9 @@ def explanation_row(
     )
 
 
+NO_EXPLANATION = N_("no explanation with id %(id)s")
+
+
 def get_explanation(
     session: Session, explanation_id: str, owner_id: int | None = None
 ) -> Explanation:
@@ -201,9 +220,9 @@ def get_explanation(
     of other people's explanations are not confirmed; NotYours, a NotFound, tells the audit)."""
     row = session.get(Explanation, explanation_id)
     if row is None:
-        raise NotFound(f"no explanation with id {explanation_id!r}")
+        raise NotFound(NO_EXPLANATION, id=repr(explanation_id))
     if owner_id is not None and row.owner_id != owner_id:
-        raise NotYours(f"no explanation with id {explanation_id!r}")
+        raise NotYours(NO_EXPLANATION, id=repr(explanation_id))
     return row
 
 

@@ -28,6 +28,7 @@ from app.explanations.service import (
     features_from_rows,
     header_of,
 )
+from app.i18n import N_
 from app.parsing import parse_int
 from app.payloads import ContoursRequest, ExplanationRequest
 from model.inference import InputError
@@ -120,8 +121,11 @@ async def read_explanation_request(request: Request) -> ExplanationInput:
             body = await request.body()
             return await run_in_threadpool(_read_json, body, settings.max_slices_per_upload)
     raise UnsupportedMediaType(
-        f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data "
-        "with a file in field 'file', or application/json with 'features' or 'slices'"
+        N_(
+            "unsupported content type %(type)s; send multipart/form-data with a file in field "
+            "'file', or application/json with 'features' or 'slices'"
+        ),
+        type=repr(content_type or "(none)"),
     )
 
 
@@ -129,12 +133,14 @@ async def _read_multipart(request: Request, settings: Settings) -> ExplanationIn
     try:
         form = await request.form(max_files=1, max_fields=4 + len(IDENTITY_FIELDS))
     except StarletteHTTPException as e:  # malformed multipart, too many parts
-        raise InvalidInput(f"could not read the multipart body: {e.detail}") from None
+        raise InvalidInput(
+            N_("could not read the multipart body: %(detail)s"), detail=e.detail
+        ) from None
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidInput(
-                "the multipart body needs a features or segmentation file in field 'file'"
+                N_("the multipart body needs a features or segmentation file in field 'file'")
             )
         raw_k = form.get("k")
         if raw_k is None or raw_k == "":
@@ -142,7 +148,7 @@ async def _read_multipart(request: Request, settings: Settings) -> ExplanationIn
         elif isinstance(raw_k, str):
             k = parse_int(raw_k, "k", *K_RANGE)
         else:
-            raise InvalidInput("k must be a form field, not a file")
+            raise InvalidInput(N_("k must be a form field, not a file"))
         texts = {name: value for name, value in form.multi_items() if isinstance(value, str)}
         identity = parse_identity(texts)
         data = await upload.read()

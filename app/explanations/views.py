@@ -23,7 +23,7 @@ from app.explanations.service import (
     header_of,
     served_answer,
 )
-from app.i18n import N_
+from app.i18n import N_, gettext, read_back
 from app.tables import Explanation, Flag, User
 from model.outline import OutlineStore
 from model.segmentation import from_contours
@@ -50,7 +50,7 @@ def load_example(data_dir: Path, name: str, k: int) -> ExplanationInput:
     """One listed example; NotFound for any other name (no path tricks). Where `clipmed demo`
     also wrote the read's contours, the example is explained from them (so it is drawn)."""
     if name not in list_examples(data_dir):
-        raise NotFound(f"no example named {name!r}")
+        raise NotFound(N_("no example named %(name)s"), name=repr(name))
     path = examples_dir(data_dir) / name
     contours = path.with_name(path.stem + ".contours.json")
     if contours.is_file():
@@ -150,6 +150,28 @@ def slice_chart(result: dict[str, Any]) -> SliceChart | None:
     return SliceChart(title, description, bars, len(points) * step, chart_height)
 
 
+# model.inference's low-confidence reasons (stored in English with the explanation), shown in
+# the reader's language; tests/app/test_i18n.py checks that they are the model's words.
+LOW_CONFIDENCE_REASONS = (
+    N_("best similarity %(best)s is under %(threshold)s, which 90%% of the training cases reach"),
+    N_("probability under %(probability)s for %(fields)s"),
+    N_("split vote on %(fields)s"),
+)
+
+
+def shown_reason(reason: str, field_labels: dict[str, str] | None = None) -> str:
+    """A stored low-confidence reason in the reader's language (as stored, when not ours),
+    the fields it names by their labels."""
+    found = read_back(reason, LOW_CONFIDENCE_REASONS)
+    if found is None:
+        return reason
+    message, values = found
+    if "fields" in values and field_labels:
+        named = (field_labels.get(name, name) for name in values["fields"].split(", "))
+        values["fields"] = ", ".join(gettext(label) for label in named)
+    return gettext(message) % values
+
+
 def explanation_view(
     session: Session, row: Explanation, outlines: OutlineStore | None = None
 ) -> dict[str, Any]:
@@ -192,6 +214,9 @@ def explanation_view(
         "similar_cases": similar_cases,
         "outline": case_outline(row, chart),
         "similar_outlines": similar_outlines(similar_cases, outlines),
+        "low_confidence_reasons": [
+            shown_reason(r, field_labels) for r in result.get("low_confidence_reasons", [])
+        ],
     }
 
 
@@ -261,8 +286,8 @@ def case_outline(row: Explanation, chart: SliceChart | None) -> CaseOutline:
     if chart is not None:
         kind = "attention" if chart.title == "Slice attention" else "evidence"
         evidence = drawing.evidence_from_bars(chart.bars, chart.height, kind)
-    drawn = drawing.draw_outline(stored, evidence=evidence, subject="this nodule")
-    return CaseOutline(drawn, None if drawn else "The stored outline could not be drawn.")
+    drawn = drawing.draw_outline(stored, evidence=evidence, subject=gettext("this nodule"))
+    return CaseOutline(drawn, None if drawn else N_("The stored outline could not be drawn."))
 
 
 def similar_outlines(
@@ -278,7 +303,7 @@ def similar_outlines(
             panel=56,
             max_panels=5,
             middle=True,
-            subject=f"training case {case_id}",
+            subject=gettext("training case %(id)s") % {"id": case_id},
             css_class="outline small",
         )
         views[case_id] = CaseOutline(drawn, None if drawn else NO_OUTLINE_TRAINING)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.errors import InvalidInput
+from app.i18n import N_
 
 LIDC = "lidc"
 
@@ -29,6 +30,10 @@ def check_cohort(data_dir: Path, params) -> None:
     available = available_cohorts(data_dir)
     if cohort not in available:
         raise InvalidInput(
-            f"no cohort {cohort!r} in the data directory; available: {', '.join(available)} "
-            "(build another with `clipmed data`)"
+            N_(
+                "no cohort %(cohort)s in the data directory; available: %(available)s "
+                "(build another with `clipmed data`)"
+            ),
+            cohort=repr(cohort),
+            available=", ".join(available),
         )

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.jobs import queue
+from app.jobs import messages, queue
 from app.jobs.queue import LeaseLost
 from app.tables import Job
 
@@ -42,7 +42,7 @@ class Outcome:
 
     result: dict[str, Any]
     side_effects: Callable[[Session], None] | None = None
-    message: str = "succeeded"
+    message: str = messages.SUCCEEDED
 
 
 @dataclass

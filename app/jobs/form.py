@@ -13,12 +13,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
+from app.i18n import N_
 from app.jobs.params import EPOCHS, FOLDS, JobCreate
 from app.parsing import parse_int
 from app.tables import Job, User
 from model.config import PRESETS
 
 JOB_KINDS = ("train", "evaluate", "reindex")
+# Every kind as the pages name it (`|tr`); the fold jobs an evaluation fans out too.
+KIND_LABELS = (N_("train"), N_("evaluate"), N_("evaluate_fold"), N_("reindex"))
 _JOB_CREATE = TypeAdapter(JobCreate)
 
 
@@ -48,7 +51,7 @@ def job_params(form: JobForm):
     """The form as TrainParams, EvaluateParams or ReindexParams (the JSON API's validation);
     InvalidInput naming the problem otherwise."""
     if form.kind not in JOB_KINDS:
-        raise InvalidInput(f"choose the kind of job: {', '.join(JOB_KINDS)}")
+        raise InvalidInput(N_("choose the kind of job: %(kinds)s"), kinds=", ".join(JOB_KINDS))
     data: dict = {"kind": form.kind}
     if form.kind in ("train", "evaluate"):
         data |= {"cohort": form.cohort.strip(), "preset": form.preset}

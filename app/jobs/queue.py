@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session, aliased
 
 from app.db import rows_changed
 from app.errors import Conflict, NotFound
+from app.i18n import N_, Label
+from app.jobs import messages
 from app.tables import FINISHED, Job, JobStatus, User
 
 ACTIVE = (JobStatus.queued, JobStatus.running)
@@ -63,7 +65,7 @@ def enqueue(
         requested_by=requested_by.id if requested_by is not None else None,
         parent_id=parent_id,
         max_attempts=max_attempts,
-        message="queued",
+        message=messages.QUEUED,
         progress=0.0,
         log="",
         attempts=0,
@@ -80,7 +82,7 @@ def enqueue(
 def get(session: Session, job_id: int) -> Job:
     job = session.get(Job, job_id)
     if job is None:
-        raise NotFound(f"no job {job_id}")
+        raise NotFound(N_("no job %(id)s"), id=job_id)
     return job
 
 
@@ -135,19 +137,23 @@ def cancel(session: Session, job_id: int) -> Job:
     next progress point. Cancelling a parent cancels its folds."""
     job = get(session, job_id)
     if job.finished:
-        raise Conflict(f"job {job_id} has already ended ({job.status.value})")
+        raise Conflict(
+            N_("job %(id)s has already ended (%(status)s)"),
+            id=job_id,
+            status=Label(job.status.value),
+        )
     stamp = now()
     for target in (job.id, *[c.id for c in children(session, job.id)]):
         # one statement each: never overwrites an outcome a worker wrote meanwhile
         session.execute(
             update(Job)
             .where(Job.id == target, Job.status.in_(ACTIVE), Job.worker.is_(None))
-            .values(status=JobStatus.cancelled, finished_at=stamp, message="cancelled")
+            .values(status=JobStatus.cancelled, finished_at=stamp, message=messages.CANCELLED)
         )
         session.execute(
             update(Job)
             .where(Job.id == target, Job.status == JobStatus.running, Job.worker.is_not(None))
-            .values(cancel_requested=True, message="cancelling at the next progress point")
+            .values(cancel_requested=True, message=messages.CANCELLING)
         )
     session.commit()
     session.refresh(job)
@@ -175,7 +181,7 @@ def reap(session: Session) -> int:
             finished_at=stamp,
             worker=None,
             lease_expires_at=None,
-            message="cancelled (its worker stopped answering)",
+            message=messages.CANCELLED_WORKER_LOST,
         ),
     )
     failed = rows_changed(
@@ -188,7 +194,7 @@ def reap(session: Session) -> int:
             worker=None,
             lease_expires_at=None,
             error="the worker stopped answering (lease expired) and no attempts are left",
-            message="failed: worker lost",
+            message=messages.FAILED_WORKER_LOST,
         ),
     )
     requeued = rows_changed(
@@ -199,7 +205,7 @@ def reap(session: Session) -> int:
             status=JobStatus.queued,
             worker=None,
             lease_expires_at=None,
-            message="requeued: the worker holding it stopped answering",
+            message=messages.REQUEUED_WORKER_LOST,
         ),
     )
     session.commit()
@@ -238,7 +244,7 @@ def claim(
             started_at=func.coalesce(Job.started_at, stamp),
             heartbeat_at=stamp,
             lease_expires_at=stamp + timedelta(seconds=lease_seconds),
-            message="started",
+            message=messages.STARTED,
         )
         .returning(Job.id)
     ).scalar_one_or_none()
@@ -348,7 +354,7 @@ def release(session: Session, job_id: int, token: str, log: str | None = None) -
         "worker": None,
         "lease_expires_at": None,
         "attempts": Job.attempts - 1,
-        "message": "requeued: the worker holding it was stopped",
+        "message": messages.REQUEUED_WORKER_STOPPED,
     }
     if log is not None:
         values["log"] = log[-LOG_TAIL_CHARS:]

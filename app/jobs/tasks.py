@@ -11,6 +11,7 @@ import dataclasses
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from app.config import Settings
 from app.db import as_utc
 from app.explanations.service import served_answer, stored_features
 from app.flagging import accepted_corrections
-from app.jobs import queue
+from app.jobs import messages, queue
 from app.jobs.context import Handler, JobContext, Outcome, Waiting
 from app.jobs.params import EvaluateParams, ReindexParams, TrainingOverrides, TrainParams
 from app.tables import EvaluationReport, Explanation, JobStatus
@@ -57,7 +58,7 @@ def named_cohort(settings: Settings, name: str, ctx: JobContext | None = None) -
                 f"no cohort {name!r} in {settings.data_dir} (build one with `clipmed data`)"
             )
         if ctx is not None:
-            ctx.progress(0.0, "importing the LIDC-IDRI annotations (once)", force=True)
+            ctx.progress(0.0, messages.IMPORTING_LIDC, force=True)
         from model.datasets.lidc import import_lidc
 
         return import_lidc(folder, progress=False)
@@ -117,13 +118,21 @@ def corrected_cases(ctx: JobContext, schema: Schema, feature_dim: int) -> CaseLi
     return CaseList(schema, arrays, labels, np.asarray(patients, dtype=str), ids)
 
 
-def _epoch_progress(ctx: JobContext, start: float, span: float, prefix: str = ""):
+def _epoch_progress(
+    ctx: JobContext, start: float, span: float, in_fold: Callable[[str], str] = str
+):
+    prefix = in_fold("")
+
     def on_progress(p: Progress) -> None:
         done = ((p.epoch - 1) + p.batch / p.batches) / p.epochs
-        ctx.progress(
-            start + span * done,
-            f"{prefix}epoch {p.epoch}/{p.epochs}, batch {p.batch}/{p.batches}, loss {p.loss:.3f}",
-        )
+        epoch = messages.EPOCH % {
+            "epoch": p.epoch,
+            "epochs": p.epochs,
+            "batch": p.batch,
+            "batches": p.batches,
+            "loss": f"{p.loss:.3f}",
+        }
+        ctx.progress(start + span * done, in_fold(epoch))
         if p.batch == p.batches:
             ctx.log(f"{prefix}epoch {p.epoch}/{p.epochs}: training loss {p.loss:.4f}")
 
@@ -145,7 +154,7 @@ def run_train(ctx: JobContext) -> Outcome:
     )
     cases = Joined([cohort, extra])
     ctx.log(f"training {params.preset} on {len(cohort)} cohort + {len(extra)} corrected cases")
-    ctx.progress(0.01, "loading the text encoder", force=True)
+    ctx.progress(0.01, messages.LOADING_ENCODER, force=True)
     encoder = FrozenTextEncoder.for_config(mcfg, settings.text_encoder)
     data = {
         "cohort": cohort.name,
@@ -193,7 +202,8 @@ def run_train(ctx: JobContext) -> Outcome:
             "activated": params.activate,
         },
         register,
-        message=f"registered {ckpt.version}" + (" (active)" if params.activate else ""),
+        message=(messages.REGISTERED_ACTIVE if params.activate else messages.REGISTERED)
+        % {"version": ckpt.version},
     )
 
 
@@ -222,17 +232,18 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
                 )
             session.commit()
         ctx.log(f"queued {params.folds} fold jobs; report in {report_dir}")
-        return Waiting(f"waiting for {params.folds} fold jobs")
+        return Waiting(messages.WAITING_FOR_FOLDS % {"folds": params.folds})
 
     unfinished = [f for f in folds if not f.finished]
     if unfinished:
-        return Waiting(f"waiting for {len(unfinished)} of {len(folds)} fold jobs")
+        left = {"left": len(unfinished), "folds": len(folds)}
+        return Waiting(messages.WAITING_FOR_SOME_FOLDS % left)
     bad = [f for f in folds if f.status != JobStatus.succeeded]
     if bad:
         reasons = "; ".join(f"job {f.id} {f.status.value}: {f.error or f.message}" for f in bad)
         raise RuntimeError(f"{len(bad)} fold job(s) did not succeed: {reasons}")
 
-    ctx.progress(0.97, "merging the folds and drawing the figures", force=True)
+    ctx.progress(0.97, messages.MERGING_FOLDS, force=True)
     cohort = named_cohort(settings, params.cohort)
     mcfg, tcfg = preset(params.preset, **params.overrides.given())
     fold_results = [
@@ -265,7 +276,7 @@ def run_evaluate(ctx: JobContext) -> Outcome | Waiting:
     return Outcome(
         {"report_dir": str(report_dir), "summary": summary, "timing": merged.timing},
         record,
-        message=f"report of {params.folds} folds written",
+        message=messages.REPORT_WRITTEN % {"folds": params.folds},
     )
 
 
@@ -276,13 +287,17 @@ def run_evaluate_fold(ctx: JobContext) -> Outcome:
     overrides = TrainingOverrides.model_validate(p["overrides"])
     mcfg, tcfg = preset(p["preset"], **overrides.given())
     encoder = FrozenTextEncoder.for_config(mcfg, ctx.settings.text_encoder)
-    on_epoch = _epoch_progress(ctx, 0.0, 0.85, prefix=f"fold {fold}/{folds}: ")
+
+    def in_fold(doing: str) -> str:
+        return messages.IN_FOLD % {"fold": fold, "folds": folds, "doing": doing}
+
+    on_epoch = _epoch_progress(ctx, 0.0, 0.85, in_fold)
 
     def on_progress(fp) -> None:
         if fp.train is not None:
             on_epoch(fp.train)
         else:
-            ctx.progress(0.9, f"fold {fold}/{folds}: {fp.stage}", force=True)
+            ctx.progress(0.9, in_fold(fp.stage), force=True)
 
     result = run_fold(cohort, mcfg, tcfg, encoder, fold, folds, p["vote_k"], p["seed"], on_progress)
     ctx.check()
@@ -295,7 +310,7 @@ def run_evaluate_fold(ctx: JobContext) -> Outcome:
     os.replace(partial, final)
     return Outcome(
         {"fold": fold, "train_seconds": round(result.train_seconds, 2)},
-        message=f"fold {fold}/{folds} done",
+        message=messages.FOLD_DONE % {"fold": fold, "folds": folds},
     )
 
 
@@ -312,7 +327,8 @@ def run_reindex(ctx: JobContext) -> Outcome:
     current = Checkpoint.load(path)
     origin = Path(current.meta.get("reindexed_from") or path)
     base = Checkpoint.load(origin)
-    ctx.progress(0.1, f"rebuilding the catalog of {version} from {origin.name}", force=True)
+    rebuilding = {"version": version, "origin": origin.name}
+    ctx.progress(0.1, messages.REBUILDING_CATALOG % rebuilding, force=True)
     if params.include_corrections:
         extra = corrected_cases(ctx, base.schema, base.config.feature_dim)
     else:
@@ -331,9 +347,9 @@ def run_reindex(ctx: JobContext) -> Outcome:
     if sorted(extra.case_ids) == sorted(current.meta.get("added_case_ids", [])):
         return Outcome(
             {"version": version, "catalog_version": catalog_version, "changed": False},
-            message="no new corrected cases; catalog unchanged",
+            message=messages.CATALOG_UNCHANGED,
         )
-    ctx.progress(0.8, "saving the new catalog", force=True)
+    ctx.progress(0.8, messages.SAVING_CATALOG, force=True)
     folder = origin  # no corrections: back to the catalog as trained
     if ckpt is not base:
         assert ctx.settings.checkpoints_dir is not None  # Settings fills it in
@@ -357,7 +373,8 @@ def run_reindex(ctx: JobContext) -> Outcome:
             "changed": True,
         },
         swap,
-        message=f"catalog {catalog_version} -> {ckpt.catalog.version}",
+        message=messages.CATALOG_SWAPPED
+        % {"previous": catalog_version, "catalog": ckpt.catalog.version},
     )
 
 

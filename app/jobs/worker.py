@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import logs
 from app.config import Settings
-from app.jobs import queue
+from app.jobs import messages, queue
 from app.jobs.context import Cancelled, Handler, JobContext, Outcome, Stopping, Waiting
 from app.jobs.queue import LeaseLost
 from app.tables import Job, JobStatus
@@ -139,7 +139,7 @@ class Worker:
             JobStatus.failed,
             error=f"{type(error).__name__}: {error}",
             log=ctx.log_text,
-            message=f"failed: {error}"[:255],
+            message=(messages.FAILED % {"error": error})[:255],
         )
 
     def _record(self, session: Session, ctx: JobContext, outcome: Outcome | Waiting) -> None:

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app import accounts, audit
 from app.deps import SESSION_COOKIE, AnyUser, SessionDep
 from app.errors import AppError, Forbidden, TooManyAttempts
+from app.i18n import N_
 from app.origin import check_origin
 from app.throttle import LoginThrottle, client_address
 from app.web import local_path, render
@@ -78,7 +79,7 @@ async def login(
     form_id = request.cookies.get(LOGIN_FORM_COOKIE, "")
     if not await run_in_threadpool(accounts.use_login_form, session, form_id, csrf_token):
         await _audit_login(request, username, "csrf_failed")
-        return await refuse(Forbidden("the form expired; try again"), 403)
+        return await refuse(Forbidden(N_("the form expired; try again")), 403)
     throttle: LoginThrottle = request.app.state.login_throttle
     address = client_address(request)
     try:
@@ -90,7 +91,7 @@ async def login(
     if user is None:
         await run_in_threadpool(throttle.failed, session, username, address)
         await _audit_login(request, username, "failed")
-        return await refuse(AppError("unknown username or wrong password"), 401)
+        return await refuse(AppError(N_("unknown username or wrong password")), 401)
     await run_in_threadpool(throttle.succeeded, session, username, address)
     await run_in_threadpool(audit.record_request, request, "login", "success", user=user)
     session_id = accounts.create_web_session(session, user)

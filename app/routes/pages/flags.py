@@ -38,13 +38,17 @@ def flag_explanation(
     try:
         row = service.get_explanation(session, explanation_id)
         if kind not in ("field", "text"):
-            raise InvalidInput(f"unknown flag target {target!r}")
+            raise InvalidInput(N_("unknown flag target %(target)s"), target=repr(target))
         if "=" in corrected_value:
             value_field, _, corrected_value = corrected_value.partition("=")
             if kind != "field" or value_field != value:
                 raise InvalidInput(
-                    f"the correct value chosen is one of {value_field!r}, not of the flagged "
-                    f"{value!r}"
+                    N_(
+                        "the correct value chosen is one of %(chosen)s, not of the flagged "
+                        "%(flagged)s"
+                    ),
+                    chosen=repr(value_field),
+                    flagged=repr(value),
                 )
         rank = (
             parse_int(value, "the flagged text's rank", *service.K_RANGE)

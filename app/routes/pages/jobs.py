@@ -17,6 +17,7 @@ from app import audit, reports
 from app.config import Settings
 from app.deps import Admin, SessionDep, SettingsDep
 from app.errors import AppError, InvalidInput
+from app.i18n import gettext
 from app.jobs import queue
 from app.jobs.cohorts import available_cohorts, check_cohort
 from app.jobs.form import JobForm, job_params, split_traceback, usernames
@@ -115,7 +116,7 @@ def job_page(job_id: RowId, request: Request, session: SessionDep, _: Admin) -> 
     try:
         context = _job_context(session, job_id)
     except AppError as e:
-        return render_error(request, e, f"Could not show job {job_id}.")
+        return render_error(request, e, gettext("Could not show job %(id)s.") % {"id": job_id})
     return render(request, "job.html", "_job_live.html", context)
 
 
@@ -125,6 +126,7 @@ def cancel_job(job_id: RowId, request: Request, session: SessionDep, _: Admin) -
     try:
         queue.cancel(session, job_id)
     except AppError as e:
-        return render_error(request, e, f"Could not cancel job {job_id}.")
+        action = gettext("Could not cancel job %(id)s.") % {"id": job_id}
+        return render_error(request, e, action)
     audit.record_request(request, "job.cancel", "success", target_type="job", target_id=str(job_id))
     return RedirectResponse(f"/admin/jobs/{job_id}", status_code=303)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.errors import AppError, InvalidInput, NotFound
-from app.i18n import LANGUAGE_COOKIE, LANGUAGES
+from app.i18n import LANGUAGE_COOKIE, LANGUAGES, N_
 from app.web import local_path, render_error
 
 router = APIRouter(tags=["pages"], include_in_schema=False, default_response_class=HTMLResponse)
@@ -25,11 +25,16 @@ def switch_language(
     service, so a plain link (GET) works without JavaScript."""
     error: AppError
     if code not in LANGUAGES:
-        error = NotFound(f"no language {code!r}; offered: {', '.join(LANGUAGES)}")
-        return render_error(request, error, note="nothing was changed.")
+        offered = ", ".join(LANGUAGES)
+        error = NotFound(
+            N_("no language %(code)s; offered: %(offered)s"), code=repr(code), offered=offered
+        )
+        return render_error(request, error)
     target = local_path(next)
     if target is None:
-        error = InvalidInput(f"next must be a path on this site, not {next[:200]!r}")
+        error = InvalidInput(
+            N_("next must be a path on this site, not %(next)s"), next=repr(next[:200])
+        )
         return render_error(request, error)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app import flagging, registry
 from app.deps import Admin, AnyUser, ServingStateDep, SessionDep
 from app.errors import AppError
-from app.i18n import N_
+from app.i18n import N_, gettext
 from app.tables import Role
 from app.version_metrics import compare_metrics
 from app.web import render, render_error
@@ -61,6 +61,7 @@ async def activate_model(
     try:
         await registry.activate_for_request(request, session, version, state, caller.user)
     except AppError as e:
-        return render_error(request, e, f"Could not activate model {version}.")
+        action = gettext("Could not activate model %(version)s.") % {"version": version}
+        return render_error(request, e, action)
     # the models page says what happened (only while it is still true: see `models_page`)
     return RedirectResponse(f"/models?{urlencode({'activated': version})}", status_code=303)

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from app import report_compare, reports
 from app.deps import Admin, SessionDep
 from app.errors import AppError
+from app.i18n import N_, gettext
 from app.parsing import parse_int
 from app.payloads import RowId
 from app.web import render, render_error
@@ -45,7 +46,7 @@ def compare_page(
     try:
         comparison = _comparison(session, a, b)
     except AppError as e:
-        return render_error(request, e, "Could not compare these reports")
+        return render_error(request, e, N_("Could not compare these reports."))
     context = {
         "c": comparison,
         "figure_url": f"/admin/reports/compare/figure?{urlencode({'a': a, 'b': b})}",
@@ -61,8 +62,12 @@ def compare_figure(
     try:
         c = _comparison(session, a, b)
     except AppError as e:
-        return render_error(request, e, "Could not compare these reports")
-    title = f"{c.figure_method_name}: macro-F1 per fold, #{c.a.id} → #{c.b.id}"
+        return render_error(request, e, N_("Could not compare these reports."))
+    title = gettext("%(method)s: macro-F1 per fold, #%(a)s → #%(b)s") % {
+        "method": gettext(c.figure_method_name),
+        "a": c.a.id,
+        "b": c.b.id,
+    }
     figure = plots.paired_folds_figure(
         c.per_fold, c.figure_method, (f"#{c.a.id}", f"#{c.b.id}"), title
     )
@@ -75,7 +80,8 @@ def report_page(report_id: RowId, request: Request, session: SessionDep, _: Admi
     try:
         row = reports.get_report(session, report_id)
     except AppError as e:
-        return render_error(request, e, f"Could not show report {report_id}.")
+        action = gettext("Could not show report %(id)s.") % {"id": report_id}
+        return render_error(request, e, action)
     context = {
         "report": row,
         "table": reports.summary_table(row.summary),
@@ -94,7 +100,7 @@ def report_figure(
     try:
         path = reports.figure_path(reports.get_report(session, report_id), name)
     except AppError as e:
-        return render_error(request, e, "Could not show this figure.")
+        return render_error(request, e, N_("Could not show this figure."))
     return FileResponse(path, media_type="image/png")
 
 
@@ -106,5 +112,5 @@ def report_file(
     try:
         path, media_type = reports.download_path(reports.get_report(session, report_id), name)
     except AppError as e:
-        return render_error(request, e, "Could not show this file.")
+        return render_error(request, e, N_("Could not show this file."))
     return FileResponse(path, media_type=media_type, filename=f"report-{report_id}-{name}")

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app import users
 from app.deps import Admin, SessionDep
 from app.errors import AppError
+from app.i18n import N_, gettext, translate_label
 from app.payloads import RowId
 from app.tables import Role, User
 from app.web import render, render_error
@@ -27,22 +28,34 @@ router = APIRouter(
     default_response_class=HTMLResponse,
 )
 
-DONE = ("deactivated", "activated", "role", "password", "unchanged")
+# What the page says after each action (`done`); %(name)s is the account's username.
+NOTICES = {
+    "deactivated": N_("%(name)s is deactivated; their browser sessions and API tokens have ended."),
+    "activated": N_("%(name)s can sign in again."),
+    "role": N_("%(name)s is now %(role)s; their browser sessions and API tokens have ended."),
+    "password": N_(
+        "The password of %(name)s was reset; their browser sessions and API tokens have ended."
+    ),
+    "unchanged": N_("%(name)s already was so; nothing changed."),
+}
+# What could not be done, when an action is refused; %(id)s is the account's id.
+REFUSALS = {
+    "deactivated": N_("Could not deactivate account %(id)s."),
+    "activated": N_("Could not activate account %(id)s."),
+    "role": N_("Could not change the role of account %(id)s."),
+    "password": N_("Could not reset the password of account %(id)s."),
+}
 
 
 def _notice(user: User | None, done: str) -> str | None:
     """What the last action did, said only while the account still shows it (a link cannot make
     the page claim a change that did not happen)."""
-    if user is None:
+    if user is None or done not in NOTICES:
         return None
-    ended = "their browser sessions and API tokens have ended"
-    return {
-        "deactivated": f"{user.username} is deactivated; {ended}." if not user.is_active else None,
-        "activated": f"{user.username} can sign in again." if user.is_active else None,
-        "role": f"{user.username} is now {user.role.value}; {ended}.",
-        "password": f"The password of {user.username} was reset; {ended}.",
-        "unchanged": f"{user.username} already was so; nothing changed.",
-    }.get(done)
+    if (done == "deactivated" and user.is_active) or (done == "activated" and not user.is_active):
+        return None
+    values = {"name": user.username, "role": translate_label(user.role.value)}
+    return gettext(NOTICES[done]) % values
 
 
 @router.get("")
@@ -63,26 +76,25 @@ def _act(
     request: Request,
     session: Session,
     user_id: int,
-    what: str,
     done: str,
     action: Callable[..., users.Change],  # (session, user_id, actor=...)
 ) -> Response:
     try:
         change = action(session, user_id, actor=users.Actor.of_request(request))
     except AppError as e:
-        return render_error(request, e, f"Could not {what} account {user_id}")
+        return render_error(request, e, gettext(REFUSALS[done]) % {"id": user_id})
     query = {"user": user_id, "done": done if change.changed else "unchanged"}
     return RedirectResponse(f"/admin/users?{urlencode(query)}", status_code=303)
 
 
 @router.post("/{user_id}/deactivate")
 def deactivate_user(user_id: RowId, request: Request, session: SessionDep, _: Admin) -> Response:
-    return _act(request, session, user_id, "deactivate", "deactivated", users.deactivate)
+    return _act(request, session, user_id, "deactivated", users.deactivate)
 
 
 @router.post("/{user_id}/activate")
 def activate_user(user_id: RowId, request: Request, session: SessionDep, _: Admin) -> Response:
-    return _act(request, session, user_id, "activate", "activated", users.activate)
+    return _act(request, session, user_id, "activated", users.activate)
 
 
 @router.post("/{user_id}/role")
@@ -94,7 +106,7 @@ def set_user_role(
     _: Admin,
 ) -> Response:
     action = functools.partial(users.set_role, role=role)
-    return _act(request, session, user_id, "change the role of", "role", action)
+    return _act(request, session, user_id, "role", action)
 
 
 @router.post("/{user_id}/password")
@@ -106,4 +118,4 @@ def reset_user_password(
     _: Admin,
 ) -> Response:
     action = functools.partial(users.reset_password, password=password)
-    return _act(request, session, user_id, "reset the password of", "password", action)
+    return _act(request, session, user_id, "password", action)
