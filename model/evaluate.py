@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
@@ -45,6 +44,7 @@ from model.train import (
     split_by_patient,
     train,
 )
+from model.trees import fit_balanced_trees
 
 MODEL_METHODS = ("served", "top1", "vote", "head", "probe")
 SERVED = "served"  # the one read-out the service, the report and the exports lead with
@@ -255,16 +255,8 @@ def balanced_baselines(
         if len(classes) < 2:
             p[:, int(classes[0]) if len(classes) else 0] = 1.0
         else:
-            clf = HistGradientBoostingClassifier(
-                max_iter=60,
-                max_leaf_nodes=15,
-                class_weight="balanced",
-                # its inner split is stratified: too few cases leave a class out of it
-                early_stopping=bool(known.sum() >= 500),
-                random_state=seed,
-            )
-            clf.fit(train_x[known], train_y[known, j])
-            p[:, clf.classes_] = clf.predict_proba(test_x)
+            trees, classes = fit_balanced_trees(train_x[known], train_y[known, j], seed)
+            p[:, classes] = trees.predict_proba(test_x)
         probs.append(p)
     out["histgb"] = (
         np.stack([p.argmax(1) for p in probs], 1),

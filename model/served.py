@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
@@ -29,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from model import metrics
 from model.clip import batch_slices
 from model.encoders import mean_max_pool
-from model.trees import TreeEnsemble
+from model.trees import TreeEnsemble, fit_balanced_trees
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried on validation patients
 INNER_FOLDS = 3  # patient-grouped folds of the training patients that choose and calibrate
@@ -253,18 +252,8 @@ def _fit_candidate(
     identity = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
     kind, C = candidate
     if kind == "trees":
-        clf = HistGradientBoostingClassifier(
-            max_iter=TREE_ROUNDS,
-            max_leaf_nodes=TREE_LEAVES,
-            class_weight="balanced",
-            # its inner split is stratified: too few cases leave a class out of it
-            early_stopping=bool(len(y) >= 500),
-            random_state=seed,
-        )
-        clf.fit(z, y)
         head = FieldHead(np.zeros((k, z.shape[1])), np.zeros(k), *identity, 0.0)
-        head.trees = TreeEnsemble.from_sklearn(clf)
-        head.tree_classes = np.asarray(clf.classes_, np.int64)
+        head.trees, head.tree_classes = fit_balanced_trees(z, y, seed, TREE_ROUNDS, TREE_LEAVES)
         return head
     clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed)
     clf.fit(z, y)

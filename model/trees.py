@@ -4,6 +4,14 @@ A fitted `HistGradientBoostingClassifier` is a pickle-only object; the served re
 its trees as node arrays instead (saved with safetensors, like every other weight), and
 `TreeEnsemble.raw_predict` walks all trees of a field at once, one tree level per step, so a
 single case costs a few dozen vector operations rather than one Python loop per tree.
+
+`fit_balanced_trees` is the one class-balanced gradient boosting of the project (the served
+read-out's candidate and the report's baseline). scikit-learn bins each feature at weighted
+quantiles when a fit has sample weights, and class balancing is sample weights: one Python
+call per bin edge and feature, twenty times the cost of the trees themselves (15 s against
+0.7 s for 5,000 cases x 238 features on one core). So the features are binned here first at
+their unweighted quantiles, the trees are fitted on the binned values, and every split
+threshold is moved onto a bin edge, where the raw values split exactly as the binned ones did.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 
 @dataclass
@@ -62,6 +71,13 @@ class TreeEnsemble:
             baseline=np.asarray(clf._baseline_prediction, np.float64).reshape(-1),
             depth=int(nodes["depth"].max()),
         )
+
+    def snap_thresholds(self, edges: dict[int, np.ndarray]) -> None:
+        """Moves each split on a binned feature f onto the largest of `edges[f]` under it."""
+        for f, values in edges.items():
+            split = ~self.is_leaf & (self.feature == f)
+            below = np.searchsorted(values, self.threshold[split], side="right") - 1
+            self.threshold[split] = values[np.clip(below, 0, len(values) - 1)]
 
     def raw_predict(self, x: np.ndarray) -> np.ndarray:
         """Raw scores [n, columns]: baseline + the leaf value of every tree."""
@@ -129,3 +145,49 @@ class TreeEnsemble:
             baseline=t[f"{prefix}baseline"].astype(np.float64),
             depth=int(t[f"{prefix}depth"][0]),
         )
+
+
+MAX_BINS = 255  # scikit-learn's own limit of bins per feature (one more is kept for NaN)
+
+
+def quantile_bins(
+    x: np.ndarray, max_bins: int = MAX_BINS
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """x with each feature of more than `max_bins` distinct values replaced by the upper edge
+    of its unweighted quantile bin, and those features' edges (ascending, the top bin's value
+    last): a value v is binned to the least edge >= v, so "binned <= edge" iff "v <= edge"."""
+    x = np.array(x, np.float64)
+    q = np.linspace(0, 100, max_bins + 1)[1:-1]
+    edges: dict[int, np.ndarray] = {}
+    for f in range(x.shape[1]):
+        col = x[:, f]
+        seen = col[~np.isnan(col)]
+        if len(np.unique(seen)) <= max_bins:
+            continue  # scikit-learn splits these between distinct values already
+        upper = np.unique(np.percentile(seen, q, method="averaged_inverted_cdf"))
+        values = np.append(upper, seen.max())
+        known = ~np.isnan(col)
+        col[known] = values[np.searchsorted(upper, col[known], side="left")]
+        edges[f] = values
+    return x, edges
+
+
+def fit_balanced_trees(
+    x: np.ndarray, y: np.ndarray, seed: int, rounds: int = 60, leaves: int = 15
+) -> tuple[TreeEnsemble, np.ndarray]:
+    """Class-balanced gradient boosting on x [n, features], y [n] (two classes or more): the
+    trees as node arrays that read raw x, and the classes their columns stand for."""
+    binned, edges = quantile_bins(x)
+    clf = HistGradientBoostingClassifier(
+        max_iter=rounds,
+        max_leaf_nodes=leaves,
+        class_weight="balanced",
+        # its inner split is stratified: too few cases leave a class out of it
+        early_stopping=bool(len(y) >= 500),
+        random_state=seed,
+    )
+    with threadpool_limits(1):  # OpenMP threads on a busy 2-core machine spin more than work
+        clf.fit(binned, y)
+    trees = TreeEnsemble.from_sklearn(clf)
+    trees.snap_thresholds(edges)
+    return trees, np.asarray(clf.classes_, np.int64)

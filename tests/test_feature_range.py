@@ -117,8 +117,8 @@ def test_the_model_embeds_any_finite_float32_without_nan(trained_small):
     model = trained_small[1].model
     dim = model.cfg.feature_dim
     extreme = np.array(
-        [[3e38] * dim, [-3e38] * dim, [1e30, -1e30] * (dim // 2)], np.float32
-    )  # what validation refuses, straight into the model
+        [[3e38] * dim, [-3e38] * dim, np.resize([1e30, -1e30], dim)], np.float32
+    )  # what validation refuses, straight into the model (any feature count, odd included)
     slices, mask = batch_slices([extreme], model.cfg.max_slices)
     with torch.no_grad():
         embedding, weights = model.encode_image(slices, mask, want_weights=True)

@@ -5,7 +5,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from model.trees import TreeEnsemble
+from model.trees import TreeEnsemble, fit_balanced_trees, quantile_bins
 
 
 def _data(n_classes: int, seed: int = 0, missing: bool = False):
@@ -44,3 +44,27 @@ def test_round_trip_through_safetensors(tmp_path):
     back = TreeEnsemble.from_tensors(load_file(str(tmp_path / "t.safetensors")), "f0.")
     np.testing.assert_array_equal(back.predict_proba(x), trees.predict_proba(x))
     assert back.depth == trees.depth and back.left.dtype == np.int64
+
+
+def test_balanced_trees_on_raw_values_split_as_on_their_bins():
+    """Fitted on quantile-binned values, the exported trees read raw values: every raw value
+    goes where its bin went, so the walk equals scikit-learn on the binned data."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 5))
+    x[:, 4] = rng.integers(0, 6, size=2000)  # few distinct values: left unbinned
+    y = np.digitize(x[:, 0] + 0.3 * x[:, 4], [0.5, 1.8])  # classes of 60%, 30%, 10%
+    binned, edges = quantile_bins(x)
+    assert sorted(edges) == [0, 1, 2, 3] and all(len(np.unique(binned[:, f])) <= 255 for f in edges)
+    np.testing.assert_array_equal(binned[:, 4], x[:, 4])
+
+    trees, classes = fit_balanced_trees(x, y, seed=0)
+    reference = HistGradientBoostingClassifier(
+        max_iter=60, max_leaf_nodes=15, class_weight="balanced", early_stopping=True, random_state=0
+    ).fit(binned, y)
+    np.testing.assert_array_equal(classes, reference.classes_)
+    np.testing.assert_allclose(trees.predict_proba(x), reference.predict_proba(binned), atol=1e-12)
+
+    # class balance: the rarest class is found about as often as the commonest
+    pred = classes[trees.predict_proba(x).argmax(1)]
+    recall = [(pred[y == c] == c).mean() for c in classes]
+    assert min(recall) > 0.6, recall
