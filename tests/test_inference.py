@@ -121,15 +121,23 @@ def test_low_similarity_threshold_is_calibrated_on_the_training_cases(explainer,
     assert low == [bool(b < threshold) for b in best[:40]]
 
 
-def _close(a, b, tol=2e-4):
-    """Equal JSON-ready values, floats up to rounding (a batch pads cases to one length)."""
+def _difference(a, b, tol=2e-4, path="") -> str:
+    """Where two JSON-ready values differ beyond rounding ("" where they do not): a batch pads
+    cases to one length, so floats agree up to rounding."""
     if isinstance(a, float) or isinstance(b, float):
-        return abs(a - b) <= tol
+        return "" if abs(a - b) <= tol else f"{path}: {a} != {b}"
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_close(a[key], b[key], tol) for key in a)
+        if a.keys() != b.keys():
+            return f"{path}: keys {sorted(a)} != {sorted(b)}"
+        return next(
+            (d for key in a if (d := _difference(a[key], b[key], tol, f"{path}.{key}"))), ""
+        )
     if isinstance(a, list):
-        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
-    return a == b
+        if len(a) != len(b):
+            return f"{path}: {len(a)} items != {len(b)}"
+        pairs = enumerate(zip(a, b, strict=True))
+        return next((d for i, (x, y) in pairs if (d := _difference(x, y, tol, f"{path}[{i}]"))), "")
+    return "" if a == b else f"{path}: {a!r} != {b!r}"
 
 
 def test_a_batch_explains_each_case_as_explain_does(explainer, lidc_small):
@@ -142,7 +150,7 @@ def test_a_batch_explains_each_case_as_explain_does(explainer, lidc_small):
         single = explainer.explain(case, k=4)
         # Labels are the same wherever no score sits on a rounding tie.
         assert [t["text"] for t in out["texts"]] == [t["text"] for t in single["texts"]]
-        assert _close(out, single), (out, single)
+        assert not (difference := _difference(out, single)), difference
     assert explainer.explain_batch([], k=4) == []
 
 

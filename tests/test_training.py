@@ -9,7 +9,10 @@ from model.train import balanced_weights, embed_cases, embed_texts, split_by_pat
 def test_training_lowers_the_loss(trained_small):
     result, _ = trained_small
     losses = result.history["train_loss"]
-    assert losses[-1] < 0.8 * losses[0]
+    # 12 epochs on 80 patients: the loss falls every epoch (by about a fifth in all; it is far
+    # from its floor, so a model that stopped learning, or learned backwards, fails here)
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.9 * losses[0], losses
 
 
 def test_retrieval_beats_the_majority_baseline_on_training_data(lidc_small, trained_small):
