@@ -3,7 +3,7 @@
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from model.served import LOGREG_ONLY, ServedHead, fit_served, inner_folds
+from model.served import LOGREG_ONLY, ServedHead, centred, fit_served, inner_folds
 
 
 def _cohort(n: int = 900, seed: int = 0):
@@ -53,6 +53,25 @@ def test_the_probability_is_calibrated_on_held_out_predictions():
     correct = pred[:, 0] == y[1200:, 0]
     # stated confidence matches the observed accuracy on unseen patients
     assert abs(confidence[:, 0].mean() - correct.mean()) < 0.06
+
+
+def test_the_calibration_map_has_no_jumps():
+    """Blocks meeting at nearly the same raw probability are joined at their centres, so a
+    raw probability moved by rounding moves the stated one by about as little."""
+    x = np.array([0.50, 0.60, 0.6000001, 0.70, 0.90])  # an isotonic fit's block ends ...
+    y = np.array([0.40, 0.40, 0.80, 0.80, 0.95])  # ... two blocks meet at 0.6
+    cx, cy = centred(x, y)
+    np.testing.assert_allclose(cx, [0.55, 0.65000005, 0.90])
+    np.testing.assert_allclose(cy, [0.40, 0.80, 0.95])
+    before, after = np.interp([0.6, 0.6000001], x, y), np.interp([0.6, 0.6000001], cx, cy)
+    assert before[1] - before[0] > 0.3 and after[1] - after[0] < 1e-5
+
+    data, labels, groups = _cohort(n=1500, seed=1)
+    head = fit_served(data, labels, groups, [2, 2, 3, 2], seed=1).fields[0]
+    assert np.all(np.diff(head.calib_x) > 0) and np.all(np.diff(head.calib_y) > 0)
+    grid = np.linspace(0, 1, 100_001)
+    steps = np.abs(np.diff(head.calibrate(grid)))
+    assert steps.max() < 0.01  # a raw move of 1e-5 never moves the stated probability 1%
 
 
 def test_round_trip_through_safetensors_keeps_every_prediction(tmp_path):
