@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     max_slices_per_upload: int = Field(default=512, ge=1, le=512)
     # A segmentation volume's voxels (mask .npy/.npz, NIfTI, DICOM SEG), checked from its header.
     max_mask_voxels: int = Field(default=32 * 512 * 512, ge=1)
+    # Keep a DICOM SEG's patient and study attributes (name, ID, birth date, sex, accession...)
+    # with its explanation, so the DICOM SR export files into the same study under the same
+    # patient. False: they are dropped on upload (the SR then carries them empty, and only the
+    # study, series and SEG UIDs link it to the study). README: "What a DICOM SEG leaves here".
+    keep_seg_patient: bool = True
     # Threads per torch operation. Requests already run in parallel on the thread pool, and
     # per-op threads on top of them oversubscribe the cores (measured: bench/serve.py).
     torch_threads: int = Field(default=1, ge=1)

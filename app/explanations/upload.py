@@ -180,6 +180,8 @@ def _read_file(
         raise InvalidInput(str(e)) from None
     if segmentation is not None:
         identity = {**_seg_identity(segmentation.reference), **identity}  # given ones win
+        if not settings.keep_seg_patient and segmentation.reference:
+            segmentation.reference["patient_study"] = {}
         return ExplanationInput(segmentation.features, k, segmentation, identity)
     features = features_from_file(
         data,

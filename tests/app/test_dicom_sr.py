@@ -11,6 +11,7 @@ import pytest
 from dicom_support import ct_series, ellipsoid, seg_dataset, to_bytes
 from support.http import bearer
 
+from app.tables import Explanation
 from model.datasets import builtin_schema
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -127,3 +128,26 @@ def test_a_clinician_cannot_fetch_another_users_sr(as_role, seg):
     assert response.status_code == 404
     assert "no explanation with id" in response.text
     assert as_role("admin").get(f"/api/v1/explanations/{theirs}/sr").status_code == 200
+
+
+def test_a_service_told_not_to_keep_the_seg_patient_stores_and_exports_none(
+    lidc_service, as_role, seg
+):
+    """CLIPMED_KEEP_SEG_PATIENT=false: the patient and study attributes are dropped on upload;
+    the SR still sits in the SEG's study (by UID) and cites the SEG."""
+    source, seg_ds = seg
+    app = lidc_service.app
+    kept = app.state.settings
+    app.state.settings = kept.model_copy(update={"keep_seg_patient": False})
+    try:
+        client = as_role("clinician")
+        body = upload(client, seg_ds).json()
+    finally:
+        app.state.settings = kept
+    with app.state.sessions() as session:
+        stored = session.get(Explanation, body["id"]).segmentation
+    assert stored["patient_study"] == {} and stored["sop_instance_uid"] == seg_ds.SOPInstanceUID
+    sr = pydicom.dcmread(io.BytesIO(client.get(f"/api/v1/explanations/{body['id']}/sr").content))
+    assert seg_ds.PatientID and not sr.PatientID and not sr.PatientName
+    assert sr.StudyInstanceUID == seg_ds.StudyInstanceUID
+    assert seg_ds.SOPInstanceUID in uids_in(sr)
