@@ -26,6 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from model import metrics
 from model.cohort import Cohort
@@ -34,7 +35,7 @@ from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.readers import nodule_scores, reader_pairs
 from model.retrieval import top1_fields, vote_fields
 from model.schema import Schema
-from model.served import LOGREG_ONLY, fit_served, pooled_features, served_inputs
+from model.served import LOGREG_ONLY, LOGREG_TOL, fit_served, pooled_features, served_inputs
 from model.train import (
     Progress,
     Subset,
@@ -114,8 +115,11 @@ def logistic_predictions(train_x, train_y, test_x, seed: int) -> np.ndarray:
         known = train_y[:, j] >= 0
         if len(np.unique(train_y[known, j])) < 2:
             continue
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-        clf.fit(train_x[known], train_y[known, j])
+        clf = make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=2000, tol=LOGREG_TOL, random_state=seed)
+        )
+        with threadpool_limits(1):  # BLAS threads on a busy machine spin far more than they work
+            clf.fit(train_x[known], train_y[known, j])
         preds[:, j] = clf.predict(test_x)
     return preds
 

@@ -16,6 +16,7 @@ model.trees): nothing is pickled.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,10 @@ from model.encoders import mean_max_pool
 from model.trees import TreeEnsemble, fit_balanced_trees
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried on validation patients
+# lbfgs stops when no gradient component exceeds this: on LIDC (5,000 cases, 110 pooled
+# features) 7-10x fewer iterations than scikit-learn's 1e-4 along the warm-started C path.
+LOGREG_TOL = 1e-3
+FIT_THREADS = 2  # fields fitted side by side (the fits run single-threaded, mostly without the GIL)
 INNER_FOLDS = 3  # patient-grouped folds of the training patients that choose and calibrate
 MIN_VAL_PER_FIELD = 20  # fewer held-out known labels than this: no calibration (identity)
 TREE_ROUNDS = 60  # gradient boosting: at most this many rounds (early stopping with >= 500 cases)
@@ -186,7 +191,12 @@ def _fit_served(x, y, groups, n_classes, seed, candidates) -> ServedHead:
     tried: list[Candidate] = [("logreg", C) for C in C_GRID]
     if candidates == LOGREG_OR_TREES:
         tried.append(("trees", 0.0))
-    heads = [_fit_field(z, y[:, j], folds, k, tried, seed) for j, k in enumerate(n_classes)]
+
+    def field(j: int) -> FieldHead:
+        return _fit_field(z, y[:, j], folds, n_classes[j], tried, seed)
+
+    with ThreadPoolExecutor(max_workers=FIT_THREADS) as pool:
+        heads = list(pool.map(field, range(len(n_classes))))
     return ServedHead(scaler.mean_.astype(np.float64), scale.astype(np.float64), heads)
 
 
@@ -220,8 +230,7 @@ def _fit_field(
         fit_idx, out_idx = fit_idx[known[fit_idx]], out_idx[known[out_idx]]
         if len(out_idx) == 0 or len(np.unique(y[fit_idx])) < 2:
             continue
-        for c, candidate in enumerate(tried):
-            head = _fit_candidate(candidate, z[fit_idx], y[fit_idx], k, seed)
+        for c, head in enumerate(_fit_candidates(tried, z[fit_idx], y[fit_idx], k, seed)):
             held_out[c, out_idx] = head.raw_proba(z[out_idx])
     scored = np.isfinite(held_out[0, :, 0])
     best = 0  # with no held-out predictions at all: the first candidate, uncalibrated
@@ -233,7 +242,7 @@ def _fit_field(
             for p in held_out
         ]
         best = int(np.argmax(scores))  # ties: the earlier (simpler) candidate
-    head = _fit_candidate(tried[best], z[known], y[known], k, seed)
+    head = _fit_candidates([tried[best]], z[known], y[known], k, seed)[0]
     if scored.sum() >= MIN_VAL_PER_FIELD:
         p = held_out[best, scored]
         top = p.argmax(1)
@@ -258,20 +267,26 @@ def centred(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.bincount(block, x) / np.bincount(block), y[starts]
 
 
-def _fit_candidate(
-    candidate: Candidate, z: np.ndarray, y: np.ndarray, k: int, seed: int
-) -> FieldHead:
-    """One candidate fitted on standardised inputs z and known labels y (two classes or more)."""
+def _fit_candidates(
+    tried: list[Candidate], z: np.ndarray, y: np.ndarray, k: int, seed: int
+) -> list[FieldHead]:
+    """The candidates fitted on standardised inputs z and known labels y (two classes or
+    more), in their order. The logistic ones go along C in ascending order, each starting
+    from the last one's solution (a stronger-regularised fit is a good first guess)."""
     identity = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
-    kind, C = candidate
-    if kind == "trees":
+    heads: dict[Candidate, FieldHead] = {}
+    clf = LogisticRegression(
+        class_weight="balanced", max_iter=2000, tol=LOGREG_TOL, warm_start=True, random_state=seed
+    )
+    for kind, C in sorted(c for c in tried if c[0] == "logreg"):
+        clf.set_params(C=C).fit(z, y)
+        weights, bias = _full_classes(clf, k, z.shape[1])
+        heads[kind, C] = FieldHead(weights, bias, *identity, C)
+    if ("trees", 0.0) in tried:
         head = FieldHead(np.zeros((k, z.shape[1])), np.zeros(k), *identity, 0.0)
         head.trees, head.tree_classes = fit_balanced_trees(z, y, seed, TREE_ROUNDS, TREE_LEAVES)
-        return head
-    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed)
-    clf.fit(z, y)
-    weights, bias = _full_classes(clf, k, z.shape[1])
-    return FieldHead(weights, bias, *identity, C)
+        heads["trees", 0.0] = head
+    return [heads[c] for c in tried]
 
 
 def _full_classes(clf: LogisticRegression, k: int, d: int) -> tuple[np.ndarray, np.ndarray]:
