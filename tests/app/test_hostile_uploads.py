@@ -44,6 +44,8 @@ import sys
 import uvicorn
 from app.config import Settings
 from app.main import create_app
+from app.malloc import pin_mmap_threshold
+pin_mmap_threshold()
 uvicorn.run(create_app(Settings()), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
