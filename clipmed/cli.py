@@ -548,7 +548,9 @@ def serve_cmd(
     from app.errors import AppError
     from app.logs import configure_logging
     from app.main import create_app
+    from app.malloc import pin_mmap_threshold
 
+    pin_mmap_threshold()  # large freed buffers go back to the system (app/malloc.py)
     settings = service_settings(host=host, port=port)
     configure_logging(settings.log_format, settings.log_level)
     migrate_database(settings)

@@ -89,14 +89,16 @@ def read_array(
     max_array_bytes: int = MAX_ARRAY_BYTES,
 ) -> NamedArray:
     """An array of any shape from an .npy, or the first of `members` found in an .npz (with
-    its 'spacing_mm' member, if any); bounded as :func:`read_features` is."""
+    its 'spacing_mm' member, if any); bounded as :func:`read_features` is. The array is a
+    read-only view of the bytes it was read from: a mask volume is not copied to be checked."""
     if Path(filename).suffix.lower() == ".npy":
-        return NamedArray("array", _read_npy(data, MAX_ARRAY_ROWS, max_array_bytes))
+        return NamedArray("array", _read_npy(data, MAX_ARRAY_ROWS, max_array_bytes, view=True))
     archive = _open_zip(data)
     with archive:
         infos = archive.infolist()
         member = _member(infos, members, max_array_bytes)
-        values = _read_npy(_member_bytes(archive, member), MAX_ARRAY_ROWS, max_array_bytes)
+        inflated = _member_bytes(archive, member)
+        values = _read_npy(inflated, MAX_ARRAY_ROWS, max_array_bytes, view=True)
         spacing = None
         extra = next((m for m in infos if m.filename in ("spacing_mm", "spacing_mm.npy")), None)
         if extra is not None:
@@ -157,14 +159,16 @@ def load_features_file(path: Path, columns: Sequence[str] | None = None) -> np.n
     return read_features(path.read_bytes(), path.name, columns=columns)
 
 
-def _read_npy(data: bytes, max_slices: int, max_bytes: int) -> np.ndarray:
+def _read_npy(data: bytes, max_slices: int, max_bytes: int, *, view: bool = False) -> np.ndarray:
+    """The array of an .npy file's bytes, checked from its header first; with `view`, read-only
+    and in place in `data` (np.frombuffer), not a copy."""
     fh = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fh)
         else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fh)
     except (ValueError, TypeError, SyntaxError, tokenize.TokenError) as e:  # numpy's header parser
         raise InputError(f"not a valid .npy file: {_said(e)}") from None
     except (MemoryError, RecursionError):
@@ -192,6 +196,9 @@ def _read_npy(data: bytes, max_slices: int, max_bytes: int) -> np.ndarray:
             f"could not read the .npy array: the file is truncated (its header declares "
             f"{declared} bytes of data, {present} follow)"
         )
+    if view:  # the header is checked: its shape and dtype describe the bytes that follow
+        flat = np.frombuffer(data, dtype, math.prod(shape), fh.tell())
+        return flat.reshape(shape[::-1]).T if fortran_order else flat.reshape(shape)
     fh.seek(0)
     try:
         return np.load(fh, allow_pickle=False)

@@ -93,24 +93,30 @@ def from_mask(
         )
     check_voxels(array.shape, max_voxels)
     dz, dy, dx = check_spacing(spacing_zyx)
-    binary = _binary(array)
-    labels, parts = ndimage.label(binary, structure=_FULL_3D)
-    if parts == 0:
+    if array.dtype != bool and array.dtype.kind not in "iuf":
+        raise InputError(f"a mask must hold 0 and 1, got dtype {array.dtype}")
+    # The volume is only read in place, and the cheap refusals come first: an empty mask costs
+    # one pass, a non-binary one a slice at a time; copies and labels cover the box around the
+    # nonzero voxels, not the volume (bench/hostile_memory.py --corpus segmentation).
+    zs = np.flatnonzero(array.any(axis=(1, 2)))
+    if len(zs) == 0:
         raise InputError("the mask is empty: no voxel is 1")
-    if parts > 1:
-        sizes = np.sort(np.bincount(labels.ravel())[1:])[::-1]
-        raise InputError(
-            f"the mask has {parts} separate parts (sizes {', '.join(map(str, sizes[:5]))}"
-            f"{', ...' if parts > 5 else ''} voxels); send one nodule per request"
-        )
-    zs = np.flatnonzero(binary.any(axis=(1, 2)))
     if len(zs) > max_slices:
         raise InputError(
             f"the mask spans {len(zs)} slices; at most {max_slices} are accepted per case"
         )
-    rows = np.flatnonzero(binary.any(axis=(0, 2)))
-    cols = np.flatnonzero(binary.any(axis=(0, 1)))
-    box = binary[zs[0] : zs[-1] + 1, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    slab = array[zs[0] : zs[-1] + 1]
+    rows = np.flatnonzero(slab.any(axis=(0, 2)))
+    cols = np.flatnonzero(slab.any(axis=(0, 1)))
+    box = slab[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    _check_binary(box, zeros_outside=box.size < array.size)
+    box = np.ascontiguousarray(box if box.dtype == bool else box != 0)
+    parts, sizes = _parts(box)
+    if parts > 1:
+        raise InputError(
+            f"the mask has {parts} separate parts (sizes {', '.join(map(str, sizes[:5]))}"
+            f"{', ...' if parts > 5 else ''} voxels); send one nodule per request"
+        )
     spacing = min(dy, dx)
     if not math.isclose(dy, dx, rel_tol=0.01):  # square pixels for the 2-D measures
         zoom = (1.0, dy / spacing, dx / spacing)
@@ -170,19 +176,41 @@ def parse_spacing(text: str | None) -> tuple[float, float, float] | None:
         ) from None
 
 
-def _binary(array: np.ndarray) -> np.ndarray:
-    if array.dtype == bool:
-        return array
-    if array.dtype.kind not in "iuf":
-        raise InputError(f"a mask must hold 0 and 1, got dtype {array.dtype}")
-    values = np.unique(array)
-    if len(values) > 2 or not set(values.tolist()) <= {0, 1}:
-        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
-        raise InputError(
-            f"the mask is not binary: it holds the values {shown}; send 0 for background and "
-            "1 for the nodule (one label)"
-        )
-    return array == 1
+def _check_binary(box: np.ndarray, zeros_outside: bool) -> None:
+    """InputError naming the values when the box holds anything but 0 and 1 (`zeros_outside`:
+    the volume around it holds zeros). Read a slice at a time, so it costs a slice, not a copy
+    of the volume."""
+    if box.dtype == bool:
+        return
+    if not any(np.any((s != 0) & (s != 1)) for s in box):
+        return
+    values = np.zeros(int(zeros_outside), box.dtype)
+    for s in box:  # the 7 smallest distinct values: enough to name 6 and say there are more
+        values = np.union1d(values, np.unique(s))[:7]
+    shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
+    raise InputError(
+        f"the mask is not binary: it holds the values {shown}; send 0 for background and "
+        "1 for the nodule (one label)"
+    )
+
+
+def _parts(box: np.ndarray) -> tuple[int, np.ndarray]:
+    """(number of separate parts, their sizes in voxels largest first when more than one) of
+    a boolean box.
+
+    The labels take the smallest integer type that can count them: two parts touch no common
+    2 x 2 x 2 block of voxels, so there are at most as many parts as blocks (or as voxels).
+    """
+    blocks = math.prod((n + 1) // 2 for n in box.shape)
+    most = min(blocks, int(np.count_nonzero(box)))
+    dtype = np.uint8 if most < 1 << 8 else np.uint16 if most < 1 << 16 else np.int32
+    labels, parts = ndimage.label(box, structure=_FULL_3D, output=dtype)
+    if parts <= 1:
+        return parts, np.zeros(0, np.int64)
+    sizes = np.zeros(parts + 1, np.int64)
+    for s in labels:  # bincount reads labels as 64-bit integers: a slice at a time
+        sizes += np.bincount(s.ravel(), minlength=parts + 1)
+    return parts, np.sort(sizes[1:])[::-1]
 
 
 def _slice_outline(

@@ -126,7 +126,7 @@ def read_nifti(
     except Exception as e:
         raise InputError(f"could not read the NIfTI volume: {str(e)[:200]}") from None
     values = values.reshape(values.shape[:3])
-    mask = np.ascontiguousarray(values.transpose(2, 1, 0))  # (x, y, z) -> (z, row = y, col = x)
+    mask = values.transpose(2, 1, 0)  # (x, y, z) -> (z, row = y, col = x); from_mask copies a box
     spacing = check_spacing((zooms[2], zooms[1], zooms[0]))
     return mask, spacing, float(img.affine[2, 3])
 

@@ -4,6 +4,7 @@ segmentations computed by the importer's own morphometry, refusals that name the
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -115,6 +116,71 @@ def test_separate_parts_are_counted_not_guessed():
     touching = np.zeros((3, 10, 10), bool)
     touching[0, 2, 2] = touching[1, 3, 3] = True  # corner neighbours: one part
     assert from_mask(touching, (1.0, 1.0, 1.0)).features.shape[0] == 2
+
+
+def traced_peak(call) -> tuple[int, Exception | None]:
+    """Bytes Python and numpy allocated at most while `call` ran, and what it raised."""
+    tracemalloc.start()
+    try:
+        call()
+        raised = None
+    except Exception as e:
+        raised = e
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak, raised
+
+
+def test_a_refused_mask_costs_no_copy_of_its_volume():
+    """bench/hostile_memory.py's masks (31 x 512 x 512, 8 MiB as uint8): the empty and the
+    non-binary one are refused reading the volume in place, the one of two parts is labelled
+    on the box around its voxels, not on the volume."""
+    empty = np.zeros((31, 512, 512), np.uint8)
+    two_parts = empty.copy()
+    two_parts[1:3, 10:40, 10:40] = 1  # 1,800 voxels
+    two_parts[-3:-1, 100:140, 100:140] = 1  # 3,200 voxels
+    cases = {
+        "the mask is empty: no voxel is 1": (empty, 64 << 10),
+        "it holds the values 0, 2;": (two_parts * 2, 2 << 20),  # a slice's scratch
+        "the mask has 2 separate parts (sizes 3200, 1800 voxels)": (two_parts, 2 << 20),
+    }
+    for message, (mask, budget) in cases.items():
+        peak, raised = traced_peak(lambda mask=mask: from_mask(mask, (2.5, 0.7, 0.7)))
+        assert isinstance(raised, InputError) and message in str(raised), raised
+        assert peak < budget, f"{message}: {peak / 2**20:.1f} MiB for {mask.nbytes >> 20} MiB"
+
+
+def test_non_binary_values_are_named_however_they_lie():
+    mask = np.zeros((4, 20, 20), np.float32)
+    mask[1, 5, 5] = np.nan
+    mask[2, 6:8, 6:8] = 1
+    with pytest.raises(InputError, match="the values 0, 1, nan;"):
+        from_mask(mask, (1.0, 1.0, 1.0))
+    mask[...] = np.arange(20) % 10  # no zero outside the box: the box is the whole volume
+    with pytest.raises(InputError, match=r"the values 0, 1, 2, 3, 4, 5, \.\.\.;"):
+        from_mask(mask, (1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match="the values 2, 3;"):
+        from_mask(np.full((2, 4, 4), 3, np.int64) - np.eye(4, dtype=np.int64), (1, 1, 1))
+
+
+def test_parts_are_counted_in_a_label_type_wide_enough():
+    """One voxel in every 2 x 2 x 2 block: as many parts as blocks, past 255 (8-bit labels)
+    and past 65,535 (16-bit) too."""
+    for shape in ((4, 16, 64), (8, 64, 64), (64, 64, 130)):
+        mask = np.zeros(shape, bool)
+        mask[::2, ::2, ::2] = True
+        parts = mask.sum()
+        with pytest.raises(InputError, match=f"the mask has {parts} separate parts "):
+            from_mask(mask, (1.0, 1.0, 1.0), max_voxels=mask.size)
+    assert parts > 1 << 16
+
+
+def test_a_mask_spanning_too_many_slices_is_refused_before_it_is_labelled():
+    mask = np.zeros((8, 6, 6), bool)
+    mask[1:7, 2, 2] = mask[1:7, 4, 4] = True  # two parts, six slices
+    with pytest.raises(InputError, match="the mask spans 6 slices; at most 5 are accepted"):
+        from_mask(mask, (1.0, 1.0, 1.0), max_slices=5)
 
 
 def test_voxel_cap_and_spacing():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import tracemalloc
 
 import nibabel
 import numpy as np
@@ -76,3 +77,24 @@ def test_a_mask_without_its_spacing_and_a_missing_file_are_named(tmp_path):
         load_segmentation_file(tmp_path / "absent.json")
     with pytest.raises(InputError, match="not valid JSON"):
         read_segmentation(b"{", "contours.json", max_bytes=1 << 26)
+
+
+def test_a_mask_file_is_read_in_place_in_any_order():
+    """An .npy mask is checked where its bytes lie (a read-only view, no copy of an 8 MiB
+    volume); a Fortran-ordered one reads as the same mask."""
+    empty = npy_bytes(np.zeros((31, 512, 512), np.uint8))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="the mask is empty"):
+            read_segmentation(empty, "m.npy", SPACING, max_bytes=8 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 << 10, f"{peak / 2**20:.1f} MiB to refuse an empty 7.8 MiB mask"
+
+    mask = ellipsoid().astype(np.uint8)
+    as_c, as_f = (
+        read_segmentation(npy_bytes(m), "m.npy", SPACING, max_bytes=1 << 26)
+        for m in (mask, np.asfortranarray(mask))
+    )
+    np.testing.assert_array_equal(as_f.features, as_c.features)

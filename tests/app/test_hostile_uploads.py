@@ -44,6 +44,8 @@ import sys
 import uvicorn
 from app.config import Settings
 from app.main import create_app
+from app.malloc import pin_mmap_threshold
+pin_mmap_threshold()
 uvicorn.run(create_app(Settings()), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
@@ -679,3 +681,43 @@ def test_a_maximum_size_json_case_is_refused_without_inflating_memory(server, cl
     # json.loads into Python floats cost ~+184 MiB for such a body; the body itself is ~8 MiB,
     # held once and copied once by the framework, and the array 3.5 MiB
     assert peak < 40 * 1024, f"peak {peak / 1024:.0f} MiB above {baseline / 1024:.0f} MiB"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_maximum_size_masks_are_refused_without_copying_the_volume(server, client):
+    """bench/hostile_memory.py's masks, one after another: 31 x 512 x 512 voxels in an 8 MiB
+    .npy. Labelling the volume as 32-bit integers and counting parts in 64-bit ones cost
+    ~110 MiB for the one of two parts; now the body is held once and labels cover the box
+    around the voxels."""
+    slices = (UPLOAD_LIMIT - 4096) // (512 * 512)
+    empty = np.zeros((slices, 512, 512), np.uint8)
+    two_parts = empty.copy()
+    two_parts[1:3, 10:40, 10:40] = 1
+    two_parts[-3:-1, 100:140, 100:140] = 1
+    masks = {
+        "the mask is empty": npy(empty),
+        "the mask has 2 separate parts (sizes 3200, 1800 voxels)": npy(two_parts),
+        "the mask is not binary: it holds the values 0, 2;": npy(two_parts * 2),
+    }
+
+    def refuse(expected: str, data: bytes) -> None:
+        response = client.post(
+            "/api/v1/explanations",
+            files={"file": ("m.npy", data, "application/octet-stream")},
+            data={"spacing_mm": "2.5,0.7,0.7"},
+        )
+        assert response.status_code == 422, response.text
+        assert expected in response.json()["detail"]
+
+    for expected, data in masks.items():  # once first: lazy imports, first-use caches
+        refuse(expected, data)
+    baseline = memory_kib(server.pid, "VmRSS")
+    Path(f"/proc/{server.pid}/clear_refs").write_text("5")
+    for _ in range(3):
+        for expected, data in masks.items():
+            refuse(expected, data)
+    peak = memory_kib(server.pid, "VmHWM") - baseline
+    grown = memory_kib(server.pid, "VmRSS") - baseline
+    print(f"\n9 maximum-size masks refused: peak {peak / 1024:+.1f} MiB, after {grown / 1024:+.1f}")
+    assert peak < 32 * 1024, f"peak {peak / 1024:.0f} MiB above {baseline / 1024:.0f} MiB"
+    assert grown < 16 * 1024, f"RSS {grown / 1024:+.0f} MiB after"
