@@ -1,5 +1,7 @@
 """A real CPU training run on a small real LIDC subset."""
 
+from itertools import pairwise
+
 import numpy as np
 
 from model.retrieval import top1_fields
@@ -11,7 +13,7 @@ def test_training_lowers_the_loss(trained_small):
     losses = result.history["train_loss"]
     # 12 epochs on 80 patients: the loss falls every epoch (by about a fifth in all; it is far
     # from its floor, so a model that stopped learning, or learned backwards, fails here)
-    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    assert all(later < earlier for earlier, later in pairwise(losses)), losses
     assert losses[-1] < 0.9 * losses[0], losses
 
 
