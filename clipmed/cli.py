@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -701,7 +702,6 @@ def worker_cmd(
     """Run admin jobs (train, evaluate, reindex) from the queue, one at a time, until stopped.
     SIGTERM or Ctrl-C hands the running job back to the queue at its next progress point."""
     import os
-    import signal
     import threading
 
     # First, before the slow imports: a parent dying from here on sends us SIGTERM (below, it
@@ -718,8 +718,7 @@ def worker_cmd(
     settings = service_settings()
     configure_logging(settings.log_format, settings.log_level)
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop_on_signals(stop)
     if parent_pid is not None:
 
         def watch_parent() -> None:  # where there is no parent-death signal (not Linux)
@@ -737,6 +736,31 @@ def worker_cmd(
         Worker(settings, make_session_factory(engine), HANDLERS, stop=stop).run(max_jobs)
     finally:
         engine.dispose()
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`, from a thread of their own; call from the main thread.
+
+    Not from a signal handler: Python runs one in the main thread between any two bytecodes,
+    possibly while that thread holds the event's lock inside `stop.wait()`, and `stop.set()`
+    would then wait for that lock forever (a worker told to stop while idle hung, once). The C
+    handler writes the signal's number to a socket (signal.set_wakeup_fd), taking no lock; a
+    relay thread reads it and sets the event."""
+    import signal
+    import socket
+
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)  # handled: the process is not ended by it
+
+    def relay(reader: socket.socket, writer: socket.socket) -> None:
+        # runs as long as the process: both sockets stay open while the wakeup fd points at one
+        while reader.recv(1):
+            stop.set()
+
+    threading.Thread(target=relay, args=(reader, writer), name="signal-relay", daemon=True).start()
 
 
 def stop_with_parent(parent_pid: int) -> bool:

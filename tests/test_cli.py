@@ -207,3 +207,38 @@ def test_a_csv_header_must_name_the_checkpoints_features(pipeline, tmp_path):
     assert refused.returncode == 2
     assert "column 1 is 'sim_0001', the model's feature 1 is 'sim_0000'" in refused.stderr
     assert "column 2 is 'sim_0000'" in refused.stderr
+
+
+# The worker's stop signals: the event is set by a relay thread, never by a Python signal
+# handler (which could run while the main thread holds the event's lock inside wait()).
+WAITS_FOR_A_SIGNAL = """
+import threading
+from clipmed.cli import stop_on_signals
+stop = threading.Event()
+stop_on_signals(stop)
+print("ready", flush=True)
+waits = 0
+while not stop.wait(0.00001):  # as an idle worker polls, only far more often
+    waits += 1
+print("stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_ends_a_waiting_loop_cleanly(signum):
+    import signal
+    import time
+
+    for attempt in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WAITS_FOR_A_SIGNAL], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(0.02 * attempt)
+            proc.send_signal(getattr(signal, signum))
+            out, _ = proc.communicate(timeout=10)
+        finally:
+            proc.kill()
+        # handled (not the default action, which ends the process by the signal), then relayed
+        assert (proc.returncode, out.strip()) == (0, "stopped")
