@@ -248,19 +248,24 @@ def build_checkpoint(
         "feature_ranges": training_feature_ranges(cases, cases.feature_names),
     }
     drawn = None if cases.outlines is None else cases.outlines.subset(cases.case_ids)
+    pooled = pooled_features(cases, model.cfg.max_slices)
     served = fit_served(
-        served_inputs(pooled_features(cases, model.cfg.max_slices), case_embeddings),
+        served_inputs(pooled, case_embeddings),
         labels,
         np.asarray(cases.patients),
         schema.class_counts,
         seed=tcfg.seed,
+        unseen=result.val_idx,
+        slice_columns=pooled.shape[1],
     )
     meta["served"] = {
         "method": "per field, class-balanced logistic regression (C from a grid) or "
-        "class-balanced gradient-boosted trees on pooled slice features and the image embedding, "
-        "chosen by macro-F1 on held-out predictions over patient-grouped inner folds of the "
-        "training patients; the winner refitted on all of them, its top-class probability "
-        "calibrated (isotonic) on those held-out predictions",
+        "class-balanced gradient-boosted trees, on pooled slice features and the image embedding "
+        "or on the slice features alone, chosen by macro-F1 on held-out predictions of the "
+        "patients the CLIP model never trained on (its early-stopping patients; with too few of "
+        "them, patient-grouped inner folds of the training patients); the winner refitted on "
+        "all of them, its top-class probability calibrated (isotonic) on those held-out "
+        "predictions",
         "readout": {
             f.name: head.readout for f, head in zip(schema.fields, served.fields, strict=True)
         },

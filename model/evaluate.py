@@ -1,14 +1,14 @@
 """The thesis's evaluation protocol, made honest: patient-grouped k-fold CV with baselines.
 
 Per fold a fresh model is trained on the training patients; the catalog is the distinct texts
-of the training cases; each test case is predicted by the served read-out (model.served: chosen
-and calibrated on inner patient folds of the fold's training patients, declared before any
-test fold is seen), by top-1 retrieval (the thesis's), by a similarity-weighted vote over the
-top-k texts, and by the multi-task heads when trained. The same folds give the baselines on the
-same inputs (pooled slice features): majority class, logistic regression (plain, and
-class-balanced with C chosen on inner validation patients), class-balanced gradient boosting;
-and the radiologists' own agreement on the same bins (model.readers). Stated probabilities are
-scored for calibration (ECE, Brier, NLL).
+of the training cases; each test case is predicted by the served read-out (model.served:
+chosen and calibrated on the fold's training patients that its CLIP model held out for early
+stopping, declared before any test fold is seen), by top-1 retrieval (the thesis's), by a
+similarity-weighted vote over the top-k texts, and by the multi-task heads when trained. The
+same folds give the baselines on the same inputs (pooled slice features): majority class,
+logistic regression (plain, and class-balanced with C chosen on inner validation patients),
+class-balanced gradient boosting; and the radiologists' own agreement on the same bins
+(model.readers). Stated probabilities are scored for calibration (ECE, Brier, NLL).
 """
 
 from __future__ import annotations
@@ -356,10 +356,16 @@ def run_fold(
     predictions, stated = model_readouts(model, schema, distinct, cat_emb, test_emb, vote_k)
     train_y = cohort.labels[train_idx]
     train_groups = cohort.patients[train_idx]
-    # The served read-out: chosen and calibrated on inner patient folds of this fold's
-    # training patients only (as build_checkpoint does for a deployed model).
+    # The served read-out: chosen and calibrated on this fold's training patients that the
+    # fold's CLIP model never trained on (as build_checkpoint does for a deployed model).
     served = fit_served(
-        served_inputs(pooled[train_idx], train_emb), train_y, train_groups, n_classes, seed
+        served_inputs(pooled[train_idx], train_emb),
+        train_y,
+        train_groups,
+        n_classes,
+        seed,
+        unseen=result.val_idx,
+        slice_columns=pooled.shape[1],
     )
     stated["served"] = served.predict(served_inputs(pooled[test_idx], test_emb))
     predictions["served"] = stated["served"][0]

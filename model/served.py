@@ -37,6 +37,7 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried on val
 LOGREG_TOL = 1e-3
 FIT_THREADS = 2  # fields fitted side by side (the fits run single-threaded, mostly without the GIL)
 INNER_FOLDS = 3  # patient-grouped folds of the training patients that choose and calibrate
+MIN_UNSEEN_PATIENTS = 10  # fewer patients unseen by the embedding: inner folds instead
 MIN_VAL_PER_FIELD = 20  # fewer held-out known labels than this: no calibration (identity)
 TREE_ROUNDS = 60  # gradient boosting: at most this many rounds (early stopping with >= 500 cases)
 TREE_LEAVES = 15  # ... of trees with at most this many leaves
@@ -67,15 +68,18 @@ class FieldHead:
     C: float  # the chosen inverse regularisation (0 for a constant field or trees)
     trees: TreeEnsemble | None = None  # set when gradient-boosted trees won on validation
     tree_classes: np.ndarray | None = None  # int64: the classes the trees' columns stand for
+    slices_only: bool = False  # reads the pooled slice features alone (embedding weights zero)
 
     @property
     def readout(self) -> str:
         """Which read-out this field serves, in words (the checkpoint and reports name it)."""
         if self.trees is not None:
-            return "gradient boosting, balanced"
-        if self.C == 0:
+            words = "gradient boosting, balanced"
+        elif self.C == 0:
             return "constant"
-        return f"logistic regression, balanced (C={self.C:g})"
+        else:
+            words = f"logistic regression, balanced (C={self.C:g})"
+        return f"{words}, slice features only" if self.slices_only else words
 
     def raw_proba(self, z: np.ndarray) -> np.ndarray:
         if self.trees is not None:
@@ -128,6 +132,8 @@ class ServedHead:
                 f"{j}.calib_y": h.calib_y,
                 f"{j}.C": np.array([h.C]),
             }
+            if h.slices_only:
+                out[f"{j}.slices_only"] = np.array([1.0])
             if h.trees is not None:
                 assert h.tree_classes is not None
                 out |= h.trees.tensors(f"{j}.trees.")
@@ -144,6 +150,7 @@ class ServedHead:
                 t[f"{j}.calib_x"],
                 t[f"{j}.calib_y"],
                 float(t[f"{j}.C"][0]),
+                slices_only=f"{j}.slices_only" in t,
             )
             if f"{j}.tree_classes" in t:  # older checkpoints hold linear heads only
                 head.trees = TreeEnsemble.from_tensors(t, f"{j}.trees.")
@@ -152,8 +159,14 @@ class ServedHead:
         return cls(t["mean"], t["scale"], fields)
 
 
-# A candidate read-out for one field: ("logreg", C) or ("trees", 0.0).
-Candidate = tuple[str, float]
+# A candidate read-out for one field: ("logreg", C) or ("trees", 0.0), on which inputs.
+@dataclass(frozen=True, order=True)
+class Candidate:
+    kind: str  # "logreg" or "trees"
+    C: float = 0.0  # logistic regression's inverse regularisation
+    slices_only: bool = False  # the first `slice_columns` inputs alone
+
+
 LOGREG_ONLY = "logreg"
 LOGREG_OR_TREES = "logreg+trees"
 
@@ -165,35 +178,61 @@ def fit_served(
     n_classes: list[int],
     seed: int = 0,
     candidates: str = LOGREG_OR_TREES,
+    unseen: np.ndarray | None = None,
+    slice_columns: int = 0,
 ) -> ServedHead:
     """Fits the served read-out on training cases x [n, inputs], y [n, fields] (-1: unknown).
 
-    Per field, every candidate (class-balanced logistic regression for each C of the grid,
-    and, with LOGREG_OR_TREES, class-balanced gradient-boosted trees) is fitted on
-    INNER_FOLDS patient-grouped folds of these training patients, so every training case
-    gets a prediction from a model that never saw its patient. The candidate with the best
-    macro-F1 on those held-out predictions wins and is refitted on all the training cases;
-    its top-class probability is calibrated by an isotonic map fitted on the same held-out
-    predictions. Test patients are never seen.
+    Per field, the candidates are class-balanced logistic regression for each C of the grid
+    and, with LOGREG_OR_TREES, class-balanced gradient-boosted trees; with `slice_columns`, each
+    both on all the inputs and on the first `slice_columns` (the pooled slice features) alone.
+    `unseen` names the training cases whose patients the embedding in x never trained on.
+    With at least MIN_UNSEEN_PATIENTS of them and slice-only candidates, the best slice-only
+    candidate is chosen on INNER_FOLDS patient-grouped folds of all the training patients (so
+    every training case gets a prediction from a model that never saw its patient), the best
+    all-input candidate on the unseen patients (fitted on the others), and the two compared
+    on the unseen patients. Without them, every candidate is chosen on the inner folds (or,
+    without slice-only candidates, on the unseen patients). Choosing is by macro-F1 on
+    held-out predictions; the winner is refitted on all the training cases, and its top-class
+    probability calibrated by an isotonic map fitted on its held-out predictions. Test
+    patients are never seen.
     """
     x = np.asarray(x, np.float64)
     # One thread: scikit-learn's OpenMP loss loops on a busy 2-core machine (a web server, a
     # worker) spin far longer than they compute: 0.2 s per fit with one thread, 10 s without.
     with threadpool_limits(1):
-        return _fit_served(x, np.asarray(y), np.asarray(groups), n_classes, seed, candidates)
+        return _fit_served(
+            x, np.asarray(y), np.asarray(groups), unseen, n_classes, seed, candidates, slice_columns
+        )
 
 
-def _fit_served(x, y, groups, n_classes, seed, candidates) -> ServedHead:
+def unseen_split(
+    groups: np.ndarray, unseen: np.ndarray | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(the other cases, the cases of patients the embedding never saw)] when there are at
+    least MIN_UNSEEN_PATIENTS of those patients; else []."""
+    if unseen is None or len(np.unique(groups[unseen])) < MIN_UNSEEN_PATIENTS:
+        return []
+    held = np.zeros(len(groups), bool)
+    held[unseen] = True
+    if set(groups[held]) & set(groups[~held]):
+        raise ValueError("a patient is on both sides of the unseen split")
+    return [(np.flatnonzero(~held), np.flatnonzero(held))]
+
+
+def _fit_served(x, y, groups, unseen, n_classes, seed, candidates, slice_columns) -> ServedHead:
     scaler = StandardScaler().fit(x)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     z = (x - scaler.mean_) / scale
-    folds = inner_folds(groups, seed)
-    tried: list[Candidate] = [("logreg", C) for C in C_GRID]
+    inputs = [False, True] if 0 < slice_columns < x.shape[1] else [False]
+    tried = [Candidate("logreg", C, only) for only in inputs for C in C_GRID]
     if candidates == LOGREG_OR_TREES:
-        tried.append(("trees", 0.0))
+        tried += [Candidate("trees", 0.0, only) for only in inputs]
+
+    inner, split = inner_folds(groups, seed), unseen_split(groups, unseen)
 
     def field(j: int) -> FieldHead:
-        return _fit_field(z, y[:, j], folds, n_classes[j], tried, seed)
+        return _fit_field(z, y[:, j], inner, split, n_classes[j], tried, seed, slice_columns)
 
     with ThreadPoolExecutor(max_workers=FIT_THREADS) as pool:
         heads = list(pool.map(field, range(len(n_classes))))
@@ -211,10 +250,12 @@ def inner_folds(groups: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndar
 def _fit_field(
     z: np.ndarray,
     y: np.ndarray,
-    folds: list[tuple[np.ndarray, np.ndarray]],
+    inner: list[tuple[np.ndarray, np.ndarray]],
+    unseen_split: list[tuple[np.ndarray, np.ndarray]],
     k: int,
     tried: list[Candidate],
     seed: int,
+    slice_columns: int,
 ) -> FieldHead:
     known = y >= 0
     present = np.unique(y[known])
@@ -224,33 +265,61 @@ def _fit_field(
         bias[int(present[0]) if len(present) else 0] = 0.0
         return FieldHead(np.zeros((k, z.shape[1])), bias, *identity, 0.0)
 
-    # Held-out probabilities of every candidate, for the training cases whose fold could fit.
-    held_out = np.full((len(tried), len(y), k), np.nan)
-    for fit_idx, out_idx in folds:
-        fit_idx, out_idx = fit_idx[known[fit_idx]], out_idx[known[out_idx]]
-        if len(out_idx) == 0 or len(np.unique(y[fit_idx])) < 2:
-            continue
-        for c, head in enumerate(_fit_candidates(tried, z[fit_idx], y[fit_idx], k, seed)):
-            held_out[c, out_idx] = head.raw_proba(z[out_idx])
-    scored = np.isfinite(held_out[0, :, 0])
-    best = 0  # with no held-out predictions at all: the first candidate, uncalibrated
-    if scored.any():
-        scores = [
-            metrics.classification_report(y[scored], p[scored].argmax(1), k, ordinal=False)[
-                "macro_f1"
-            ]
-            for p in held_out
-        ]
-        best = int(np.argmax(scores))  # ties: the earlier (simpler) candidate
-    head = _fit_candidates([tried[best]], z[known], y[known], k, seed)[0]
+    if unseen_split and any(c.slices_only for c in tried):
+        # Each family chosen where its scores are honest: the slice-features-only candidates
+        # on inner folds of all the training patients (their inputs do not depend on the
+        # embedding), the others on the patients the embedding never saw; then the two
+        # finalists compared on those patients alone (one comparison: little luck in it).
+        alone = [c for c in tried if c.slices_only]
+        joined = [c for c in tried if not c.slices_only]
+        s_best, s_held = _best(alone, z, y, known, inner, k, seed, slice_columns)
+        j_best, j_held = _best(joined, z, y, known, unseen_split, k, seed, slice_columns)
+        s_unseen = _held_out([s_best], z, y, known, unseen_split, k, seed, slice_columns)[0]
+        scores = [_score(p, y, k) for p in (s_unseen, j_held)]
+        chosen, held = (j_best, j_held) if scores[1] > scores[0] else (s_best, s_held)
+    else:
+        chosen, held = _best(tried, z, y, known, unseen_split or inner, k, seed, slice_columns)
+    head = _fit_candidates([chosen], z[known], y[known], k, seed, slice_columns)[0]
+    scored = np.isfinite(held[:, 0])
     if scored.sum() >= MIN_VAL_PER_FIELD:
-        p = held_out[best, scored]
+        p = held[scored]
         top = p.argmax(1)
         correct = (top == y[scored]).astype(np.float64)
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         iso.fit(p[np.arange(len(p)), top], correct)
         head.calib_x, head.calib_y = centred(iso.X_thresholds_, iso.y_thresholds_)
     return head
+
+
+def _held_out(tried, z, y, known, folds, k, seed, slice_columns) -> np.ndarray:
+    """Held-out probabilities [candidates, cases, classes] of every candidate, for the known
+    cases of each fold that could be fitted (NaN elsewhere)."""
+    held = np.full((len(tried), len(y), k), np.nan)
+    for fit_idx, out_idx in folds:
+        fit_idx, out_idx = fit_idx[known[fit_idx]], out_idx[known[out_idx]]
+        if len(out_idx) == 0 or len(np.unique(y[fit_idx])) < 2:
+            continue
+        fitted = _fit_candidates(tried, z[fit_idx], y[fit_idx], k, seed, slice_columns)
+        for c, head in enumerate(fitted):
+            held[c, out_idx] = head.raw_proba(z[out_idx])
+    return held
+
+
+def _score(p: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Macro-F1 of held-out probabilities where there are any (-1 where there are none)."""
+    scored = np.isfinite(p[:, 0])
+    if not scored.any():
+        return -1.0
+    report = metrics.classification_report(y[scored], p[scored].argmax(1), k, ordinal=False)
+    return float(report["macro_f1"])
+
+
+def _best(tried, z, y, known, folds, k, seed, slice_columns) -> tuple[Candidate, np.ndarray]:
+    """The candidate with the best held-out macro-F1 over `folds` (ties: the earlier, simpler
+    one; with no held-out predictions at all, the first), and its held-out probabilities."""
+    held = _held_out(tried, z, y, known, folds, k, seed, slice_columns)
+    best = int(np.argmax([_score(p, y, k) for p in held]))
+    return tried[best], held[best]
 
 
 def centred(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,36 +337,49 @@ def centred(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_candidates(
-    tried: list[Candidate], z: np.ndarray, y: np.ndarray, k: int, seed: int
+    tried: list[Candidate], z: np.ndarray, y: np.ndarray, k: int, seed: int, slice_columns: int
 ) -> list[FieldHead]:
     """The candidates fitted on standardised inputs z and known labels y (two classes or
     more), in their order. The logistic ones go along C in ascending order, each starting
-    from the last one's solution (a stronger-regularised fit is a good first guess)."""
+    from the last one's solution (a stronger-regularised fit is a good first guess). A
+    slice-features-only candidate gets zero weights on the other inputs (trees: never split
+    on them), so every head reads the same inputs."""
     identity = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
     heads: dict[Candidate, FieldHead] = {}
-    clf = LogisticRegression(
-        class_weight="balanced", max_iter=2000, tol=LOGREG_TOL, warm_start=True, random_state=seed
-    )
-    for kind, C in sorted(c for c in tried if c[0] == "logreg"):
-        clf.set_params(C=C).fit(z, y)
-        weights, bias = _full_classes(clf, k, z.shape[1])
-        heads[kind, C] = FieldHead(weights, bias, *identity, C)
-    if ("trees", 0.0) in tried:
-        head = FieldHead(np.zeros((k, z.shape[1])), np.zeros(k), *identity, 0.0)
-        head.trees, head.tree_classes = fit_balanced_trees(z, y, seed, TREE_ROUNDS, TREE_LEAVES)
-        heads["trees", 0.0] = head
+    for only in sorted({c.slices_only for c in tried}):
+        columns = slice_columns if only else z.shape[1]
+        zc = z[:, :columns]
+        clf = LogisticRegression(
+            class_weight="balanced",
+            max_iter=2000,
+            tol=LOGREG_TOL,
+            warm_start=True,
+            random_state=seed,
+        )
+        for c in sorted(c for c in tried if c.kind == "logreg" and c.slices_only == only):
+            clf.set_params(C=c.C).fit(zc, y)
+            weights, bias = _full_classes(clf, k, z.shape[1])
+            heads[c] = FieldHead(weights, bias, *identity, c.C, slices_only=only)
+        tree = Candidate("trees", 0.0, only)
+        if tree in tried:
+            head = FieldHead(np.zeros((k, z.shape[1])), np.zeros(k), *identity, 0.0)
+            head.trees, head.tree_classes = fit_balanced_trees(
+                zc, y, seed, TREE_ROUNDS, TREE_LEAVES
+            )
+            head.slices_only = only
+            heads[tree] = head
     return [heads[c] for c in tried]
 
 
 def _full_classes(clf: LogisticRegression, k: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     """Weights and bias over all k classes (classes absent from training get -inf-ish bias)."""
-    weights = np.zeros((k, d))
+    weights = np.zeros((k, d))  # inputs past the ones fitted on (slice features only): zero
     bias = np.full(k, -30.0)
     coef, intercept = clf.coef_, clf.intercept_
     if len(clf.classes_) == 2:  # binary: one row of coefficients for the second class
         coef = np.vstack([-coef[0] / 2, coef[0] / 2])
         intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
     for row, c in enumerate(clf.classes_):
-        weights[int(c)] = coef[row]
+        weights[int(c), : coef.shape[1]] = coef[row]
         bias[int(c)] = intercept[row]
     return weights, bias

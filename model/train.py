@@ -36,6 +36,8 @@ class TrainResult:
     seconds: float = 0.0  # wall time of the training loop
     text_seconds: float = 0.0  # wall time spent in the frozen text encoder
     steps: int = 0  # optimiser steps taken: 0 means the weights are still the random ones
+    # the cases whose patients were held out for early stopping (never trained on), by index
+    val_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 class Subset:
@@ -291,7 +293,7 @@ def train(
         model.load_state_dict(best_state)
     model.cpu().eval()  # checkpoints and inference are CPU-only
     seconds = time.perf_counter() - start
-    return TrainResult(model, history, best_epoch, seconds, text_seconds, steps)
+    return TrainResult(model, history, best_epoch, seconds, text_seconds, steps, val_idx)
 
 
 @torch.no_grad()
