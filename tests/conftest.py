@@ -13,7 +13,8 @@ from model.encoders import FrozenTextEncoder
 SMALL_PATIENTS = 80  # enough for 5 patient-grouped folds and a model that learns something
 # Fixtures that train a model or import the LIDC cohort: a test using any of them (directly or
 # through another fixture) is marked `slow`, so `make test-fast` (-m "not slow") leaves it out.
-SLOW_FIXTURES = {"lidc_small", "trained_small", "cross_validated", "small_checkpoints"}
+# (`pipeline`: tests/test_cli.py's `clipmed train` of a simulated cohort.)
+SLOW_FIXTURES = {"lidc_small", "trained_small", "cross_validated", "small_checkpoints", "pipeline"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

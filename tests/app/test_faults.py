@@ -438,6 +438,7 @@ def train_command(cohort: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "clipmed", "train", "--cohort", str(cohort), "--out", str(out)]
 
 
+@pytest.mark.slow  # three real trainings
 def test_clipmed_train_killed_while_saving_leaves_no_broken_checkpoint(
     tmp_path, small_cohort, registry_session
 ):
@@ -474,6 +475,7 @@ def test_clipmed_train_killed_while_saving_leaves_no_broken_checkpoint(
     assert caught, "the temporary checkpoint folder was never seen; the save was not interrupted"
 
 
+@pytest.mark.slow  # a real training
 def test_clipmed_train_on_a_full_disk_fails_with_a_clear_error(tmp_path, small_cohort):
     target = tmp_path / "out" / "ckpt"
     done = subprocess.run(
