@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from pwdlib import PasswordHash
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -125,14 +125,24 @@ def revoke_user_tokens(session: Session, user: User) -> int:
     return len(rows)
 
 
-def user_for_token(session: Session, token: str) -> User:
-    row = session.scalar(
-        select(ApiToken).where(
-            ApiToken.token_sha256 == sha256(token), ApiToken.revoked_at.is_(None)
-        )
+# Built once: building a select costs as much as running this one (SQLAlchemy walks the new
+# statement for its cache key each time); a bound parameter takes each request's hash.
+_USER_OF_LIVE_TOKEN = (
+    select(User)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(
+        ApiToken.token_sha256 == bindparam("token_sha256"),
+        ApiToken.revoked_at.is_(None),
+        User.is_active.is_(True),
     )
-    user = session.get(User, row.user_id) if row is not None else None
-    if user is None or not user.is_active:
+)
+
+
+def user_for_token(session: Session, token: str) -> User:
+    """The active user of a live token: one query on the token's unique hash, every request
+    (nothing cached, so a revocation or a deactivation holds from the next request on)."""
+    user = session.scalar(_USER_OF_LIVE_TOKEN, {"token_sha256": sha256(token)})
+    if user is None:
         raise NotAuthenticated(N_("the bearer token is unknown or revoked"))
     return user
 

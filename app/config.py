@@ -58,9 +58,24 @@ class Settings(BaseSettings):
     # patient. False: they are dropped on upload (the SR then carries them empty, and only the
     # study, series and SEG UIDs link it to the study). README: "What a DICOM SEG leaves here".
     keep_seg_patient: bool = True
+    # SQLite only (PRAGMA synchronous of the web service's connections, under its write-ahead
+    # log): "normal" syncs the log to disk at checkpoints, not at every commit. A commit then
+    # costs ~0.07 ms instead of an fsync (~4 ms here, docs/benchmarks.md), and the database
+    # stays consistent whatever happens; but a power cut or an operating-system crash (not a
+    # crash of the service) may lose the last commits before it, each explanation together
+    # with its audit row. "full" syncs every commit before the answer goes out. PostgreSQL
+    # keeps its own settings (synchronous_commit).
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
     # Threads per torch operation. Requests already run in parallel on the thread pool, and
     # per-op threads on top of them oversubscribe the cores (measured: bench/serve.py).
     torch_threads: int = Field(default=1, ge=1)
+    # Threads of the requests' hot path at once (caller lookups, explanations; app.hot_path);
+    # 0 = the usable cores. More only take turns at the GIL, at a CPU cost per request.
+    request_threads: int = Field(default=0, ge=0)
+    # At most this many explanation requests waiting for the hot path are explained together:
+    # one model pass, one commit, each its own answer and audit row (app.explanations.together).
+    # 1: each alone. More than 256 gains nothing (docs/benchmarks.md).
+    explain_together_max: int = Field(default=32, ge=1, le=256)
     # Similar-case index of new checkpoints: "auto" (by size), "flat" (exact), "hnsw" or "ivf".
     case_index: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
     # "auto" searches exactly below this many cases (model.catalog.EXACT_BELOW; benchmarks.md).

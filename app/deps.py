@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPBearer
 from sqlalchemy.orm import Session
@@ -15,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from app import accounts, audit
 from app.config import Settings
 from app.errors import Forbidden, NoActiveModel, NotAuthenticated
+from app.hot_path import run_on_hot_path
 from app.i18n import N_, Label
 from app.origin import check_origin
 from app.serving import Serving, ServingState
@@ -26,25 +28,45 @@ CSRF_FIELD = "csrf_token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are `async def` where they do no blocking work: FastAPI runs a plain `def`
+# dependency on the thread pool, and each such hop cost more than the work it carried
+# (docs/benchmarks.md, the explanation service profile).
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session, closed after the answer: on the event loop when no transaction
+    is open (nothing to say to the database), else on the thread pool (a rollback)."""
+    session = request.app.state.sessions()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            with anyio.CancelScope(shield=True):  # a cancelled request still ends its transaction
+                await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
-def get_serving_state(request: Request) -> ServingState:
+async def get_serving_state(request: Request) -> ServingState:
     return request.app.state.serving
 
 
-def get_serving(state: Annotated[ServingState, Depends(get_serving_state)]) -> Serving:
+def get_serving(state: ServingState) -> Serving:
     # Taken once per request: a version switch during the request does not affect it.
     serving = state.current
     if serving is None:
         raise NoActiveModel(N_("no model is active; register and activate a checkpoint"))
     return serving
+
+
+async def serving_dependency(
+    state: Annotated[ServingState, Depends(get_serving_state)],
+) -> Serving:
+    return get_serving(state)
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,19 @@ def identify(request: Request, session: Session) -> Principal | None:
             web_session, user = found
             return Principal(user, web_session.csrf_token)
     return None
+
+
+def identify_and_release(request: Request, session: Session) -> Principal | None:
+    """`identify`, then its read transaction ended, so the connection goes back to the pool
+    while the route reads the request body (sixteen uploads in flight held sixteen connections;
+    the pool keeps five, so the others were opened and closed per request). The user is taken
+    out of the session first: neither this rollback nor a later one (the database gone
+    mid-request) can expire it, so the error page and the access log can still name them."""
+    principal = identify(request, session)
+    if principal is not None:
+        session.expunge(principal.user)
+    session.rollback()
+    return principal
 
 
 async def check_csrf(request: Request, principal: Principal) -> None:
@@ -130,12 +165,9 @@ def require(*roles: Role) -> Callable:
         principal = None
         try:
             # Token and session lookups are blocking queries: off the event loop.
-            principal = await run_in_threadpool(identify, request, session)
+            principal = await run_on_hot_path(request, identify_and_release, request, session)
             if principal is None:
                 raise NotAuthenticated(N_("log in, or send Authorization: Bearer <token>"))
-            # Out of the request's session, so a rollback (the database gone mid-request)
-            # cannot expire it: the error page and the access log can still name the user.
-            session.expunge(principal.user)
             if principal.role not in allowed:
                 raise Forbidden(
                     N_("the role '%(role)s' may not do this"), role=Label(principal.role.value)
@@ -164,7 +196,7 @@ ANY_ROLE = (Role.clinician, Role.radiologist, Role.admin)
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ServingStateDep = Annotated[ServingState, Depends(get_serving_state)]
-ServingDep = Annotated[Serving, Depends(get_serving)]
+ServingDep = Annotated[Serving, Depends(serving_dependency)]
 AnyUser = Annotated[Principal, Depends(require(*ANY_ROLE))]
 Reviewer = Annotated[Principal, Depends(require(Role.radiologist, Role.admin))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]

@@ -11,9 +11,10 @@ import torch
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app import openapi, problems
+from app import hot_path, openapi, problems
 from app.config import Settings
 from app.db import make_engine, make_session_factory
+from app.explanations.together import Together
 from app.middleware import install_middleware
 from app.monitoring import Metrics
 from app.registry_watch import load_active_model, watch_registry
@@ -24,7 +25,7 @@ from app.throttle import LoginThrottle
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.sqlite_synchronous)
     sessions = make_session_factory(engine)
     state = ServingState()
 
@@ -62,6 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.serving = state
     app.state.metrics = Metrics(sessions, state)
     app.state.login_throttle = LoginThrottle.from_settings(settings)
+    app.state.hot_path = hot_path.make_limiter(settings)
+    app.state.explanations_together = Together(
+        sessions,
+        app.state.hot_path,
+        settings.explain_together_max,
+        on_turn=app.state.metrics.turn_cases.observe,
+    )
 
     problems.install(app)
     openapi.install(app)

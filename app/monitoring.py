@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Jobs run from seconds (a re-index) to hours (training on LIDC).
 JOB_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0)
+TURN_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 RECENT_JOBS = 1000  # the job-duration histogram covers this many most recently finished jobs
 _PENDING = "metrics.explanations"  # Session.info key: versions flushed, counted on commit
 
@@ -64,6 +65,13 @@ class Metrics:
             "clipmed_explanations",
             "Explanations stored, by the model version that made them.",
             ("model_version",),
+            registry=self.registry,
+        )
+        self.turn_cases = Histogram(
+            "clipmed_explanation_turn_cases",
+            "Explanation requests explained together in one hot-path turn (one model pass, "
+            "one commit; app.explanations.together).",
+            buckets=TURN_BUCKETS,
             registry=self.registry,
         )
         self.registry.register(ServingCollector(state))

@@ -15,7 +15,13 @@ table, the server's resident memory (VmRSS before and after, VmHWM peak) and the
 The client runs on the same CPUs as the server, so the figures include its cost.
 Exits 1 if any request failed, 2 if the benchmark could not start.
 
+With --profile OUT, py-spy (on PATH, beside this Python, or --py-spy) samples the server during
+the recorded window of the .npy explanations at the most clients: a flame graph for OUT.svg,
+speedscope for OUT.json, collapsed stacks ("raw", one line per stack and its sample count) for
+any other suffix. Sampling costs the server CPU, so that level's figures are not comparable.
+
     .venv/bin/python bench/serve.py [--data data] [--seconds 10] [--clients 1 4 16]
+    .venv/bin/python bench/serve.py --clients 16 --formats npy --profile profile.svg
     CLIPMED_API_TOKEN=... .venv/bin/python bench/serve.py --url http://127.0.0.1:8000 --pid 1234
 """
 
@@ -24,7 +30,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
+import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,6 +100,12 @@ class Result:
 # The API needs a bearer token: from `clipmed users token admin` on the server this script
 # starts, or from CLIPMED_API_TOKEN with --url.
 AUTH_HEADERS: dict[str, str] = {}
+# /metrics takes CLIPMED_METRICS_TOKEN (when the service has one), not a user's token.
+METRICS_HEADERS = (
+    {"Authorization": f"Bearer {os.environ['CLIPMED_METRICS_TOKEN']}"}
+    if os.environ.get("CLIPMED_METRICS_TOKEN")
+    else {}
+)
 
 
 def free_port() -> int:
@@ -158,7 +174,51 @@ def explain_payloads(examples: list[Path]) -> tuple[list[Payload], list[Payload]
     return uploads, bodies, shapes
 
 
+PROFILE_FORMATS = {".svg": "flamegraph", ".json": "speedscope"}  # anything else: raw
+
+
+def find_py_spy(given: str | None) -> str | None:
+    if given:
+        return given
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.is_file() else shutil.which("py-spy")
+
+
+@dataclass(frozen=True)
+class Profiler:
+    """py-spy recording a process for the recorded window of one level."""
+
+    py_spy: str
+    out: Path
+    extra: tuple[str, ...] = ()  # more py-spy record options, e.g. --gil
+
+    def start(self, pid: int, seconds: float) -> subprocess.Popen:
+        fmt = PROFILE_FORMATS.get(self.out.suffix.lower(), "raw")
+        command = [
+            self.py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(seconds))),
+        ]
+        command += ["--format", fmt, "--output", str(self.out), "--subprocesses", "--nolineno"]
+        command += self.extra
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 # --------------------------------------------------------------------------------------------
+def turn_totals(url: str) -> tuple[float, float]:
+    """(cases, turns) explained together so far, from the service's /metrics (0, 0 when it
+    is not readable: a CLIPMED_METRICS_TOKEN the benchmark does not have)."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10, headers=METRICS_HEADERS).text
+    except httpx.HTTPError:
+        return 0.0, 0.0
+    found = dict(re.findall(r"^clipmed_explanation_turn_cases_(sum|count) (\S+)$", text, re.M))
+    return float(found.get("sum", 0)), float(found.get("count", 0))
+
+
 def run_level(
     url: str,
     endpoint: Endpoint,
@@ -167,6 +227,7 @@ def run_level(
     seconds: float,
     max_requests: int,
     pid: int | None,
+    profiler: Profiler | None = None,
 ) -> Result:
     """`clients` threads, each with its own keep-alive client: `warmup` seconds unrecorded, then
     `seconds` recorded (or `max_requests` in all, whichever comes first)."""
@@ -234,10 +295,15 @@ def run_level(
     started.wait(timeout=60)
     time.sleep(max(0.0, window["start"] - time.perf_counter()))
     server0, client0 = proc_cpu_s(pid), time.process_time()
+    recording = profiler.start(pid, seconds) if profiler is not None and pid else None
     time.sleep(max(0.0, window["stop"] - time.perf_counter()))
     server1, client1 = proc_cpu_s(pid), time.process_time()
     for t in threads:
         t.join(timeout=warmup + seconds + 120)
+    if recording is not None:
+        _, err = recording.communicate(timeout=120)
+        if recording.returncode != 0:
+            print(f"py-spy failed ({recording.returncode}): {err.decode()[-500:]}", file=sys.stderr)
     # The recorded window ends when the last request begun in it returns.
     wall = time.perf_counter() - window["start"]
     return Result(
@@ -339,6 +405,17 @@ def main() -> int:
         help="explanation request bodies to measure [npy json]",
     )
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap per level")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy profile of the server during the .npy explanations at the most clients",
+    )
+    parser.add_argument("--py-spy", help="the py-spy executable (default: found on PATH)")
+    parser.add_argument(
+        "--profile-args",
+        default="",
+        help='more `py-spy record` options, e.g. "--gil" (only samples holding the GIL)',
+    )
     parser.add_argument("--start-timeout", type=float, default=180.0)
     parser.add_argument(
         "--keep-db",
@@ -359,6 +436,15 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
+    profiler = None
+    if args.profile is not None:
+        py_spy = find_py_spy(args.py_spy)
+        if py_spy is None:
+            print("--profile needs py-spy: pip install py-spy, or give --py-spy", file=sys.stderr)
+            return 2
+        if "npy" not in args.formats:
+            parser.error("--profile records the .npy explanations: keep npy in --formats")
+        profiler = Profiler(py_spy, args.profile, tuple(shlex.split(args.profile_args)))
     uploads, bodies, shapes = explain_payloads(examples)
     endpoints = [Endpoint("GET /healthz", "GET", "/healthz", 200)]
     if "npy" in args.formats:
@@ -409,10 +495,25 @@ def main() -> int:
         memory_before = proc_memory_mb(pid)
 
         rows: list[tuple[Endpoint, int, Result]] = []
+        per_turn: list[float] = []
         for clients in args.clients:
             for ep in endpoints:
-                result = run_level(url, ep, clients, warmup, seconds, args.max_requests, pid)
+                profile = clients == max(args.clients) and ep.payloads is uploads
+                turns_before = turn_totals(url)
+                result = run_level(
+                    url,
+                    ep,
+                    clients,
+                    warmup,
+                    seconds,
+                    args.max_requests,
+                    pid,
+                    profiler if profile else None,
+                )
                 rows.append((ep, clients, result))
+                turns_after = turn_totals(url)
+                turns = turns_after[1] - turns_before[1]
+                per_turn.append((turns_after[0] - turns_before[0]) / turns if turns else math.nan)
                 print(
                     f"  {ep.label}, {clients} clients: {result.requests} requests, "
                     f"p50 {result.pct(50):.1f} ms, {result.rps:.1f} req/s",
@@ -438,14 +539,20 @@ def main() -> int:
     )
     print(
         "| endpoint | clients | requests | p50 ms | p99 ms | req/s | errors "
-        "| server CPU ms/req | client CPU ms/req |"
+        "| server CPU ms/req | client CPU ms/req | cases per turn |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for ep, clients, r in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (ep, clients, r), cases in zip(rows, per_turn, strict=True):
         print(
             f"| {ep.label} | {clients} | {r.requests} | {r.pct(50):.1f} | {r.pct(99):.1f} | "
             f"{r.rps:.1f} | {r.errors} | {r.cpu_ms_per_request(r.server_cpu_s):.2f} | "
-            f"{r.cpu_ms_per_request(r.client_cpu_s):.2f} |"
+            f"{r.cpu_ms_per_request(r.client_cpu_s):.2f} | "
+            f"{'' if math.isnan(cases) else f'{cases:.1f}'} |"
+        )
+    if profiler is not None:
+        print(
+            f"\nProfiled (py-spy, sampling costs server CPU): the .npy explanations at "
+            f"{max(args.clients)} clients, into {profiler.out}"
         )
     if memory_before:
         print(

@@ -34,10 +34,15 @@ def vote_fields(
     preds = np.full(labels.shape[::2], -1, np.int64)  # (n, fields)
     shares = np.zeros(preds.shape)
     tallies = []
+    # Every value of every field in one pass. Each value's weights are summed over its k texts
+    # as one contiguous row (order="C"), as numpy sums an (n, k) array: a strided row would be
+    # summed in another order, and the tallies would lose their last bits.
+    values = np.arange(max(n_classes, default=0))[:, None]  # (values, 1)
+    stated = np.equal(labels.transpose(0, 2, 1)[:, :, None, :], values, order="C")
+    votes = np.multiply(weights[:, None, None, :], stated, order="C")  # (n, fields, values, k)
+    sums = votes.sum(3)  # (n, fields, values)
     for j, c in enumerate(n_classes):
-        tally = np.zeros((len(ids), c))
-        for value in range(c):
-            tally[:, value] = (weights * (labels[:, :, j] == value)).sum(1)
+        tally = sums[:, j, :c].astype(np.float64)
         total = tally.sum(1, keepdims=True)
         voted = total[:, 0] > 0
         tally = np.divide(tally, total, out=np.zeros_like(tally), where=total > 0)

@@ -16,7 +16,7 @@ threshold is moved onto a bin edge, where the raw values split exactly as the bi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -42,6 +42,21 @@ class TreeEnsemble:
     column: np.ndarray  # int64 [trees]
     baseline: np.ndarray  # float64 [columns]: the raw score before any tree
     depth: int  # the deepest leaf's depth: the number of steps a walk needs
+    # For the walk, built from the arrays above: [2, nodes], where a node goes on a comparison
+    # of False (row 0) or True (row 1); a leaf goes to itself either way, so a walk needs no
+    # test of which nodes are leaves (half the numpy calls per level, for one case).
+    _next: np.ndarray = field(init=False, repr=False, compare=False)
+    _columns: list[np.ndarray] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        itself = np.arange(len(self.left), dtype=np.int64)
+        self._next = np.stack(
+            [
+                np.where(self.is_leaf, itself, self.right),
+                np.where(self.is_leaf, itself, self.left),
+            ]
+        )
+        self._columns = [self.column == col for col in range(len(self.baseline))]
 
     @classmethod
     def from_sklearn(cls, clf: HistGradientBoostingClassifier) -> TreeEnsemble:
@@ -83,22 +98,19 @@ class TreeEnsemble:
         """Raw scores [n, columns]: baseline + the leaf value of every tree."""
         x = np.asarray(x, np.float64)
         n = len(x)
-        node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()  # (n, trees)
+        node = np.broadcast_to(self.roots, (n, len(self.roots)))  # (n, trees)
         rows = np.arange(n)[:, None]
+        missing = bool(np.isnan(x).any())
         for _ in range(self.depth):
-            leaf = self.is_leaf[node]
-            if leaf.all():
-                break
-            value = x[rows, self.feature[node]]  # (n, trees)
-            go_left = np.where(
-                np.isnan(value), self.missing_left[node], value <= self.threshold[node]
-            )
-            step = np.where(go_left, self.left[node], self.right[node])
-            node = np.where(leaf, node, step)
+            value = x[rows, self.feature[node]]  # (n, trees); a leaf's is never used
+            go_left = value <= self.threshold[node]
+            if missing:
+                go_left = np.where(np.isnan(value), self.missing_left[node], go_left)
+            node = self._next[go_left.view(np.int8), node]
         out = np.tile(self.baseline, (n, 1))
         contributions = self.value[node]  # (n, trees)
-        for col in range(len(self.baseline)):
-            out[:, col] += contributions[:, self.column == col].sum(1)
+        for col, trees in enumerate(self._columns):
+            out[:, col] += contributions[:, trees].sum(1)
         return out
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

@@ -81,22 +81,23 @@ def read_json_body(body: bytes, max_slices: int) -> tuple[Any, np.ndarray | None
 
 
 @asynccontextmanager
-async def large_body_turn(request: Request) -> AsyncIterator[None]:
+async def large_body_turn(request: Request) -> AsyncIterator[bool]:
     """Waits, before a body over LARGE_BODY_BYTES (JSON, or a multipart upload) is read, until
     fewer than LARGE_BODIES_AT_ONCE others are being read and parsed: the bytes of those waiting
     stay in the socket buffers, so sixteen concurrent 8 MiB bodies cost a few bodies' memory,
-    not sixteen. Smaller bodies (every real case: 512 slices of 38 features is ~400 KiB) never wait.
+    not sixteen. Smaller bodies (every real case: 512 slices of 38 features is ~400 KiB) never
+    wait. Yields whether the body is a large one (whose parsing must happen inside the turn).
     """
     declared = request.headers.get("content-length", "")
     if not (declared.isdigit() and len(declared) < 20 and int(declared) > LARGE_BODY_BYTES):
-        yield
+        yield False
         return
     state = request.app.state
     turns = getattr(state, "large_json_bodies", None)
     if turns is None:  # one per app (and so per event loop)
         turns = state.large_json_bodies = asyncio.Semaphore(LARGE_BODIES_AT_ONCE)
     async with turns:
-        yield
+        yield True
 
 
 def _integer(digits: str) -> int | float:

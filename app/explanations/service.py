@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
-from starlette.concurrency import run_in_threadpool
 
-from app import audit, paging
+from app import paging
 from app.errors import Conflict, InvalidInput, NotFound, NotYours, UnsupportedMediaType
 from app.i18n import N_, Label
 from app.serving import Serving
@@ -139,14 +138,19 @@ def check_extractor(serving: Serving, segmentation: Segmentation) -> None:
         )
 
 
-async def explain_for_request(
-    request: Any, session: Session, serving: Serving, case: ExplanationInput, owner_id: int
-) -> Explanation:
-    """`explain_case` off the event loop, audited as this request's explanation (the API, the
-    upload form and the example buttons all explain this way)."""
-    return await run_in_threadpool(
-        explain_case, session, serving, case, owner_id, audit.explanation_created(request)
-    )
+def checked_case(serving: Serving, case: ExplanationInput) -> tuple[np.ndarray, int]:
+    """The case's validated float32 features and its k, or an AppError naming the problem."""
+    if case.segmentation is not None:
+        check_extractor(serving, case.segmentation)
+    try:
+        if case.header is not None and serving.explainer.bounds.names is not None:
+            check_header(case.header, serving.explainer.bounds.names)
+        array = validate_features(
+            case.features, serving.feature_dim, bounds=serving.explainer.bounds
+        )
+    except InputError as e:
+        raise InvalidInput(str(e)) from None
+    return array, check_k(case.k)
 
 
 def explain_case(
@@ -158,17 +162,7 @@ def explain_case(
 ) -> Explanation:
     """Validates, explains with this one Serving, stores and returns the record (with its
     audit event, in the same transaction)."""
-    if case.segmentation is not None:
-        check_extractor(serving, case.segmentation)
-    try:
-        if case.header is not None and serving.explainer.bounds.names is not None:
-            check_header(case.header, serving.explainer.bounds.names)
-        array = validate_features(
-            case.features, serving.feature_dim, bounds=serving.explainer.bounds
-        )
-    except InputError as e:
-        raise InvalidInput(str(e)) from None
-    k = check_k(case.k)
+    array, k = checked_case(serving, case)
     try:
         result = serving.explainer.explain(array, k=k)
     except InputError as e:

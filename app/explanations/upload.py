@@ -7,6 +7,8 @@ carries the segmentation along to be stored and drawn."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from functools import partial
 
 from fastapi import Request
 from pydantic import ValidationError
@@ -106,20 +108,31 @@ REQUEST_BODY_OPENAPI = {
 }
 
 
-async def read_explanation_request(request: Request) -> ExplanationInput:
-    """The case in the request, or an AppError naming what is wrong."""
+# The case of a request, decoded from its body when called (CPU work, for the thread pool);
+# raises an AppError naming what is wrong.
+CaseReader = Callable[[], ExplanationInput]
+
+
+async def read_explanation_request(request: Request) -> CaseReader:
+    """The request's body, read: a function that decodes its case, or an AppError naming what
+    is wrong with the request itself. The explanation service calls the function in the thread
+    that explains the case, so a small case costs one thread-pool hop, not two; a large body
+    (LARGE_BODY_BYTES) is decoded here, inside its turn, so that it is never held in memory
+    both as bytes and decoded outside the turns."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     settings: Settings = request.app.state.settings
     if content_type == "multipart/form-data":
         # the same turns: a large mask or NIfTI is decoded and measured (labelled, inflated)
         # while it is read, at a multiple of its size (bench/hostile_memory.py, segmentation)
-        async with large_body_turn(request):
-            return await _read_multipart(request, settings)
+        async with large_body_turn(request) as large:
+            reader = await _read_multipart(request, settings)
+            return await _decoded(reader) if large else reader
     if content_type == "application/json":
-        async with large_body_turn(request):  # memory: a few large bodies at a time
-            # parsing up to max_upload_bytes of JSON is CPU work: off the event loop
+        async with large_body_turn(request) as large:  # memory: a few large bodies at a time
             body = await request.body()
-            return await run_in_threadpool(_read_json, body, settings.max_slices_per_upload)
+            # parsing up to max_upload_bytes of JSON is CPU work: off the event loop
+            reader = partial(_read_json, body, settings.max_slices_per_upload)
+            return await _decoded(reader) if large else reader
     raise UnsupportedMediaType(
         N_(
             "unsupported content type %(type)s; send multipart/form-data with a file in field "
@@ -129,7 +142,12 @@ async def read_explanation_request(request: Request) -> ExplanationInput:
     )
 
 
-async def _read_multipart(request: Request, settings: Settings) -> ExplanationInput:
+async def _decoded(reader: CaseReader) -> CaseReader:
+    case = await run_in_threadpool(reader)
+    return lambda: case
+
+
+async def _read_multipart(request: Request, settings: Settings) -> CaseReader:
     try:
         form = await request.form(max_files=1, max_fields=4 + len(IDENTITY_FIELDS))
     except StarletteHTTPException as e:  # malformed multipart, too many parts
@@ -152,7 +170,7 @@ async def _read_multipart(request: Request, settings: Settings) -> ExplanationIn
         texts = {name: value for name, value in form.multi_items() if isinstance(value, str)}
         identity = parse_identity(texts)
         data = await upload.read()
-        return await run_in_threadpool(
+        return partial(
             _read_file, data, upload.filename or "", texts.get("spacing_mm"), k, identity, settings
         )
     finally:

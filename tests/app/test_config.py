@@ -91,6 +91,33 @@ def test_a_secret_set_twice_or_unreadable_is_refused(clean_env, tmp_path):
         Settings()
 
 
+def pragmas(engine) -> tuple[str, int]:
+    with engine.connect() as connection:
+        journal = connection.execute(text("PRAGMA journal_mode")).scalar_one()
+        return journal, connection.execute(text("PRAGMA synchronous")).scalar_one()
+
+
+def test_the_web_service_syncs_sqlite_at_checkpoints_unless_told_otherwise(clean_env, tmp_path):
+    from app.db import make_engine
+    from app.main import create_app
+
+    clean_env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'clipmed.db'}")
+    engine = create_app().state.engine
+    assert pragmas(engine) == ("wal", 1)  # NORMAL: the write-ahead log synced at checkpoints
+    engine.dispose()
+    clean_env.setenv("CLIPMED_SQLITE_SYNCHRONOUS", "full")
+    engine = create_app().state.engine
+    assert pragmas(engine) == ("wal", 2)  # FULL: every commit synced before the answer
+    engine.dispose()
+    # migrations, the CLI and the workers keep syncing every commit
+    engine = make_engine(f"sqlite:///{tmp_path / 'clipmed.db'}")
+    assert pragmas(engine) == ("wal", 2)
+    engine.dispose()
+    clean_env.setenv("CLIPMED_SQLITE_SYNCHRONOUS", "off")
+    with pytest.raises(ValueError, match="sqlite_synchronous"):
+        Settings()
+
+
 def test_migrate_logs_in_with_a_hard_password_from_a_secret_file(tmp_path):
     """A role whose password holds @ % / :, set on a server that checks passwords over TCP;
     `clipmed migrate` given the parts and the password file gets in and grants the application

@@ -89,6 +89,14 @@ def test_explanations_are_counted_by_the_model_version_that_made_them(service, c
         )
 
     assert (made(first), made(second)) == (3, 2)
+    # one after the other, each turn of the hot path took one case (the refused one too)
+    turns = value(after, "clipmed_explanation_turn_cases_count") - value(
+        before, "clipmed_explanation_turn_cases_count"
+    )
+    cases = value(after, "clipmed_explanation_turn_cases_sum") - value(
+        before, "clipmed_explanation_turn_cases_sum"
+    )
+    assert turns == cases == 6
 
 
 def test_the_served_model_and_its_load_time(service, client_as):

@@ -8,14 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from app import audit
 from app.deps import AnyUser, Principal, ServingDep, SessionDep
 from app.errors import NotFound
-from app.explanations import batches, dicom_sr, fhir, service
+from app.explanations import batches, dicom_sr, fhir, service, together
 from app.explanations.identity import parse_identity
 from app.explanations.upload import REQUEST_BODY_OPENAPI, read_explanation_request
+from app.hot_path import run_on_hot_path
 from app.payloads import (
     BatchCaseError,
     BatchCaseResult,
@@ -41,11 +41,11 @@ def _errors(*codes: int) -> dict:
     openapi_extra=REQUEST_BODY_OPENAPI,
 )
 async def create_explanation(
-    request: Request, session: SessionDep, serving: ServingDep, caller: AnyUser
+    request: Request, serving: ServingDep, caller: AnyUser
 ) -> ExplanationOut:
     """Explain one case: a features file (multipart field `file`, plus `k`) or JSON."""
-    case = await read_explanation_request(request)
-    row = await service.explain_for_request(request, session, serving, case, caller.user.id)
+    read_case = await read_explanation_request(request)
+    row = await together.explain_for_request(request, serving, read_case, caller.user.id)
     return ExplanationOut.from_row(row)
 
 
@@ -63,7 +63,8 @@ async def create_explanations(
     case. Each case is stored and answered on its own, or refused on its own (`status`,
     `detail`) without failing the others."""
     batch = await batches.read_batch_request(request)
-    answers = await run_in_threadpool(
+    answers = await run_on_hot_path(
+        request,
         batches.explain_batch,
         session,
         serving,

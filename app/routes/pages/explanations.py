@@ -3,18 +3,18 @@ explanation, each page also served as an htmx fragment."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from app import audit, flagging, paging
 from app.config import Settings
 from app.deps import AnyUser, Principal, ServingStateDep, SessionDep, SettingsDep, get_serving
 from app.errors import AppError, NotFound
-from app.explanations import service, views
+from app.explanations import service, together, views
 from app.explanations.upload import DEFAULT_K, read_explanation_request
 from app.i18n import N_
 from app.parsing import parse_int
@@ -94,8 +94,8 @@ async def explain_upload(
     """The upload form's target: the same reading and checks as the JSON API."""
     try:
         serving = get_serving(state)
-        case = await read_explanation_request(request)
-        row = await service.explain_for_request(request, session, serving, case, caller.user.id)
+        read_case = await read_explanation_request(request)
+        row = await together.explain_for_request(request, serving, read_case, caller.user.id)
     except AppError as e:
         return _failed(request, settings, e)
     return _created(request, session, row, state, caller)
@@ -115,8 +115,8 @@ async def explain_example(
     try:
         serving = get_serving(state)
         k_value = parse_int(k, "k", *service.K_RANGE)
-        case = await run_in_threadpool(views.load_example, settings.data_dir, name, k_value)
-        row = await service.explain_for_request(request, session, serving, case, caller.user.id)
+        read_case = partial(views.load_example, settings.data_dir, name, k_value)
+        row = await together.explain_for_request(request, serving, read_case, caller.user.id)
     except AppError as e:
         return _failed(request, settings, e)
     return _created(request, session, row, state, caller)
