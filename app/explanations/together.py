@@ -48,6 +48,7 @@ class Waiting:
     owner_id: int | None
     audit_event: Callable[[Explanation], AuditEvent] | None
     answer: asyncio.Future[Explanation] = field(init=False)
+    taken: bool = field(default=False, init=False)  # by a turn: out of the queue for good
 
 
 class Together:
@@ -70,27 +71,34 @@ class Together:
         case.answer = asyncio.get_running_loop().create_future()
         self.waiting.append(case)
         try:
-            while not case.answer.done():
+            while not case.taken:
                 async with self.hot_path:
-                    if case.answer.done():  # explained in another request's turn
+                    if case.taken:  # in another request's turn: its answer comes from there
                         break
                     # Shielded: a turn takes other requests' cases, and answers them all.
                     with anyio.CancelScope(shield=True):
                         await self._turn()
             return await case.answer
         finally:
-            if not case.answer.done():  # cancelled while waiting: nobody explains it now
+            if not case.answer.done():  # cancelled: nobody answers it now
                 case.answer.cancel()
-                if case in self.waiting:
+                if not case.taken:
                     self.waiting.remove(case)
 
     async def _turn(self) -> None:
+        """Explains the cases waiting (the turn-taker's own among them, unless more than
+        `most` wait ahead of it) and answers each."""
         taken = [self.waiting.popleft() for _ in range(min(self.most, len(self.waiting)))]
+        for case in taken:
+            case.taken = True
         self.turns, self.cases = self.turns + 1, self.cases + len(taken)
         self.on_turn(len(taken))
-        outcomes = await anyio.to_thread.run_sync(explain_together, self.sessions, taken)
+        try:
+            outcomes = await anyio.to_thread.run_sync(explain_together, self.sessions, taken)
+        except Exception as e:  # a fault of this code: every case taken gets it, none hangs
+            outcomes = [e] * len(taken)
         for case, outcome in zip(taken, outcomes, strict=True):
-            if case.answer.done():
+            if case.answer.done():  # its request was cancelled meanwhile
                 continue
             if isinstance(outcome, BaseException):
                 case.answer.set_exception(outcome)

@@ -5,6 +5,7 @@ audit row, its failure."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import anyio
 import numpy as np
@@ -163,3 +164,27 @@ def test_a_request_cancelled_while_waiting_leaves_the_queue(stored):
     assert not together.waiting and together.turns == 0
     with sessions() as session:
         assert session.scalars(select(Explanation.id)).first() is None
+
+
+def test_a_fault_in_a_turn_answers_every_case_it_took(stored):
+    """A model pass that fails (a fault, not bad input) fails the cases it took, each with the
+    error; no request is left waiting for an answer that never comes."""
+    sessions, serving = stored
+
+    class FailingPass:  # the real explainer's checks, then a fault in the model pass itself
+        bounds = serving.explainer.bounds
+
+        def explain_batch(self, cases, k):
+            raise RuntimeError("the model pass failed")
+
+    broken = dataclasses.replace(serving, explainer=FailingPass())
+    cases = [waiting(broken, case(3)) for _ in range(3)]
+
+    async def main():
+        together = Together(sessions, anyio.CapacityLimiter(1), most=32)
+        outcomes = await asyncio.wait_for(explained_together(together, cases), timeout=30)
+        return together, outcomes
+
+    together, outcomes = asyncio.run(main())
+    assert [str(o) for o in outcomes] == ["the model pass failed"] * 3
+    assert together.turns == 1 and not together.waiting
