@@ -190,7 +190,7 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
         chosen = cal[(cal.method == SERVED) & cal.readout.notna()]
         folds = sorted(set(chosen.fold))
         lines += [
-            "## The served read-out each fold chose (on its own training patients, before its test fold)",
+            "## The served read-out each fold chose (on training patients, before its test fold)",
             "",
             "| field | " + " | ".join(f"fold {f}" for f in folds) + " |",
             "|---|" + "---|" * len(folds),
