@@ -261,11 +261,12 @@ def build_checkpoint(
     meta["served"] = {
         "method": "per field, class-balanced logistic regression (C from a grid) or "
         "class-balanced gradient-boosted trees, on pooled slice features and the image embedding "
-        "or on the slice features alone, chosen by macro-F1 on held-out predictions of the "
-        "patients the CLIP model never trained on (its early-stopping patients; with too few of "
-        "them, patient-grouped inner folds of the training patients); the winner refitted on "
-        "all of them, its top-class probability calibrated (isotonic) on those held-out "
-        "predictions",
+        "or on the slice features alone, chosen by macro-F1 on held-out predictions: the "
+        "slice-only ones on patient-grouped inner folds of the training patients, the others on "
+        "the patients the CLIP model never trained on (its early-stopping patients), the two "
+        "best compared on those (with too few of them, every candidate on the inner folds); the "
+        "winner refitted on all the training patients, its top-class probability calibrated "
+        "(isotonic) on its held-out predictions",
         "readout": {
             f.name: head.readout for f, head in zip(schema.fields, served.fields, strict=True)
         },
