@@ -38,7 +38,9 @@ def gpu_model(device: str) -> str:
     return torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else ""
 
 
-def run_one(preset: str, cohort: Path, folds: int, out: Path, device: str = "cpu") -> dict:
+def run_one(
+    preset: str, cohort: Path, folds: int, out: Path, device: str = "cpu", seed: int = 0
+) -> dict:
     from model.cohort import Cohort
     from model.config import preset as get_preset
     from model.encoders import FrozenTextEncoder
@@ -50,7 +52,7 @@ def run_one(preset: str, cohort: Path, folds: int, out: Path, device: str = "cpu
     start = time.perf_counter()
     encoder = FrozenTextEncoder.for_config(mcfg)
     load_seconds = time.perf_counter() - start
-    result = cross_validate(data, mcfg, tcfg, encoder, folds=folds)
+    result = cross_validate(data, mcfg, tcfg, encoder, folds=folds, seed=seed)
     wall = time.perf_counter() - start
     write_report(result, data, mcfg, tcfg, out / preset, preset)
     table = result.metrics
@@ -112,6 +114,9 @@ def main() -> None:
     parser.add_argument(
         "--device", default="cpu", help="cpu, cuda, or auto (cuda when available) for training"
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="which patients fall in which fold (a new draw)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset here
     parser.add_argument(
         "--time-batches",
@@ -127,7 +132,8 @@ def main() -> None:
             print(json.dumps(seconds_per_batch(name, args.cohort, device=args.device)))
         return
     if args.one:
-        print(json.dumps(run_one(args.one, args.cohort, args.folds, args.out, args.device)))
+        result = run_one(args.one, args.cohort, args.folds, args.out, args.device, args.seed)
+        print(json.dumps(result))
         return
 
     from model.datasets.lidc import import_lidc
@@ -149,6 +155,8 @@ def main() -> None:
                 str(args.out),
                 "--device",
                 args.device,
+                "--seed",
+                str(args.seed),
             ],
             check=True,
             capture_output=True,

@@ -39,6 +39,8 @@ FIT_THREADS = 2  # fields fitted side by side (the fits run single-threaded, mos
 INNER_FOLDS = 3  # patient-grouped folds of the training patients that choose and calibrate
 MIN_UNSEEN_PATIENTS = 10  # fewer patients unseen by the embedding: inner folds instead
 MIN_VAL_PER_FIELD = 20  # fewer held-out known labels than this: no calibration (identity)
+ISOTONIC_FROM = 1000  # held-out predictions for an isotonic calibration map; fewer: Platt
+CALIBRATION_GRID = 201  # points of a Platt map, tabulated for np.interp
 TREE_ROUNDS = 60  # gradient boosting: at most this many rounds (early stopping with >= 500 cases)
 TREE_LEAVES = 15  # ... of trees with at most this many leaves
 
@@ -285,10 +287,34 @@ def _fit_field(
         p = held[scored]
         top = p.argmax(1)
         correct = (top == y[scored]).astype(np.float64)
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        iso.fit(p[np.arange(len(p)), top], correct)
-        head.calib_x, head.calib_y = centred(iso.X_thresholds_, iso.y_thresholds_)
+        head.calib_x, head.calib_y = calibration_map(p[np.arange(len(p)), top], correct, seed)
     return head
+
+
+def calibration_map(
+    top: np.ndarray, correct: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points (raw top-class probability -> probability of being right) for np.interp.
+
+    From ISOTONIC_FROM held-out predictions on, a centred isotonic map: it follows any
+    monotone shape. Below, two parameters (Platt: a logistic regression on the logit of the
+    raw probability), tabulated on a grid: an isotonic map fitted to a few hundred predictions
+    follows their noise (measured: an embedding read-out calibrated on its ~550 early-stopping
+    reads had ECE 0.052-0.055 on new patients)."""
+    if len(top) < ISOTONIC_FROM and 0 < correct.sum() < len(correct):
+        logit = _logit(top)[:, None]
+        platt = LogisticRegression(C=1e4, random_state=seed).fit(logit, correct)
+        if platt.coef_[0, 0] > 0:  # a map that rises with the raw probability
+            grid = np.linspace(0.0, 1.0, CALIBRATION_GRID)
+            return grid, platt.predict_proba(_logit(grid)[:, None])[:, 1]
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    iso.fit(top, correct)
+    return centred(iso.X_thresholds_, iso.y_thresholds_)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
 def _held_out(tried, z, y, known, folds, k, seed, slice_columns) -> np.ndarray:

@@ -4,8 +4,11 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from model.served import (
+    CALIBRATION_GRID,
+    ISOTONIC_FROM,
     LOGREG_ONLY,
     ServedHead,
+    calibration_map,
     centred,
     fit_served,
     inner_folds,
@@ -165,3 +168,22 @@ def test_slice_only_read_outs_round_trip_through_safetensors(tmp_path):
     back = ServedHead.from_tensors(load_file(str(tmp_path / "served.safetensors")), 2)
     assert [f.readout for f in back.fields] == [f.readout for f in served.fields]
     assert back.fields[0].slices_only
+
+
+def test_few_held_out_predictions_get_a_two_parameter_map():
+    """A few hundred held-out predictions: a Platt map (smooth, rising, close to the truth);
+    from ISOTONIC_FROM on: the isotonic one."""
+    rng = np.random.default_rng(4)
+    raw = rng.uniform(0.34, 1.0, 5000)
+    truth = 1 / (1 + np.exp(-(2.0 * np.log(raw / (1 - raw + 1e-9)) - 0.5)))  # overconfident
+    correct = (rng.random(5000) < truth).astype(float)
+
+    x, y = calibration_map(raw[:400], correct[:400], seed=0)
+    assert len(x) == CALIBRATION_GRID and np.all(np.diff(y) > 0)
+    grid = np.linspace(0.4, 0.95, 12)
+    expected = np.interp(grid, np.sort(raw), truth[np.argsort(raw)])
+    assert np.abs(np.interp(grid, x, y) - expected).max() < 0.08
+    assert np.abs(np.diff(np.interp(np.linspace(0, 1, 100_001), x, y))).max() < 0.01
+
+    x_iso, _ = calibration_map(raw[:ISOTONIC_FROM], correct[:ISOTONIC_FROM], seed=0)
+    assert len(x_iso) != CALIBRATION_GRID  # one point per isotonic block
