@@ -266,7 +266,7 @@ def build_checkpoint(
         "the patients the CLIP model never trained on (its early-stopping patients), the two "
         "best compared on those (with too few of them, every candidate on the inner folds); the "
         "winner refitted on all the training patients, its top-class probability calibrated "
-        "(isotonic) on its held-out predictions",
+        "on its held-out predictions (isotonic; Platt below 1,000 of them)",
         "readout": {
             f.name: head.readout for f, head in zip(schema.fields, served.fields, strict=True)
         },
