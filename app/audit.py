@@ -108,8 +108,9 @@ def record_request(request, action: str, outcome: str, **fields) -> None:
 
 
 def explanation_created(request) -> Callable[[Any], AuditEvent]:
-    """For `explain_case`: the event it commits in the same transaction as the explanation, so
-    a stored explanation always has its audit row (and a refused one has neither)."""
+    """For app.explanations.together: the event it commits in the same transaction as the
+    explanation, so a stored explanation always has its audit row (and a refused one has
+    neither)."""
     return lambda row: request_event(
         request,
         "explanation.create",

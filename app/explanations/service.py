@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from app import paging
 from app.errors import Conflict, InvalidInput, NotFound, NotYours, UnsupportedMediaType
 from app.i18n import N_, Label
 from app.serving import Serving
-from app.tables import AuditEvent, Explanation
+from app.tables import Explanation
 from model.features_io import MAX_ARRAY_BYTES, check_header, csv_header, read_features
 from model.inference import (
     MAX_SLICES_PER_CASE,
@@ -151,28 +151,6 @@ def checked_case(serving: Serving, case: ExplanationInput) -> tuple[np.ndarray, 
     except InputError as e:
         raise InvalidInput(str(e)) from None
     return array, check_k(case.k)
-
-
-def explain_case(
-    session: Session,
-    serving: Serving,
-    case: ExplanationInput,
-    owner_id: int | None = None,
-    audit_event: Callable[[Explanation], AuditEvent] | None = None,
-) -> Explanation:
-    """Validates, explains with this one Serving, stores and returns the record (with its
-    audit event, in the same transaction)."""
-    array, k = checked_case(serving, case)
-    try:
-        result = serving.explainer.explain(array, k=k)
-    except InputError as e:
-        raise InvalidInput(str(e)) from None
-    row = explanation_row(serving, array, k, result, case, owner_id)
-    session.add(row)
-    if audit_event is not None:
-        session.add(audit_event(row))
-    session.commit()
-    return row
 
 
 def explanation_row(
