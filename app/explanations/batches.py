@@ -25,15 +25,17 @@ from app.explanations.service import (
     ExplanationInput,
     check_k,
     check_slices,
+    checked_case,
     explanation_row,
     features_from_rows,
 )
+from app.explanations.together import explain_each
 from app.explanations.upload import validation_message
 from app.payloads import ExplanationRequest
 from app.serving import Serving
 from app.tables import AuditEvent, Explanation
 from model.features_io import TooManyCases, read_npz_cases
-from model.inference import InputError, validate_features
+from model.inference import InputError
 
 MAX_BATCH_CASES = 256
 DEFAULT_K = 5
@@ -219,34 +221,47 @@ def explain_batch(
     owner_id: int | None = None,
     audit_event: Callable[[Explanation], AuditEvent] | None = None,
 ) -> list[dict]:
-    """Validates each case, explains the valid ones in one pass with this one Serving, stores
-    them (each with its audit event, all in one transaction) and answers per case, in order."""
+    """Checks each case as a single explanation's case is checked (the checkpoint's training
+    ranges included), explains the valid ones in one pass with this one Serving, stores them
+    (each with its audit event, all in one transaction) and answers per case, in order."""
     answers: list[dict | None] = [None] * len(batch.cases)
     valid: list[tuple[int, np.ndarray]] = []
-    for index, case in enumerate(batch.cases):
-        error = case.error
-        if error is None:
-            assert case.features is not None  # a BatchCase holds its features or its error
-            try:
-                valid.append((index, validate_features(case.features, serving.feature_dim)))
-                continue
-            except InputError as e:
-                error = InvalidInput(str(e))
+
+    def refuse(index: int, error: AppError) -> None:
         answers[index] = {
             "index": index,
-            "name": case.name,
+            "name": batch.cases[index].name,
             "status": error.status_code,
             "detail": error.message,
         }
-    results = serving.explainer.explain_batch([array for _, array in valid], batch.k)
+
+    for index, case in enumerate(batch.cases):
+        if case.error is not None:
+            refuse(index, case.error)
+            continue
+        assert case.features is not None  # a BatchCase holds its features or its error
+        try:
+            valid.append(
+                (index, checked_case(serving, ExplanationInput(case.features, batch.k))[0])
+            )
+        except AppError as e:
+            refuse(index, e)
+    results = explain_each(serving, [array for _, array in valid], batch.k)
     for (index, array), result in zip(valid, results, strict=True):
-        case = batch.cases[index]
+        if isinstance(result, AppError):
+            refuse(index, result)
+            continue
         row = explanation_row(
             serving, array, batch.k, result, ExplanationInput(array, batch.k), owner_id
         )
         session.add(row)
         if audit_event is not None:
             session.add(audit_event(row))
-        answers[index] = {"index": index, "name": case.name, "id": row.id, "explanation": result}
+        answers[index] = {
+            "index": index,
+            "name": batch.cases[index].name,
+            "id": row.id,
+            "explanation": result,
+        }
     session.commit()
     return [answer for answer in answers if answer is not None]

@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import audit
@@ -36,7 +37,7 @@ from app.explanations.service import (
 )
 from app.serving import Serving
 from app.tables import AuditEvent, Explanation
-from model.inference import InputError
+from model.inference import CaseExplanation, InputError
 
 
 @dataclass(eq=False)  # each request's own: compared by identity
@@ -127,8 +128,13 @@ def explain_together(sessions: sessionmaker[Session], cases: list[Waiting]) -> l
     rows: list[tuple[int, Explanation]] = []
     for (_, k), group in groups.items():
         serving = cases[group[0][0]].serving
-        for (i, decoded, array), result in _explained(serving, group, k, outcomes):
-            rows.append((i, explanation_row(serving, array, k, result, decoded, cases[i].owner_id)))
+        results = explain_each(serving, [array for _, _, array in group], k)
+        for (i, decoded, array), result in zip(group, results, strict=True):
+            if isinstance(result, InvalidInput):
+                outcomes[i] = result
+            else:
+                row = explanation_row(serving, array, k, result, decoded, cases[i].owner_id)
+                rows.append((i, row))
 
     def commit(part: list[tuple[int, Explanation]]) -> Exception | None:
         try:
@@ -155,21 +161,22 @@ def explain_together(sessions: sessionmaker[Session], cases: list[Waiting]) -> l
     return outcomes  # type: ignore[return-value]
 
 
-def _explained(serving: Serving, group: list, k: int, outcomes: list) -> list:
-    """(case, result) pairs of a group explained in one pass; should the pass refuse one of
-    them, each is explained alone, so that only that one is refused."""
+def explain_each(
+    serving: Serving, arrays: list[np.ndarray], k: int
+) -> list[CaseExplanation | InvalidInput]:
+    """Per validated case (in order), its explanation from one model pass; should the pass
+    refuse one of them, each is explained alone, so that only that one is refused."""
     try:
-        results = serving.explainer.explain_batch([array for _, _, array in group], k)
-        return list(zip(group, results, strict=True))
+        return list(serving.explainer.explain_batch(arrays, k))
     except InputError:
         pass
-    explained = []
-    for member in group:
+    results: list[CaseExplanation | InvalidInput] = []
+    for array in arrays:
         try:
-            explained.append((member, serving.explainer.explain(member[2], k=k)))
+            results.append(serving.explainer.explain(array, k=k))
         except InputError as e:
-            outcomes[member[0]] = InvalidInput(str(e))
-    return explained
+            results.append(InvalidInput(str(e)))
+    return results
 
 
 async def explain_for_request(

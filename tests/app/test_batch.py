@@ -84,6 +84,24 @@ def test_a_batch_answers_as_single_requests_do(client):
     assert batch["explanation"]["fields"] == single["explanation"]["fields"]
 
 
+def test_a_case_far_outside_the_training_ranges_is_refused_as_a_single_one_is(client):
+    far = case(3)
+    far[1, 4] = 1e5  # finite, under the absolute limit, far beyond every training value
+    single = client.post(
+        "/api/v1/explanations",
+        content=json.dumps({"features": far.tolist()}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert single.status_code == 422 and "far outside" in single.json()["detail"]
+    answers = post_cases(client, [{"features": case(2).tolist()}, {"features": far.tolist()}])
+    assert answers.status_code == 200, answers.text
+    first, second = answers.json()
+    assert "id" in first
+    assert second["status"] == 422 and second["detail"] == single.json()["detail"]
+    npz = post_npz(client, {"ok": case(2), "far": far}).json()
+    assert "id" in npz[0] and npz[1]["detail"] == single.json()["detail"]
+
+
 def test_npz_members_are_the_cases_named_by_member(client):
     response = post_npz(client, {"n1": case(2), "n2": case(3, FEATURE_DIM + 1), "n3": case(4)})
     assert response.status_code == 200, response.text
