@@ -39,7 +39,13 @@ def gpu_model(device: str) -> str:
 
 
 def run_one(
-    preset: str, cohort: Path, folds: int, out: Path, device: str = "cpu", seed: int = 0
+    preset: str,
+    cohort: Path,
+    folds: int,
+    out: Path,
+    device: str = "cpu",
+    seed: int = 0,
+    settings: dict | None = None,
 ) -> dict:
     from model.cohort import Cohort
     from model.config import preset as get_preset
@@ -48,7 +54,7 @@ def run_one(
     from model.report import write_report
 
     data = Cohort.load(cohort)
-    mcfg, tcfg = get_preset(preset, device=device)
+    mcfg, tcfg = get_preset(preset, device=device, **(settings or {}))
     start = time.perf_counter()
     encoder = FrozenTextEncoder.for_config(mcfg)
     load_seconds = time.perf_counter() - start
@@ -64,6 +70,7 @@ def run_one(
     text_seconds = result.timing["text_encoder_seconds"] + load_seconds
     return {
         "preset": preset,
+        "settings": settings or {},
         "device": device,
         "wall_seconds": round(wall, 1),
         "train_seconds": result.timing["train_seconds"],
@@ -117,6 +124,13 @@ def main() -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="which patients fall in which fold (a new draw)"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a preset setting (VALUE read as JSON: --set reader_targets=true)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one preset here
     parser.add_argument(
         "--time-batches",
@@ -126,13 +140,19 @@ def main() -> None:
         help="only time training batches of these presets and extrapolate 5-fold CV",
     )
     args = parser.parse_args()
+    settings = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        settings[name] = json.loads(value)
 
     if args.time_batches:
         for name in args.time_batches:
             print(json.dumps(seconds_per_batch(name, args.cohort, device=args.device)))
         return
     if args.one:
-        result = run_one(args.one, args.cohort, args.folds, args.out, args.device, args.seed)
+        result = run_one(
+            args.one, args.cohort, args.folds, args.out, args.device, args.seed, settings
+        )
         print(json.dumps(result))
         return
 
@@ -157,6 +177,7 @@ def main() -> None:
                 args.device,
                 "--seed",
                 str(args.seed),
+                *(f"--set={item}" for item in args.set),
             ],
             check=True,
             capture_output=True,

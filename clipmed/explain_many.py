@@ -55,7 +55,7 @@ def explain_cases(
 ) -> Iterator[tuple[str, dict | str]]:
     """(name, explanation or why the case was refused) per case, in order; the valid cases
     of each batch go through the model in one pass."""
-    dim = explainer.checkpoint.config.feature_dim
+    dim, bounds = explainer.checkpoint.config.feature_dim, explainer.bounds
     while batch := list(islice(cases, batch_size)):
         answers: list[dict | str | None] = []
         valid = []
@@ -63,7 +63,7 @@ def explain_cases(
             try:
                 if isinstance(read, InputError):
                     raise read
-                valid.append(validate_features(read, dim))
+                valid.append(validate_features(read, dim, bounds=bounds))
                 answers.append(None)
             except InputError as e:
                 answers.append(str(e))

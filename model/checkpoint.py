@@ -259,14 +259,15 @@ def build_checkpoint(
         slice_columns=pooled.shape[1],
     )
     meta["served"] = {
-        "method": "per field, class-balanced logistic regression (C from a grid) or "
-        "class-balanced gradient-boosted trees, on pooled slice features and the image embedding "
-        "or on the slice features alone, chosen by macro-F1 on held-out predictions: the "
-        "slice-only ones on patient-grouped inner folds of the training patients, the others on "
-        "the patients the CLIP model never trained on (its early-stopping patients), the two "
-        "best compared on those (with too few of them, every candidate on the inner folds); the "
-        "winner refitted on all the training patients, its top-class probability calibrated "
-        "on its held-out predictions (isotonic; Platt below 1,000 of them)",
+        "method": "per field, the mean of class-balanced gradient-boosted trees' and "
+        "class-balanced logistic regression's probabilities (C from a grid), on pooled slice "
+        "features and the image embedding or on the slice features alone, chosen by macro-F1 "
+        "on held-out predictions: the slice-only ones on patient-grouped inner folds of the "
+        "training patients, the others on the patients the CLIP model never trained on (its "
+        "early-stopping patients), the two best compared on those (with too few of them, "
+        "every candidate on the inner folds); the winner refitted on all the training "
+        "patients, its top-class probability calibrated on its held-out predictions "
+        "(isotonic; Platt below 1,000 of them)",
         "readout": {
             f.name: head.readout for f, head in zip(schema.fields, served.fields, strict=True)
         },

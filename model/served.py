@@ -1,14 +1,14 @@
 """The served answer of each descriptor field: one read-out, declared before any evaluation.
 
 Per field, the served read-out sees the case's pooled slice features (mean and max, what the
-baselines see) joined to its CLIP image embedding (what retrieval sees). Two kinds of
-read-out are candidates, both class-balanced: a multinomial logistic regression (for each C
-of a grid) and gradient-boosted trees. Which one a field serves is decided on held-out
-predictions over patient-grouped inner folds of the training patients (never on test folds),
-and its top-class probability is calibrated on the same held-out predictions by an isotonic
-map, so "80%" is right about 80% of the time. Retrieval stays the explanation: the texts and
-similar cases shown are the evidence behind the answer, and the vote, zero-shot and head
-read-outs stay available.
+baselines see) joined to its CLIP image embedding (what retrieval sees), or the slice
+features alone. It is the mean of two class-balanced models' probabilities: gradient-boosted
+trees and a multinomial logistic regression (its C from a grid). Which inputs and which C a
+field serves is decided on held-out predictions of patients the candidate's inputs never saw
+(fit_served says how; never on test folds), and the top-class probability is calibrated on
+the same held-out predictions, so "80%" is right about 80% of the time. Retrieval stays the
+explanation: the texts and similar cases shown are the evidence behind the answer, and the
+vote, zero-shot and head read-outs stay available.
 
 Everything is plain arrays (saved with safetensors beside the weights; trees as node arrays,
 model.trees): nothing is pickled.
@@ -75,7 +75,9 @@ class FieldHead:
     @property
     def readout(self) -> str:
         """Which read-out this field serves, in words (the checkpoint and reports name it)."""
-        if self.trees is not None:
+        if self.trees is not None and self.C > 0:
+            words = f"logistic regression (C={self.C:g}) and gradient boosting averaged, balanced"
+        elif self.trees is not None:
             words = "gradient boosting, balanced"
         elif self.C == 0:
             return "constant"
@@ -84,15 +86,19 @@ class FieldHead:
         return f"{words}, slice features only" if self.slices_only else words
 
     def raw_proba(self, z: np.ndarray) -> np.ndarray:
-        if self.trees is not None:
-            assert self.tree_classes is not None
-            p = np.zeros((len(z), len(self.bias)))
-            p[:, self.tree_classes] = self.trees.predict_proba(z)
-            return p
-        logits = z @ self.weights.T + self.bias
-        logits -= logits.max(1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(1, keepdims=True)
+        """Class probabilities [n, classes]: the logistic regression's, the trees', or (both
+        set: a blend) their mean."""
+        if self.trees is None or self.C > 0:
+            logits = z @ self.weights.T + self.bias
+            logits -= logits.max(1, keepdims=True)
+            linear = np.exp(logits)
+            linear /= linear.sum(1, keepdims=True)
+            if self.trees is None:
+                return linear
+        assert self.tree_classes is not None
+        p = np.zeros((len(z), len(self.bias)))
+        p[:, self.tree_classes] = self.trees.predict_proba(z)
+        return p if self.C == 0 else (p + linear) / 2
 
     def calibrate(self, top: np.ndarray) -> np.ndarray:
         return np.interp(top, self.calib_x, self.calib_y)
@@ -161,16 +167,18 @@ class ServedHead:
         return cls(t["mean"], t["scale"], fields)
 
 
-# A candidate read-out for one field: ("logreg", C) or ("trees", 0.0), on which inputs.
+# A candidate read-out for one field: ("logreg", C), ("trees", 0.0) or ("blend", C): the
+# mean of that logistic regression's and the trees' probabilities; on which inputs.
 @dataclass(frozen=True, order=True)
 class Candidate:
-    kind: str  # "logreg" or "trees"
+    kind: str  # "blend", "logreg" or "trees"
     C: float = 0.0  # logistic regression's inverse regularisation
     slices_only: bool = False  # the first `slice_columns` inputs alone
 
 
-LOGREG_ONLY = "logreg"
-LOGREG_OR_TREES = "logreg+trees"
+LOGREG_ONLY = "logreg"  # the strong logistic baseline
+LOGREG_OR_TREES = "logreg+trees"  # each kind alone (the served set until 2026-12-07)
+BLENDS = "blends"  # the served set: the mean of logistic regression's and the trees'
 
 
 def fit_served(
@@ -179,15 +187,17 @@ def fit_served(
     groups: np.ndarray,
     n_classes: list[int],
     seed: int = 0,
-    candidates: str = LOGREG_OR_TREES,
+    candidates: str = BLENDS,
     unseen: np.ndarray | None = None,
     slice_columns: int = 0,
 ) -> ServedHead:
     """Fits the served read-out on training cases x [n, inputs], y [n, fields] (-1: unknown).
 
-    Per field, the candidates are class-balanced logistic regression for each C of the grid
-    and, with LOGREG_OR_TREES, class-balanced gradient-boosted trees; with `slice_columns`, each
-    both on all the inputs and on the first `slice_columns` (the pooled slice features) alone.
+    Per field, the candidates are (BLENDS) the mean of class-balanced gradient-boosted trees'
+    and class-balanced logistic regression's probabilities, for each C of the grid; or
+    (LOGREG_ONLY) that logistic regression alone; or (LOGREG_OR_TREES) the logistic
+    regressions and the trees, each alone. With `slice_columns`, each both on all the inputs
+    and on the first `slice_columns` (the pooled slice features) alone.
     `unseen` names the training cases whose patients the embedding in x never trained on.
     With at least MIN_UNSEEN_PATIENTS of them and slice-only candidates, the best slice-only
     candidate is chosen on INNER_FOLDS patient-grouped folds of all the training patients (so
@@ -196,8 +206,8 @@ def fit_served(
     on the unseen patients. Without them, every candidate is chosen on the inner folds (or,
     without slice-only candidates, on the unseen patients). Choosing is by macro-F1 on
     held-out predictions; the winner is refitted on all the training cases, and its top-class
-    probability calibrated by an isotonic map fitted on its held-out predictions. Test
-    patients are never seen.
+    probability calibrated (calibration_map) on its held-out predictions. Test patients are
+    never seen.
     """
     x = np.asarray(x, np.float64)
     # One thread: scikit-learn's OpenMP loss loops on a busy 2-core machine (a web server, a
@@ -227,7 +237,8 @@ def _fit_served(x, y, groups, unseen, n_classes, seed, candidates, slice_columns
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     z = (x - scaler.mean_) / scale
     inputs = [False, True] if 0 < slice_columns < x.shape[1] else [False]
-    tried = [Candidate("logreg", C, only) for only in inputs for C in C_GRID]
+    kind = "blend" if candidates == BLENDS else "logreg"
+    tried = [Candidate(kind, C, only) for only in inputs for C in C_GRID]
     if candidates == LOGREG_OR_TREES:
         tried += [Candidate("trees", 0.0, only) for only in inputs]
 
@@ -367,12 +378,15 @@ def _fit_candidates(
 ) -> list[FieldHead]:
     """The candidates fitted on standardised inputs z and known labels y (two classes or
     more), in their order. The logistic ones go along C in ascending order, each starting
-    from the last one's solution (a stronger-regularised fit is a good first guess). A
-    slice-features-only candidate gets zero weights on the other inputs (trees: never split
-    on them), so every head reads the same inputs."""
+    from the last one's solution (a stronger-regularised fit is a good first guess); a blend
+    reuses the fits of its two parts. A slice-features-only candidate gets zero weights on
+    the other inputs (trees: never split on them), so every head reads the same inputs."""
     identity = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    parts = {Candidate("logreg", c.C, c.slices_only) for c in tried if c.kind == "blend"}
+    parts |= {Candidate("trees", 0.0, c.slices_only) for c in tried if c.kind == "blend"}
+    needed = set(tried) | parts
     heads: dict[Candidate, FieldHead] = {}
-    for only in sorted({c.slices_only for c in tried}):
+    for only in sorted({c.slices_only for c in needed}):
         columns = slice_columns if only else z.shape[1]
         zc = z[:, :columns]
         clf = LogisticRegression(
@@ -382,18 +396,29 @@ def _fit_candidates(
             warm_start=True,
             random_state=seed,
         )
-        for c in sorted(c for c in tried if c.kind == "logreg" and c.slices_only == only):
+        for c in sorted(c for c in needed if c.kind == "logreg" and c.slices_only == only):
             clf.set_params(C=c.C).fit(zc, y)
             weights, bias = _full_classes(clf, k, z.shape[1])
             heads[c] = FieldHead(weights, bias, *identity, c.C, slices_only=only)
         tree = Candidate("trees", 0.0, only)
-        if tree in tried:
+        if tree in needed:
             head = FieldHead(np.zeros((k, z.shape[1])), np.zeros(k), *identity, 0.0)
             head.trees, head.tree_classes = fit_balanced_trees(
                 zc, y, seed, TREE_ROUNDS, TREE_LEAVES
             )
             head.slices_only = only
             heads[tree] = head
+        for c in (c for c in needed if c.kind == "blend" and c.slices_only == only):
+            linear, trees = heads[Candidate("logreg", c.C, only)], heads[tree]
+            heads[c] = FieldHead(
+                linear.weights,
+                linear.bias,
+                *identity,
+                c.C,
+                trees=trees.trees,
+                tree_classes=trees.tree_classes,
+                slices_only=only,
+            )
     return [heads[c] for c in tried]
 
 

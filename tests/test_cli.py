@@ -141,11 +141,17 @@ def test_explain_a_cohort_and_a_folder_of_case_files(pipeline):
     rng = np.random.default_rng(1)
     np.save(folder / "a.npy", rng.normal(size=(3, 24)).astype("f4"))
     np.save(folder / "b.npy", np.zeros((2, 7), "f4"))
+    far = rng.normal(size=(2, 24)).astype("f4")
+    far[1, 3] = 1e5  # finite, far beyond every training value: refused alone, as one case is
+    np.save(folder / "c.npy", far)
     single = json.loads(clipmed("explain", str(pipeline / "ckpt"), str(folder / "a.npy")).stdout)
+    alone = clipmed("explain", str(pipeline / "ckpt"), str(folder / "c.npy"), check=False)
+    assert alone.returncode == 2 and "far outside" in alone.stderr
     proc = clipmed("explain", str(pipeline / "ckpt"), str(folder), "--format", "csv", check=False)
-    assert proc.returncode == 1 and "1 cases explained, 1 refused" in proc.stderr
+    assert proc.returncode == 1 and "1 cases explained, 2 refused" in proc.stderr
     rows = list(csvlib.DictReader(io.StringIO(proc.stdout)))
-    assert [r["case"] for r in rows] == ["a.npy", "b.npy"]
+    assert [r["case"] for r in rows] == ["a.npy", "b.npy", "c.npy"]
+    assert "far outside" in rows[2]["error"]
     field = single["fields"][0]
     assert rows[0][field["field"]] == str(field["served"]["value"])
     assert float(rows[0][f"{field['field']}_probability"]) == field["served"]["probability"]

@@ -1,5 +1,7 @@
 """The served read-out: chosen on patients its inputs never saw, calibrated, never pickled."""
 
+from dataclasses import replace
+
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
@@ -7,6 +9,7 @@ from model.served import (
     CALIBRATION_GRID,
     ISOTONIC_FROM,
     LOGREG_ONLY,
+    LOGREG_OR_TREES,
     ServedHead,
     calibration_map,
     centred,
@@ -30,21 +33,36 @@ def _cohort(n: int = 900, seed: int = 0):
     return x, y, groups
 
 
-def test_each_field_serves_the_read_out_that_won_on_held_out_patients():
+def test_each_field_serves_the_blend_of_a_linear_and_a_tree_read_out():
     x, y, groups = _cohort()
     served = fit_served(x[:600], y[:600], groups[:600], [2, 2, 3, 2], seed=0)
     readouts = [f.readout for f in served.fields]
-    assert readouts[1] == "gradient boosting, balanced"  # the XOR field
-    assert readouts[0].startswith("logistic regression, balanced")
+    assert all("gradient boosting averaged" in r for r in readouts[:2])
     assert readouts[2] == "constant"
     pred, confidence, dists = served.predict(x[600:])
-    assert (pred[:, 1] == y[600:, 1]).mean() > 0.85  # trees read the XOR
+    assert (pred[:, 1] == y[600:, 1]).mean() > 0.85  # the trees' half reads the XOR
     assert (pred[:, 0] == y[600:, 0]).mean() > 0.85
     assert (pred[:, 2] == 2).all()
     assert np.all((confidence > 0) & (confidence < 1))
     for j, d in enumerate(dists):
         np.testing.assert_allclose(d.sum(1), 1.0, atol=1e-5)
         np.testing.assert_allclose(d[np.arange(len(d)), pred[:, j]], confidence[:, j])
+    # The blend is the mean of its two parts' probabilities.
+    head = served.fields[1]
+    z = (x[600:] - served.mean) / served.scale
+    linear = replace(head, trees=None, tree_classes=None)
+    trees = replace(head, C=0.0)
+    assert linear.readout.startswith("logistic regression") and "boosting" in trees.readout
+    np.testing.assert_allclose(head.raw_proba(z), (linear.raw_proba(z) + trees.raw_proba(z)) / 2)
+
+
+def test_each_kind_alone_serves_the_one_that_wins_on_held_out_patients():
+    x, y, groups = _cohort()
+    served = fit_served(x[:600], y[:600], groups[:600], [2, 2, 3, 2], candidates=LOGREG_OR_TREES)
+    readouts = [f.readout for f in served.fields]
+    assert readouts[1] == "gradient boosting, balanced"  # the XOR field
+    assert readouts[0].startswith("logistic regression, balanced")
+    assert (served.predict(x[600:])[0][:, 1] == y[600:, 1]).mean() > 0.85
 
 
 def test_logistic_only_never_serves_trees():

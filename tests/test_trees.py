@@ -68,3 +68,19 @@ def test_balanced_trees_on_raw_values_split_as_on_their_bins():
     pred = classes[trees.predict_proba(x).argmax(1)]
     recall = [(pred[y == c] == c).mean() for c in classes]
     assert min(recall) > 0.6, recall
+
+
+def test_no_split_sits_on_a_training_value():
+    """A case equal to a training case but for float rounding (an embedding computed in a
+    batch of another size) is walked to the same leaves: every split lies strictly between
+    two training values of its feature, never on one."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1500, 3)).astype(np.float32).astype(np.float64)  # float32 values
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    trees, _ = fit_balanced_trees(x, y, seed=0)
+    split = ~trees.is_leaf
+    for f in range(3):
+        at = trees.threshold[split & (trees.feature == f)]
+        assert len(at) and not np.isin(at, x[:, f]).any()
+    for step in (4e-8, -4e-8):
+        np.testing.assert_array_equal(trees.raw_predict(x * (1 + step)), trees.raw_predict(x))
