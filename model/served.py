@@ -17,7 +17,7 @@ model.trees): nothing is pickled.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from model import metrics
 from model.clip import batch_slices
 from model.encoders import mean_max_pool
-from model.trees import TreeEnsemble, fit_balanced_trees
+from model.trees import TreeEnsemble, fit_balanced_trees, probabilities
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried on validation patients
 # lbfgs stops when no gradient component exceeds this: on LIDC (5,000 cases, 110 pooled
@@ -85,9 +85,9 @@ class FieldHead:
             words = f"logistic regression, balanced (C={self.C:g})"
         return f"{words}, slice features only" if self.slices_only else words
 
-    def raw_proba(self, z: np.ndarray) -> np.ndarray:
+    def raw_proba(self, z: np.ndarray, trees_proba: np.ndarray | None = None) -> np.ndarray:
         """Class probabilities [n, classes]: the logistic regression's, the trees', or (both
-        set: a blend) their mean."""
+        set: a blend) their mean. `trees_proba`: the trees' own, when already walked."""
         if self.trees is None or self.C > 0:
             logits = z @ self.weights.T + self.bias
             logits -= logits.max(1, keepdims=True)
@@ -96,8 +96,10 @@ class FieldHead:
             if self.trees is None:
                 return linear
         assert self.tree_classes is not None
+        if trees_proba is None:
+            trees_proba = self.trees.predict_proba(z)
         p = np.zeros((len(z), len(self.bias)))
-        p[:, self.tree_classes] = self.trees.predict_proba(z)
+        p[:, self.tree_classes] = trees_proba
         return p if self.C == 0 else (p + linear) / 2
 
     def calibrate(self, top: np.ndarray) -> np.ndarray:
@@ -109,6 +111,11 @@ class ServedHead:
     mean: np.ndarray  # float64 [inputs]: standardisation of served_inputs
     scale: np.ndarray  # float64 [inputs]
     fields: list[FieldHead]
+    # (the fields' trees it was built from; every field's trees in one ensemble and each
+    # field's columns in it)
+    _forest: tuple[list, tuple[TreeEnsemble, list[slice]] | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """(served class [n, fields], its calibrated probability [n, fields], per field the
@@ -116,8 +123,8 @@ class ServedHead:
         probability, the others share the rest in proportion to their raw probabilities)."""
         z = (np.asarray(x, np.float64) - self.mean) / self.scale
         classes, confidence, distributions = [], [], []
-        for head in self.fields:
-            p = head.raw_proba(z)
+        for head, trees_proba in zip(self.fields, self._trees_proba(z), strict=True):
+            p = head.raw_proba(z, trees_proba)
             top = p.argmax(1)
             p_top = p[np.arange(len(p)), top]
             cal = np.clip(head.calibrate(p_top), 1e-6, 1 - 1e-6)
@@ -128,6 +135,27 @@ class ServedHead:
             confidence.append(cal)
             distributions.append(dist)
         return np.stack(classes, 1), np.stack(confidence, 1), distributions
+
+    def _trees_proba(self, z: np.ndarray) -> list[np.ndarray | None]:
+        """Per field, its trees' probabilities (None: no trees), every field's trees walked
+        in one pass (TreeEnsemble.concatenate, built on first use)."""
+        ensembles = [h.trees for h in self.fields]
+        built = self._forest
+        if (
+            built is None
+            or len(built[0]) != len(ensembles)
+            or any(a is not b for a, b in zip(built[0], ensembles, strict=False))
+        ):
+            present = [t for t in ensembles if t is not None]
+            built = (ensembles, TreeEnsemble.concatenate(present) if present else None)
+            self._forest = built
+        forest = built[1]
+        if forest is None:
+            return [None] * len(self.fields)
+        merged, columns = forest
+        raw = merged.raw_predict(z)
+        parts = iter(columns)
+        return [None if t is None else probabilities(raw[:, next(parts)]) for t in ensembles]
 
     # --- safetensors ------------------------------------------------------------------------
     def tensors(self) -> dict[str, np.ndarray]:

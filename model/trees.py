@@ -47,7 +47,7 @@ class TreeEnsemble:
     # of False (row 0) or True (row 1); a leaf goes to itself either way, so a walk needs no
     # test of which nodes are leaves (half the numpy calls per level, for one case).
     _next: np.ndarray = field(init=False, repr=False, compare=False)
-    _columns: list[np.ndarray] = field(init=False, repr=False, compare=False)
+    _columns: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         itself = np.arange(len(self.left), dtype=np.int64)
@@ -57,7 +57,39 @@ class TreeEnsemble:
                 np.where(self.is_leaf, itself, self.left),
             ]
         )
-        self._columns = [self.column == col for col in range(len(self.baseline))]
+        # [trees, columns]: which column each tree adds to, so a walk's leaf values become
+        # the raw scores in one matrix product.
+        self._columns = np.zeros((len(self.roots), len(self.baseline)))
+        self._columns[np.arange(len(self.roots)), self.column] = 1.0
+
+    @classmethod
+    def concatenate(cls, parts: list[TreeEnsemble]) -> tuple[TreeEnsemble, list[slice]]:
+        """One ensemble walking all of `parts` at once (their columns side by side), and the
+        columns of each part's raw scores in it: a few numpy calls per tree level for every
+        part together, not for each."""
+        nodes = np.cumsum([0] + [len(p.left) for p in parts])
+        columns = np.cumsum([0] + [len(p.baseline) for p in parts])
+
+        def joined(name: str, offsets: np.ndarray | None = None) -> np.ndarray:
+            arrays = [getattr(p, name) for p in parts]
+            if offsets is not None:
+                arrays = [a + off for a, off in zip(arrays, offsets, strict=False)]
+            return np.concatenate(arrays)
+
+        merged = cls(
+            feature=joined("feature"),
+            threshold=joined("threshold"),
+            missing_left=joined("missing_left"),
+            left=joined("left", nodes),
+            right=joined("right", nodes),
+            is_leaf=joined("is_leaf"),
+            value=joined("value"),
+            roots=joined("roots", nodes),
+            column=joined("column", columns),
+            baseline=joined("baseline"),
+            depth=max(p.depth for p in parts),
+        )
+        return merged, [slice(a, b) for a, b in zip(columns[:-1], columns[1:], strict=True)]
 
     @classmethod
     def from_sklearn(cls, clf: HistGradientBoostingClassifier) -> TreeEnsemble:
@@ -110,21 +142,11 @@ class TreeEnsemble:
             if missing:
                 go_left = np.where(np.isnan(value), self.missing_left[node], go_left)
             node = self._next[go_left.view(np.int8), node]
-        out = np.tile(self.baseline, (n, 1))
-        contributions = self.value[node]  # (n, trees)
-        for col, trees in enumerate(self._columns):
-            out[:, col] += contributions[:, trees].sum(1)
-        return out
+        return self.baseline + self.value[node] @ self._columns
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probabilities over the classifier's own classes, as scikit-learn computes them."""
-        raw = self.raw_predict(x)
-        if raw.shape[1] == 1:  # binary: one logit for the second class
-            p1 = 1.0 / (1.0 + np.exp(-raw[:, 0]))
-            return np.stack([1.0 - p1, p1], 1)
-        raw -= raw.max(1, keepdims=True)
-        p = np.exp(raw)
-        return p / p.sum(1, keepdims=True)
+        return probabilities(self.raw_predict(x))
 
     # --- safetensors (everything float64, as the rest of the served read-out) ----------------
     FIELDS = ("feature", "threshold", "missing_left", "left", "right", "is_leaf", "value")
@@ -160,6 +182,18 @@ class TreeEnsemble:
             baseline=t[f"{prefix}baseline"].astype(np.float64),
             depth=int(t[f"{prefix}depth"][0]),
         )
+
+
+def probabilities(raw: np.ndarray) -> np.ndarray:
+    """A classifier's raw scores [n, columns] -> probabilities over its classes, as
+    scikit-learn computes them (a binary classifier has one column: the second class's
+    logit)."""
+    if raw.shape[1] == 1:
+        p1 = 1.0 / (1.0 + np.exp(-raw[:, 0]))
+        return np.stack([1.0 - p1, p1], 1)
+    raw = raw - raw.max(1, keepdims=True)
+    p = np.exp(raw)
+    return p / p.sum(1, keepdims=True)
 
 
 MAX_BINS = 255  # scikit-learn's own limit of bins per feature (one more is kept for NaN)

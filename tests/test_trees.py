@@ -5,7 +5,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from model.trees import TreeEnsemble, fit_balanced_trees, quantile_bins
+from model.trees import TreeEnsemble, fit_balanced_trees, probabilities, quantile_bins
 
 
 def _data(n_classes: int, seed: int = 0, missing: bool = False):
@@ -84,3 +84,18 @@ def test_no_split_sits_on_a_training_value():
         assert len(at) and not np.isin(at, x[:, f]).any()
     for step in (4e-8, -4e-8):
         np.testing.assert_array_equal(trees.raw_predict(x * (1 + step)), trees.raw_predict(x))
+
+
+def test_ensembles_walked_together_score_as_each_alone():
+    parts = []
+    for n_classes, seed in ((2, 0), (3, 1), (4, 2)):
+        x, y = _data(n_classes, seed=seed)
+        parts.append(fit_balanced_trees(x, y, seed=seed)[0])
+    merged, columns = TreeEnsemble.concatenate(parts)
+    assert [s.stop - s.start for s in columns] == [1, 3, 4]  # binary: one logit column
+    x = _data(3, seed=9)[0]
+    x[::7, 2] = np.nan  # missing values go where each part sends them
+    raw = merged.raw_predict(x)
+    for part, cols in zip(parts, columns, strict=True):
+        np.testing.assert_allclose(raw[:, cols], part.raw_predict(x), atol=1e-12)
+        np.testing.assert_allclose(probabilities(raw[:, cols]), part.predict_proba(x), atol=1e-12)
