@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score
 
 from model.schema import UNKNOWN
 
@@ -139,6 +138,8 @@ def _quadratic_kappa(t: np.ndarray, p: np.ndarray, n_classes: int) -> float:
     p = np.where(p == UNKNOWN, farthest, p)
     if len(np.union1d(t, p)) < 2:
         return 0.0  # one class in truth and prediction: kappa is undefined (0/0)
+    from sklearn.metrics import cohen_kappa_score  # not on the explaining path (model.served)
+
     kappa = cohen_kappa_score(t, p, labels=list(range(n_classes)), weights="quadratic")
     return float(kappa)
 

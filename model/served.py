@@ -11,25 +11,26 @@ explanation: the texts and similar cases shown are the evidence behind the answe
 vote, zero-shot and head read-outs stay available.
 
 Everything is plain arrays (saved with safetensors beside the weights; trees as node arrays,
-model.trees): nothing is pickled.
+model.trees): nothing is pickled. Predicting needs numpy alone: scikit-learn is imported by
+the functions that fit, so loading a checkpoint to explain (the service, `clipmed explain`)
+does not pay its import (1.5 s of a 3 s start).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from model import metrics
 from model.clip import batch_slices
 from model.encoders import mean_max_pool
 from model.trees import TreeEnsemble, fit_balanced_trees, probabilities
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried on validation patients
 # lbfgs stops when no gradient component exceeds this: on LIDC (5,000 cases, 110 pooled
@@ -237,6 +238,8 @@ def fit_served(
     probability calibrated (calibration_map) on its held-out predictions. Test patients are
     never seen.
     """
+    from threadpoolctl import threadpool_limits
+
     x = np.asarray(x, np.float64)
     # One thread: scikit-learn's OpenMP loss loops on a busy 2-core machine (a web server, a
     # worker) spin far longer than they compute: 0.2 s per fit with one thread, 10 s without.
@@ -261,6 +264,8 @@ def unseen_split(
 
 
 def _fit_served(x, y, groups, unseen, n_classes, seed, candidates, slice_columns) -> ServedHead:
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(x)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     z = (x - scaler.mean_) / scale
@@ -282,6 +287,8 @@ def _fit_served(x, y, groups, unseen, n_classes, seed, candidates, slice_columns
 
 def inner_folds(groups: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """INNER_FOLDS (fit, held-out) index pairs, split by patient; none with too few patients."""
+    from sklearn.model_selection import GroupKFold
+
     if len(np.unique(groups)) < INNER_FOLDS:
         return []
     splitter = GroupKFold(n_splits=INNER_FOLDS, shuffle=True, random_state=seed)
@@ -340,6 +347,9 @@ def calibration_map(
     raw probability), tabulated on a grid: an isotonic map fitted to a few hundred predictions
     follows their noise (measured: an embedding read-out calibrated on its ~550 early-stopping
     reads had ECE 0.052-0.055 on new patients)."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
     if len(top) < ISOTONIC_FROM and 0 < correct.sum() < len(correct):
         logit = _logit(top)[:, None]
         platt = LogisticRegression(C=1e4, random_state=seed).fit(logit, correct)
@@ -409,6 +419,8 @@ def _fit_candidates(
     from the last one's solution (a stronger-regularised fit is a good first guess); a blend
     reuses the fits of its two parts. A slice-features-only candidate gets zero weights on
     the other inputs (trees: never split on them), so every head reads the same inputs."""
+    from sklearn.linear_model import LogisticRegression
+
     identity = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
     parts = {Candidate("logreg", c.C, c.slices_only) for c in tried if c.kind == "blend"}
     parts |= {Candidate("trees", 0.0, c.slices_only) for c in tried if c.kind == "blend"}

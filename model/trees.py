@@ -18,10 +18,12 @@ raw training values split exactly as the binned ones did.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
-from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
 
 @dataclass
@@ -47,7 +49,9 @@ class TreeEnsemble:
     # of False (row 0) or True (row 1); a leaf goes to itself either way, so a walk needs no
     # test of which nodes are leaves (half the numpy calls per level, for one case).
     _next: np.ndarray = field(init=False, repr=False, compare=False)
-    _columns: np.ndarray = field(init=False, repr=False, compare=False)
+    _roots: np.ndarray = field(init=False, repr=False, compare=False)
+    _starts: np.ndarray = field(init=False, repr=False, compare=False)
+    _sums_to: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         itself = np.arange(len(self.left), dtype=np.int64)
@@ -57,10 +61,14 @@ class TreeEnsemble:
                 np.where(self.is_leaf, itself, self.left),
             ]
         )
-        # [trees, columns]: which column each tree adds to, so a walk's leaf values become
-        # the raw scores in one matrix product.
-        self._columns = np.zeros((len(self.roots), len(self.baseline)))
-        self._columns[np.arange(len(self.roots)), self.column] = 1.0
+        # The walk starts from the roots ordered by the column their tree adds to, so a walk's
+        # leaf values sum into raw scores with one np.add.reduceat (in a fixed order, on one
+        # thread: a BLAS matrix product spun up threads for batches and cost twice the CPU).
+        order = np.argsort(self.column, kind="stable")
+        self._roots = self.roots[order]
+        ordered = self.column[order]
+        self._starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        self._sums_to = ordered[self._starts]  # the column of each run of trees
 
     @classmethod
     def concatenate(cls, parts: list[TreeEnsemble]) -> tuple[TreeEnsemble, list[slice]]:
@@ -133,7 +141,7 @@ class TreeEnsemble:
         """Raw scores [n, columns]: baseline + the leaf value of every tree."""
         x = np.asarray(x, np.float64)
         n = len(x)
-        node = np.broadcast_to(self.roots, (n, len(self.roots)))  # (n, trees)
+        node = np.broadcast_to(self._roots, (n, len(self._roots)))  # (n, trees)
         rows = np.arange(n)[:, None]
         missing = bool(np.isnan(x).any())
         for _ in range(self.depth):
@@ -142,7 +150,10 @@ class TreeEnsemble:
             if missing:
                 go_left = np.where(np.isnan(value), self.missing_left[node], go_left)
             node = self._next[go_left.view(np.int8), node]
-        return self.baseline + self.value[node] @ self._columns
+        out = np.tile(self.baseline, (n, 1))
+        if len(node.T):
+            out[:, self._sums_to] += np.add.reduceat(self.value[node], self._starts, axis=1)
+        return out
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probabilities over the classifier's own classes, as scikit-learn computes them."""
@@ -243,6 +254,9 @@ def fit_balanced_trees(
 ) -> tuple[TreeEnsemble, np.ndarray]:
     """Class-balanced gradient boosting on x [n, features], y [n] (two classes or more): the
     trees as node arrays that read raw x, and the classes their columns stand for."""
+    from sklearn.ensemble import HistGradientBoostingClassifier  # fitting only (model.served)
+    from threadpoolctl import threadpool_limits
+
     binned, edges = quantile_bins(x)
     clf = HistGradientBoostingClassifier(
         max_iter=rounds,
