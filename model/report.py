@@ -151,8 +151,10 @@ def summary_markdown(result: EvalResult, cohort: Cohort, preset_name: str) -> st
             )
     lines += [
         "",
-        "Bold: the served read-out, declared before evaluation (chosen and calibrated on inner "
-        "patient folds of each fold's training patients; never chosen on test folds). "
+        "Bold: the served read-out, declared before evaluation (per field, the mean of balanced "
+        "gradient boosting's and balanced logistic regression's probabilities; its inputs and C "
+        "chosen, and its probability calibrated, on training patients those inputs never saw; "
+        "never on test folds). "
         "Reader columns: radiologists against each other on the same bins and patients.",
         "",
         "## Where the served answer loses",
