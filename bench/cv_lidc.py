@@ -4,7 +4,10 @@ Runs each preset in its own process (so peak memory is that preset's alone) and 
 markdown table with the machine it ran on. Usage:
 
     .venv/bin/python bench/cv_lidc.py [--presets lidc thesis] [--folds 5] [--out reports/bench]
-        [--device cpu|cuda|auto]
+        [--device cpu|cuda|auto] [--seed 0] [--set reader_targets=true ...]
+
+--seed draws other folds (choose settings on one draw, report on another); --set overrides a
+preset setting for the run (its value read as JSON).
 """
 
 from __future__ import annotations
