@@ -146,7 +146,10 @@ def main() -> None:
     settings = {}
     for item in args.set:
         name, _, value = item.partition("=")
-        settings[name] = json.loads(value)
+        try:
+            settings[name] = json.loads(value)
+        except json.JSONDecodeError:
+            parser.error(f'--set {item!r}: the value must be JSON (true, 0.5, "text")')
 
     if args.time_batches:
         for name in args.time_batches:
