@@ -42,8 +42,8 @@ from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.feature_range import training_feature_ranges
 from model.outline import OutlineStore
 from model.schema import Schema
-from model.served import ServedHead, fit_served, pooled_features, served_inputs
-from model.train import TrainResult, embed_cases, embed_texts
+from model.served import VOTE_K, ServedHead, fit_served, pooled_features, served_inputs
+from model.train import TrainResult, embed_cases, embed_texts, unseen_votes
 
 FORMAT = 1
 FEATURE_EXTRACTOR_V1 = "clipmed-morphometry/1"  # what LIDC checkpoints before it was recorded used
@@ -257,6 +257,7 @@ def build_checkpoint(
         seed=tcfg.seed,
         unseen=result.val_idx,
         slice_columns=pooled.shape[1],
+        votes=unseen_votes(model, cache, schema, texts, case_embeddings, result.val_idx, VOTE_K),
     )
     meta["served"] = {
         "method": "per field, the mean of class-balanced gradient-boosted trees' and "
@@ -267,7 +268,9 @@ def build_checkpoint(
         "early-stopping patients), the two best compared on those (with too few of them, "
         "every candidate on the inner folds); the winner refitted on all the training "
         "patients, its top-class probability calibrated on its held-out predictions "
-        "(isotonic; Platt below 1,000 of them)",
+        "(isotonic; Platt below 1,000 of them); retrieval's similarity-weighted vote over "
+        f"{VOTE_K} texts, alone or averaged with either finalist, competes on those patients "
+        "too (their votes from a catalog of the other training patients' texts)",
         "readout": {
             f.name: head.readout for f, head in zip(schema.fields, served.fields, strict=True)
         },

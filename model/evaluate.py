@@ -33,9 +33,16 @@ from model.cohort import Cohort
 from model.config import ModelConfig, TrainConfig
 from model.encoders import FrozenTextEncoder, TextTokenCache
 from model.readers import nodule_scores, reader_pairs
-from model.retrieval import top1_fields, vote_fields
+from model.retrieval import exact_vote, top1_fields, vote_fields
 from model.schema import Schema
-from model.served import LOGREG_ONLY, LOGREG_TOL, fit_served, pooled_features, served_inputs
+from model.served import (
+    LOGREG_ONLY,
+    LOGREG_TOL,
+    VOTE_K,
+    fit_served,
+    pooled_features,
+    served_inputs,
+)
 from model.train import (
     Progress,
     Subset,
@@ -44,6 +51,7 @@ from model.train import (
     resolve_device,
     split_by_patient,
     train,
+    unseen_votes,
 )
 from model.trees import fit_balanced_trees
 
@@ -200,20 +208,23 @@ def _read_optional_csv(path: Path) -> pd.DataFrame:
 Stated = tuple[np.ndarray, np.ndarray, list[np.ndarray]]
 
 
+def cat_labels(schema: Schema, catalog_texts: list[str]) -> np.ndarray:
+    """The catalog texts' field codes [t, fields] (-1: the text does not state it)."""
+    return np.stack([schema.parse(t) for t in catalog_texts])
+
+
 def model_readouts(
     model, schema, catalog_texts: list[str], catalog_emb, case_emb, vote_k: int
 ) -> tuple[dict[str, np.ndarray], dict[str, Stated]]:
     """Per prediction mode, (n_cases, fields) class codes (top-1 text, top-k vote, heads), and
     for the modes that state a probability (vote share, head softmax) what they state."""
     n_classes = [len(f.values) for f in schema.fields]
-    cat_labels = np.stack([schema.parse(t) for t in catalog_texts])
+    labels = cat_labels(schema, catalog_texts)
     sims = case_emb @ catalog_emb.T  # (n, t) cosine similarities
     order = np.argsort(-sims, axis=1)
     top_sims = np.take_along_axis(sims, order, axis=1)
-    vote, share, tallies = vote_fields(
-        top_sims[:, :vote_k], order[:, :vote_k], cat_labels, n_classes
-    )
-    predictions = {"top1": top1_fields(order, cat_labels), "vote": vote}
+    vote, share, tallies = vote_fields(top_sims[:, :vote_k], order[:, :vote_k], labels, n_classes)
+    predictions = {"top1": top1_fields(order, labels), "vote": vote}
     stated = {"vote": (vote, share, list(tallies))}
     if model.heads:
         with torch.no_grad():
@@ -366,8 +377,10 @@ def run_fold(
         seed,
         unseen=result.val_idx,
         slice_columns=pooled.shape[1],
+        votes=unseen_votes(model, cache, schema, train_texts, train_emb, result.val_idx, VOTE_K),
     )
-    stated["served"] = served.predict(served_inputs(pooled[test_idx], test_emb))
+    test_votes = exact_vote(test_emb, cat_emb, cat_labels(schema, distinct), n_classes, VOTE_K)
+    stated["served"] = served.predict(served_inputs(pooled[test_idx], test_emb), test_votes)
     predictions["served"] = stated["served"][0]
 
     report(None, "baselines")

@@ -291,17 +291,17 @@ class Explainer:
                 np.round(torch.softmax(h, dim=-1).numpy(), DIGITS) for h in ckpt.model.classify(emb)
             ]
         emb_np = emb.numpy()
-        served = None
-        if ckpt.served is not None:
-            pooled = pooled_features(_Arrays(arrays), cfg.max_slices)
-            codes, probability, distributions = ckpt.served.predict(served_inputs(pooled, emb_np))
-            served = (codes, probability, [np.round(d, DIGITS) for d in distributions])
-
-        sims, ids = ckpt.catalog.search(emb_np, k)  # (b, k)
+        # A served answer that reads retrieval's vote reads it over its own number of texts,
+        # whatever k the caller asked to see.
+        served_head = ckpt.served
+        vote_k = served_head.vote_k if served_head is not None and served_head.reads_votes else 0
+        sims, ids = ckpt.catalog.search(emb_np, max(k, vote_k))  # (b, max(k, vote_k))
         keep = (ids >= 0).all(0)  # the flat catalog pads every row alike when k > its size
         sims, ids = sims[:, keep], ids[:, keep]
         if not keep.any():  # an empty catalog, or an embedding the index could not place
             raise InputError("no descriptor text could be retrieved for these features")
+        served = self._served(arrays, emb_np, sims[:, :vote_k], ids[:, :vote_k])
+        sims, ids = sims[:, :k], ids[:, :k]
         vote, share, tallies = vote_fields(sims, ids, ckpt.catalog.labels, schema.class_counts)
         scale = ckpt.model.scale.item()
         case_sims, case_ids = ckpt.cases.search(emb_np, n_similar)
@@ -327,6 +327,23 @@ class Explainer:
             ),
             catalog_texts=self._catalog_texts(set(ids.ravel().tolist())),
         )
+
+    def _served(
+        self, arrays: list[np.ndarray], emb: np.ndarray, vote_sims: np.ndarray, vote_ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
+        """The served read-out's (codes, calibrated probability, distributions), None for a
+        checkpoint from before it. `vote_sims`, `vote_ids`: its vote_k retrieved texts, read
+        when a field serves retrieval's vote."""
+        ckpt = self.checkpoint
+        if ckpt.served is None:
+            return None
+        votes = None
+        if ckpt.served.reads_votes:
+            counts = ckpt.schema.class_counts
+            votes = vote_fields(vote_sims, vote_ids, ckpt.catalog.labels, counts)[2]
+        pooled = pooled_features(_Arrays(arrays), ckpt.config.max_slices)
+        codes, probability, distributions = ckpt.served.predict(served_inputs(pooled, emb), votes)
+        return codes, probability, [np.round(d, DIGITS) for d in distributions]
 
     def _retrieved_texts(self, run: _Forward, i: int) -> list[RetrievedText]:
         texts = run.catalog_texts

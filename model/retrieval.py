@@ -59,3 +59,20 @@ def zero_shot(image: np.ndarray, value_texts: np.ndarray, scale: float) -> np.nd
     logits -= logits.max(1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(1, keepdims=True)
+
+
+def exact_vote(
+    case_emb: np.ndarray,
+    catalog_emb: np.ndarray,
+    catalog_labels: np.ndarray,
+    n_classes: Sequence[int],
+    k: int,
+) -> list[np.ndarray]:
+    """Per field, the similarity-weighted vote shares [n, classes] over each case's k most
+    similar catalog texts (an exact search over unit vectors: what the service's flat
+    catalog index finds)."""
+    sims = np.asarray(case_emb, np.float32) @ np.asarray(catalog_emb, np.float32).T
+    k = min(k, sims.shape[1])
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(sims, order, axis=1)
+    return vote_fields(top, order, catalog_labels, n_classes)[2]

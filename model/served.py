@@ -44,6 +44,7 @@ ISOTONIC_FROM = 1000  # held-out predictions for an isotonic calibration map; fe
 CALIBRATION_GRID = 201  # points of a Platt map, tabulated for np.interp
 TREE_ROUNDS = 60  # gradient boosting: at most this many rounds (early stopping with >= 500 cases)
 TREE_LEAVES = 15  # ... of trees with at most this many leaves
+VOTE_K = 5  # retrieval's vote, as a served candidate, always over this many texts
 
 
 def pooled_features(cases, max_slices: int) -> np.ndarray:
@@ -72,10 +73,22 @@ class FieldHead:
     trees: TreeEnsemble | None = None  # set when gradient-boosted trees won on validation
     tree_classes: np.ndarray | None = None  # int64: the classes the trees' columns stand for
     slices_only: bool = False  # reads the pooled slice features alone (embedding weights zero)
+    # The retrieved texts' vote (model.retrieval.vote_fields over VOTE_K texts) in the answer:
+    # 0 not at all, 0.5 averaged with the model above, 1 the vote alone.
+    vote_weight: float = 0.0
 
     @property
     def readout(self) -> str:
         """Which read-out this field serves, in words (the checkpoint and reports name it)."""
+        if self.vote_weight >= 1:
+            return "retrieval's similarity-weighted vote"
+        model = self._model_readout
+        if self.vote_weight > 0:
+            return f"{model}, averaged with retrieval's similarity-weighted vote"
+        return model
+
+    @property
+    def _model_readout(self) -> str:
         if self.trees is not None and self.C > 0:
             words = f"logistic regression (C={self.C:g}) and gradient boosting averaged, balanced"
         elif self.trees is not None:
@@ -86,9 +99,27 @@ class FieldHead:
             words = f"logistic regression, balanced (C={self.C:g})"
         return f"{words}, slice features only" if self.slices_only else words
 
-    def raw_proba(self, z: np.ndarray, trees_proba: np.ndarray | None = None) -> np.ndarray:
+    def raw_proba(
+        self,
+        z: np.ndarray,
+        trees_proba: np.ndarray | None = None,
+        votes: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Class probabilities [n, classes]: the logistic regression's, the trees', or (both
-        set: a blend) their mean. `trees_proba`: the trees' own, when already walked."""
+        set: a blend) their mean; with a vote weight, mixed with `votes` (the retrieved
+        texts' vote shares [n, classes], needed then). `trees_proba`: the trees' own, when
+        already walked."""
+        if self.vote_weight <= 0:
+            return self._model_proba(z, trees_proba)
+        if votes is None:
+            raise ValueError("this field's served answer needs the retrieved texts' vote")
+        votes = vote_distribution(votes)
+        if self.vote_weight >= 1:
+            return votes
+        w = self.vote_weight
+        return (1 - w) * self._model_proba(z, trees_proba) + w * votes
+
+    def _model_proba(self, z: np.ndarray, trees_proba: np.ndarray | None) -> np.ndarray:
         if self.trees is None or self.C > 0:
             logits = z @ self.weights.T + self.bias
             logits -= logits.max(1, keepdims=True)
@@ -107,11 +138,21 @@ class FieldHead:
         return np.interp(top, self.calib_x, self.calib_y)
 
 
+def vote_distribution(tallies: np.ndarray) -> np.ndarray:
+    """Vote shares [n, classes] as a distribution: a case no retrieved text voted on (all
+    zero) gets the uniform one."""
+    tallies = np.asarray(tallies, np.float64)
+    total = tallies.sum(1, keepdims=True)
+    uniform = np.full_like(tallies, 1.0 / max(tallies.shape[1], 1))
+    return np.where(total > 0, tallies / np.where(total > 0, total, 1.0), uniform)
+
+
 @dataclass
 class ServedHead:
     mean: np.ndarray  # float64 [inputs]: standardisation of served_inputs
     scale: np.ndarray  # float64 [inputs]
     fields: list[FieldHead]
+    vote_k: int = VOTE_K  # the texts retrieval's vote reads, where a field serves it
     # Every field's trees as one ensemble, and each field's columns in it (None: no trees),
     # built once: a ServedHead's fields are complete when it is made.
     _forest: tuple[TreeEnsemble, list[slice]] | None = field(init=False, repr=False, compare=False)
@@ -120,14 +161,26 @@ class ServedHead:
         present = [h.trees for h in self.fields if h.trees is not None]
         self._forest = TreeEnsemble.concatenate(present) if present else None
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    @property
+    def reads_votes(self) -> bool:
+        """Whether predict needs the retrieved texts' vote (over `vote_k` texts)."""
+        return any(h.vote_weight > 0 for h in self.fields)
+
+    def predict(
+        self, x: np.ndarray, votes: list[np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """(served class [n, fields], its calibrated probability [n, fields], per field the
         calibrated distribution [n, classes]: the served class gets its calibrated
-        probability, the others share the rest in proportion to their raw probabilities)."""
+        probability, the others share the rest in proportion to their raw probabilities).
+        `votes`: per field, the vote shares [n, classes] over `vote_k` retrieved texts
+        (model.retrieval.vote_fields), needed when `reads_votes`."""
         z = (np.asarray(x, np.float64) - self.mean) / self.scale
+        per_field = votes if votes is not None else [None] * len(self.fields)
         classes, confidence, distributions = [], [], []
-        for head, trees_proba in zip(self.fields, self._trees_proba(z), strict=True):
-            p = head.raw_proba(z, trees_proba)
+        for head, trees_proba, voted in zip(
+            self.fields, self._trees_proba(z), per_field, strict=True
+        ):
+            p = head.raw_proba(z, trees_proba, voted)
             top = p.argmax(1)
             p_top = p[np.arange(len(p)), top]
             cal = np.clip(head.calibrate(p_top), 1e-6, 1 - 1e-6)
@@ -153,6 +206,8 @@ class ServedHead:
     # --- safetensors ------------------------------------------------------------------------
     def tensors(self) -> dict[str, np.ndarray]:
         out = {"mean": self.mean, "scale": self.scale}
+        if self.reads_votes:
+            out["vote_k"] = np.array([self.vote_k])
         for j, h in enumerate(self.fields):
             out |= {
                 f"{j}.weights": h.weights,
@@ -163,6 +218,8 @@ class ServedHead:
             }
             if h.slices_only:
                 out[f"{j}.slices_only"] = np.array([1.0])
+            if h.vote_weight > 0:
+                out[f"{j}.vote_weight"] = np.array([h.vote_weight])
             if h.trees is not None:
                 assert h.tree_classes is not None
                 out |= h.trees.tensors(f"{j}.trees.")
@@ -180,12 +237,14 @@ class ServedHead:
                 t[f"{j}.calib_y"],
                 float(t[f"{j}.C"][0]),
                 slices_only=f"{j}.slices_only" in t,
+                vote_weight=float(t[f"{j}.vote_weight"][0]) if f"{j}.vote_weight" in t else 0.0,
             )
             if f"{j}.tree_classes" in t:  # older checkpoints hold linear heads only
                 head.trees = TreeEnsemble.from_tensors(t, f"{j}.trees.")
                 head.tree_classes = t[f"{j}.tree_classes"].astype(np.int64)
             fields.append(head)
-        return cls(t["mean"], t["scale"], fields)
+        vote_k = int(t["vote_k"][0]) if "vote_k" in t else VOTE_K
+        return cls(t["mean"], t["scale"], fields, vote_k)
 
 
 # A candidate read-out for one field: ("logreg", C), ("trees", 0.0) or ("blend", C): the
@@ -211,6 +270,7 @@ def fit_served(
     candidates: str = BLENDS,
     unseen: np.ndarray | None = None,
     slice_columns: int = 0,
+    votes: list[np.ndarray] | None = None,
 ) -> ServedHead:
     """Fits the served read-out on training cases x [n, inputs], y [n, fields] (-1: unknown).
 
@@ -224,8 +284,12 @@ def fit_served(
     candidate is chosen on INNER_FOLDS patient-grouped folds of all the training patients (so
     every training case gets a prediction from a model that never saw its patient), the best
     all-input candidate on the unseen patients (fitted on the others), and the two compared
-    on the unseen patients. Without them, every candidate is chosen on the inner folds (or,
-    without slice-only candidates, on the unseen patients). Choosing is by macro-F1 on
+    on the unseen patients. With `votes` too (per field, retrieval's vote shares [n, classes]
+    over VOTE_K texts of a catalog of the other training patients' texts, for the unseen
+    cases; NaN elsewhere), the winner is averaged with the vote when that mean does better on
+    the unseen patients. Without unseen patients, every candidate is chosen on the inner
+    folds (or, without slice-only candidates, on the unseen patients), and the vote is not
+    offered. Choosing is by macro-F1 on
     held-out predictions; the winner is refitted on all the training cases, and its top-class
     probability calibrated (calibration_map) on its held-out predictions. Test patients are
     never seen.
@@ -237,7 +301,15 @@ def fit_served(
     # worker) spin far longer than they compute: 0.2 s per fit with one thread, 10 s without.
     with threadpool_limits(1):
         return _fit_served(
-            x, np.asarray(y), np.asarray(groups), unseen, n_classes, seed, candidates, slice_columns
+            x,
+            np.asarray(y),
+            np.asarray(groups),
+            unseen,
+            n_classes,
+            seed,
+            candidates,
+            slice_columns,
+            votes,
         )
 
 
@@ -255,7 +327,9 @@ def unseen_split(
     return [(np.flatnonzero(~held), np.flatnonzero(held))]
 
 
-def _fit_served(x, y, groups, unseen, n_classes, seed, candidates, slice_columns) -> ServedHead:
+def _fit_served(
+    x, y, groups, unseen, n_classes, seed, candidates, slice_columns, votes
+) -> ServedHead:
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(x)
@@ -270,7 +344,8 @@ def _fit_served(x, y, groups, unseen, n_classes, seed, candidates, slice_columns
     inner, split = inner_folds(groups, seed), unseen_split(groups, unseen)
 
     def field(j: int) -> FieldHead:
-        return _fit_field(z, y[:, j], inner, split, n_classes[j], tried, seed, slice_columns)
+        voted = None if votes is None else np.asarray(votes[j], np.float64)
+        return _fit_field(z, y[:, j], inner, split, n_classes[j], tried, seed, slice_columns, voted)
 
     with ThreadPoolExecutor(max_workers=FIT_THREADS) as pool:
         heads = list(pool.map(field, range(len(n_classes))))
@@ -296,6 +371,7 @@ def _fit_field(
     tried: list[Candidate],
     seed: int,
     slice_columns: int,
+    votes: np.ndarray | None = None,
 ) -> FieldHead:
     known = y >= 0
     present = np.unique(y[known])
@@ -305,6 +381,7 @@ def _fit_field(
         bias[int(present[0]) if len(present) else 0] = 0.0
         return FieldHead(np.zeros((k, z.shape[1])), bias, *identity, 0.0)
 
+    vote_weight = 0.0
     if unseen_split and any(c.slices_only for c in tried):
         # Each family chosen where its scores are honest: the slice-features-only candidates
         # on inner folds of all the training patients (their inputs do not depend on the
@@ -315,11 +392,23 @@ def _fit_field(
         s_best, s_held = _best(alone, z, y, known, inner, k, seed, slice_columns)
         j_best, j_held = _best(joined, z, y, known, unseen_split, k, seed, slice_columns)
         s_unseen = _held_out([s_best], z, y, known, unseen_split, k, seed, slice_columns)[0]
-        scores = [_score(p, y, k) for p in (s_unseen, j_held)]
-        chosen, held = (j_best, j_held) if scores[1] > scores[0] else (s_best, s_held)
+        finalists = [(s_best, s_unseen, s_held), (j_best, j_held, j_held)]
+        scores = [_score(unseen_p, y, k) for _, unseen_p, _ in finalists]
+        chosen, unseen_p, held = finalists[int(np.argmax(scores))]  # ties: the slice-only one
+        if votes is not None:
+            # Retrieval's vote averaged in where that mean does better on the same patients
+            # (chosen on the second draw of folds over offering the vote alone, or the mean
+            # of each finalist: docs/benchmarks.md).
+            voted = np.full(votes.shape, np.nan)  # on the unseen patients' known cases only
+            voted[unseen_split[0][1]] = vote_distribution(votes[unseen_split[0][1]])
+            voted[~known] = np.nan
+            mixed = (unseen_p + voted) / 2
+            if _score(mixed, y, k) > max(scores):
+                vote_weight, held = 0.5, mixed
     else:
         chosen, held = _best(tried, z, y, known, unseen_split or inner, k, seed, slice_columns)
     head = _fit_candidates([chosen], z[known], y[known], k, seed, slice_columns)[0]
+    head.vote_weight = vote_weight
     scored = np.isfinite(held[:, 0])
     if scored.sum() >= MIN_VAL_PER_FIELD:
         p = held[scored]

@@ -17,6 +17,8 @@ from model.config import ModelConfig, TrainConfig
 from model.encoders import FeatureNorm, FrozenTextEncoder, TextTokenCache
 from model.loss import clip_loss, multitask_loss, reader_positives
 from model.readers import reader_distributions
+from model.retrieval import exact_vote
+from model.schema import Schema
 
 
 @dataclass
@@ -340,3 +342,36 @@ def embed_texts(model: CLIPMedical, cache: TextTokenCache, texts: Sequence[str])
     ids = cache.ids(texts).to(cache.states.device)
     states, mask = cache.states[ids].to(model.device), cache.mask[ids].to(model.device)
     return model.encode_text(states, mask).cpu().numpy().astype(np.float32)
+
+
+def unseen_votes(
+    model: CLIPMedical,
+    cache: TextTokenCache,
+    schema: Schema,
+    texts: Sequence[str],
+    case_emb: np.ndarray,
+    unseen: np.ndarray | None,
+    k: int,
+) -> list[np.ndarray] | None:
+    """Per field, retrieval's vote shares [n, classes] over k texts for the training cases
+    `unseen` (whose patients the model never trained on), NaN for the others: retrieved from
+    a catalog of the other training cases' texts only, so a case's own description is in it
+    no more often than a new patient's would be in the service's catalog. None without
+    unseen cases (served.fit_served then does not offer the vote)."""
+    if unseen is None or len(unseen) == 0:
+        return None
+    held = np.zeros(len(texts), bool)
+    held[unseen] = True
+    distinct = list(dict.fromkeys(t for t, h in zip(texts, held, strict=True) if not h))
+    if not distinct:
+        return None
+    labels = np.stack([schema.parse(t) for t in distinct])
+    shares = exact_vote(
+        case_emb[held], embed_texts(model, cache, distinct), labels, schema.class_counts, k
+    )
+    out = []
+    for part in shares:
+        full = np.full((len(texts), part.shape[1]), np.nan)
+        full[held] = part
+        out.append(full)
+    return out

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -158,3 +160,54 @@ def test_a_batch_names_the_invalid_case(explainer, lidc_small):
     dim = explainer.checkpoint.config.feature_dim
     with pytest.raises(InputError, match=f"case 1: expected {dim} features per slice, got 3"):
         explainer.explain_batch([lidc_small.slices(0), np.zeros((2, 3))])
+
+
+def test_a_served_vote_reads_its_own_texts_whatever_k_is_asked(trained_small, lidc_small):
+    """A field that serves retrieval's vote reads it over the head's vote_k texts: the answer
+    is the k=vote_k vote's, for a caller asking for one text or eight."""
+    ckpt = trained_small[1]
+    assert ckpt.served is not None
+    fields = [replace(f) for f in ckpt.served.fields]
+    fields[0].vote_weight = 1.0  # field 0 serves the vote alone
+    served = replace(ckpt.served, fields=fields)
+    explainer = Explainer(replace(ckpt, served=served))
+    n = served.vote_k
+    for case in (lidc_small.slices(0), lidc_small.slices(3)):
+        own = explainer.explain(case, k=n)["fields"][0]
+        tally = own["vote"]["tally"]
+        for k in (1, n + 3):
+            answer = explainer.explain(case, k=k)["fields"][0]["served"]
+            assert answer == own["served"]
+            assert answer["value"] == max(tally, key=tally.get)
+        # The other fields are the checkpoint's own answers.
+        alone = Explainer(ckpt).explain(case, k=1)["fields"][1]["served"]
+        assert explainer.explain(case, k=1)["fields"][1]["served"] == alone
+
+
+def test_unseen_votes_come_from_the_other_training_cases_texts(
+    trained_small, lidc_small, text_encoder
+):
+    from model.encoders import TextTokenCache
+    from model.retrieval import exact_vote
+    from model.train import embed_cases, embed_texts, unseen_votes
+
+    model, schema, texts = trained_small[0].model, lidc_small.schema, lidc_small.texts()
+    cache = TextTokenCache(text_encoder, texts)
+    emb = embed_cases(model, lidc_small)
+    unseen = np.arange(0, len(texts), 4)
+    votes = unseen_votes(model, cache, schema, texts, emb, unseen, k=3)
+    assert votes is not None and len(votes) == len(schema.fields)
+    others = [t for i, t in enumerate(texts) if i % 4]
+    catalog = list(dict.fromkeys(others))
+    labels = np.stack([schema.parse(t) for t in catalog])
+    expected = exact_vote(
+        emb[unseen], embed_texts(model, cache, catalog), labels, schema.class_counts, 3
+    )
+    held = np.zeros(len(texts), bool)
+    held[unseen] = True
+    for got, want in zip(votes, expected, strict=True):
+        assert np.isnan(got[~held]).all()
+        np.testing.assert_allclose(got[held], want)
+    only_unseen = set(texts[i] for i in unseen) - set(others)
+    assert only_unseen, "the check needs a text that only unseen cases have"
+    assert unseen_votes(model, cache, schema, texts, emb, None, k=3) is None

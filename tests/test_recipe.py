@@ -6,13 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model.checkpoint import Checkpoint
 from model.config import preset
+from model.inference import Explainer
 from model.recipe import INDEXING, SCORING, UntrainedError, train_checkpoint
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_fold_of_lidc_becomes_a_checkpoint_that_records_its_own_cases(lidc_small, text_encoder):
+def test_a_fold_of_lidc_becomes_a_checkpoint_that_records_its_own_cases(
+    lidc_small, text_encoder, tmp_path
+):
     view = lidc_small.subset(np.arange(0, len(lidc_small), 2))
     mcfg, tcfg = preset("lidc", epochs=2, val_fraction=0.3, patience=0, embed_dim=32)
     stages: list[str] = []
@@ -30,6 +34,21 @@ def test_a_fold_of_lidc_becomes_a_checkpoint_that_records_its_own_cases(lidc_sma
     assert {f"val/{name}/vote_macro_f1" for name in view.schema.field_names} <= set(
         ckpt.meta["metrics"]
     )
+    # The held-out patients also decide where retrieval's vote joins the served answer (on
+    # this half of the cohort: two fields). Saved and loaded, the checkpoint answers alike,
+    # and the served answer reads its own texts whatever k is asked.
+    served = ckpt.served
+    assert served is not None and served.reads_votes, [f.readout for f in served.fields]
+    loaded = Checkpoint.load(ckpt.save(tmp_path / "ckpt"))
+    assert loaded.served is not None
+    assert [f.vote_weight for f in loaded.served.fields] == [f.vote_weight for f in served.fields]
+    for i in (0, 7):
+        case = view.slices(i)
+        answers = [
+            Explainer(c).explain(case, k=k)["fields"] for c in (ckpt, loaded) for k in (1, 8)
+        ]
+        served_answers = [[f["served"] for f in fields] for fields in answers]
+        assert all(a == served_answers[0] for a in served_answers)
 
 
 def test_a_run_without_a_single_step_is_refused(lidc_small, text_encoder):

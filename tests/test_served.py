@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file, save_file
 
 from model.served import (
@@ -16,6 +17,7 @@ from model.served import (
     fit_served,
     inner_folds,
     unseen_split,
+    vote_distribution,
 )
 
 
@@ -205,3 +207,61 @@ def test_few_held_out_predictions_get_a_two_parameter_map():
 
     x_iso, _ = calibration_map(raw[:ISOTONIC_FROM], correct[:ISOTONIC_FROM], seed=0)
     assert len(x_iso) != CALIBRATION_GRID  # one point per isotonic block
+
+
+def _vote_knows_field_1(seed: int = 0):
+    """Slice features carry field 0; nothing in x carries field 1, but retrieval's vote
+    names it right 9 times in 10 (and is noise for field 0)."""
+    rng = np.random.default_rng(seed)
+    n = 1500
+    groups = np.repeat(np.arange(n // 3), 3)
+    x = rng.normal(size=(n, 3))
+    y0 = (x[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(int)
+    y1 = rng.integers(0, 3, n)
+    named = np.where(rng.random(n) < 0.9, y1, rng.integers(0, 3, n))
+    votes = [np.eye(2)[rng.integers(0, 2, n)], np.eye(3)[named] * 0.8 + 0.2 / 3]
+    y = np.column_stack([y0, y1])
+    train, test = np.flatnonzero(groups < 400), np.flatnonzero(groups >= 400)
+    unseen = np.flatnonzero((groups >= 300) & (groups < 400))
+    return x, y, groups, votes, train, unseen, test
+
+
+def test_retrievals_vote_serves_where_it_wins_on_unseen_patients(tmp_path):
+    x, y, groups, votes, train, unseen, test = _vote_knows_field_1()
+    # Only the unseen patients' votes may count: the others' are poisoned (always class 0);
+    # fit_served must not read them.
+    given = [v[train].copy() for v in votes]
+    given[1][~np.isin(train, unseen)] = np.eye(3)[0]
+    position = np.flatnonzero(np.isin(train, unseen))
+    served = fit_served(
+        x[train], y[train], groups[train], [2, 3], unseen=position, slice_columns=2, votes=given
+    )
+    noise, knows = served.fields
+    assert noise.vote_weight == 0 and knows.vote_weight > 0 and served.reads_votes
+    assert "vote" in knows.readout and "vote" not in noise.readout
+    with pytest.raises(ValueError, match="needs the retrieved texts' vote"):
+        served.predict(x[test])
+    pred, confidence, _ = served.predict(x[test], [v[test] for v in votes])
+    assert (pred[:, 1] == y[test, 1]).mean() > 0.85  # what the vote knows, and x does not
+    assert (pred[:, 0] == y[test, 0]).mean() > 0.75
+    # Calibrated on the unseen patients: stated about matches observed.
+    assert abs(confidence[:, 1].mean() - (pred[:, 1] == y[test, 1]).mean()) < 0.06
+    save_file(served.tensors(), str(tmp_path / "served.safetensors"))
+    back = ServedHead.from_tensors(load_file(str(tmp_path / "served.safetensors")), 2)
+    assert [f.vote_weight for f in back.fields] == [f.vote_weight for f in served.fields]
+    assert back.vote_k == served.vote_k
+    np.testing.assert_array_equal(back.predict(x[test], [v[test] for v in votes])[0], pred)
+
+
+def test_without_unseen_patients_the_vote_is_not_offered():
+    x, y, groups, votes, train, _, _ = _vote_knows_field_1()
+    served = fit_served(
+        x[train], y[train], groups[train], [2, 3], slice_columns=2, votes=[v[train] for v in votes]
+    )
+    assert not served.reads_votes
+    served.predict(x[:5])  # needs no vote
+
+
+def test_a_case_no_text_voted_on_gets_the_uniform_distribution():
+    shares = vote_distribution(np.array([[0.0, 0.0, 0.0], [2.0, 1.0, 1.0]]))
+    np.testing.assert_allclose(shares, [[1 / 3, 1 / 3, 1 / 3], [0.5, 0.25, 0.25]])
