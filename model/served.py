@@ -6,8 +6,10 @@ features alone. It is the mean of two class-balanced models' probabilities: grad
 trees and a multinomial logistic regression (its C from a grid). Which inputs and which C a
 field serves is decided on held-out predictions of patients the candidate's inputs never saw
 (fit_served says how; never on test folds), and the top-class probability is calibrated on
-the same held-out predictions, so "80%" is right about 80% of the time. Retrieval stays the
-explanation: the texts and similar cases shown are the evidence behind the answer, and the
+the same held-out predictions, so "80%" is right about 80% of the time. Where it does better
+on the patients the CLIP model never saw, that mean is averaged with retrieval's own
+similarity-weighted vote (over VOTE_K texts, whatever k a caller asks to see). Retrieval stays
+the explanation: the texts and similar cases shown are the evidence behind the answer, and the
 vote, zero-shot and head read-outs stay available.
 
 Everything is plain arrays (saved with safetensors beside the weights; trees as node arrays,
