@@ -268,9 +268,9 @@ def build_checkpoint(
         "early-stopping patients), the two best compared on those (with too few of them, "
         "every candidate on the inner folds); the winner refitted on all the training "
         "patients, its top-class probability calibrated on its held-out predictions "
-        "(isotonic; Platt below 1,000 of them); retrieval's similarity-weighted vote over "
-        f"{VOTE_K} texts, alone or averaged with either finalist, competes on those patients "
-        "too (their votes from a catalog of the other training patients' texts)",
+        "(isotonic; Platt below 1,000 of them); the winner averaged with retrieval's "
+        f"similarity-weighted vote over {VOTE_K} texts where that mean does better on the "
+        "same unseen patients (their votes from a catalog of the other training patients' texts)",
         "readout": {
             f.name: head.readout for f, head in zip(schema.fields, served.fields, strict=True)
         },
